@@ -1,0 +1,326 @@
+"""``trustaudit`` command line.
+
+Exit codes: 0 every check passed, 1 a check failed its policy (or could not run), 2 bad input or
+usage: one line ``trustaudit: error: ...`` on stderr, never a traceback.
+
+Other packages add sub-commands through a module-level ``add_commands(subparsers)`` in
+``<package>/cli_commands.py``; each command sets ``func(args) -> int`` and raises
+``TrustAuditError`` for bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import os
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from audit.exceptions import TrustAuditError, UsageError
+
+__all__ = ["main", "build_parser"]
+
+_PLUGIN_MODULES = ("causal.cli_commands", "federated.cli_commands", "audit.privacy_cli", "dashboard.cli_commands")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog.split()[-1] if ' ' in self.prog else 'usage'}: {message}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="trustaudit", description="Audit ML models: fairness, explanations, causal effects, privacy.")
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+    _add_audit(sub)
+    _add_demo(sub)
+    _add_history(sub)
+    for name in _PLUGIN_MODULES:
+        if importlib.util.find_spec(name.rsplit(".", 1)[0]) is not None and importlib.util.find_spec(name) is not None:
+            importlib.import_module(name).add_commands(sub)
+    return parser
+
+
+def _add_store_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--store",
+        metavar="PATH",
+        help="history SQLite file (default: $TRUSTAUDIT_STORE or ~/.local/share/trustaudit/history.sqlite)",
+    )
+
+
+def _add_audit(sub: Any) -> None:
+    p = sub.add_parser("audit", help="audit a model on a dataset", description="Audit a model on a dataset.")
+    p.add_argument("--spec", metavar="TOML", help="audit spec file; flags given too win over it")
+    p.add_argument("--model", metavar="FILE", help="model file: skops, ONNX or TorchScript")
+    p.add_argument("--data", metavar="FILE", help="the audited rows (CSV or Parquet)")
+    p.add_argument("--train", metavar="FILE", help="training rows (refit mitigation, membership inference)")
+    p.add_argument("--holdout", metavar="FILE", help="rows not used in training (membership inference)")
+    p.add_argument("--target", help="target column")
+    p.add_argument("--positive-label", dest="positive_label", help="the favourable outcome's value")
+    p.add_argument("--sensitive", action="append", metavar="COLUMN", help="a sensitive column (repeatable)")
+    p.add_argument("--features", action="append", metavar="COLUMN", help="a model input column (repeatable; default: the model's own list)")
+    p.add_argument("--checks", action="append", metavar="FAMILY", help="check family or check id to run (repeatable, or comma-separated)")
+    p.add_argument("--seed", type=int, help="seed of every stochastic step")
+    p.add_argument("--trust", action="append", metavar="TYPE", help="trust this skops type explicitly (repeatable)")
+    p.add_argument("--unsafe-pickle", action="store_true", help="allow pickle/joblib models: runs any code in the file")
+    p.add_argument("--out", metavar="DIR", help="write report.json, report.html, report.md and report.xml here")
+    p.add_argument("--json", metavar="FILE", help="JSON report path")
+    p.add_argument("--html", metavar="FILE", help="HTML report path")
+    p.add_argument("--markdown", metavar="FILE", help="Markdown summary path")
+    p.add_argument("--junit", metavar="FILE", help="JUnit XML path")
+    p.add_argument("--sarif", metavar="FILE", help="SARIF path (for code-scanning dashboards)")
+    p.add_argument("--strict", action="store_true", help="exit 1 on WARN too")
+    p.add_argument("--no-store", action="store_true", help="do not record the audit in the history store")
+    p.add_argument("--quiet", action="store_true", help="no progress display or summary table")
+    _add_store_flag(p)
+    p.set_defaults(func=_cmd_audit)
+
+
+def _add_demo(sub: Any) -> None:
+    p = sub.add_parser("demo", help="generate the default data, train a model, audit it")
+    p.add_argument("--out", metavar="DIR", default="trustaudit-demo", help="folder for data, model and reports")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--checks", action="append", metavar="FAMILY", help="families to run (default: all)")
+    p.add_argument("--no-store", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    _add_store_flag(p)
+    p.set_defaults(func=_cmd_demo)
+
+
+def _add_history(sub: Any) -> None:
+    p = sub.add_parser("history", help="list past audits from the history store")
+    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--verdict", choices=["PASS", "FAIL", "WARN", "ERROR"], help="only audits with this verdict")
+    p.add_argument("--show", metavar="AUDIT_ID", help="print one audit's JSON report")
+    p.add_argument("--json", action="store_true", help="print the list as JSON")
+    _add_store_flag(p)
+    p.set_defaults(func=_cmd_history)
+
+
+def _split_multi(values: Sequence[str] | None) -> list[str] | None:
+    if not values:
+        return None
+    out: list[str] = []
+    for v in values:
+        out.extend(x.strip() for x in v.split(",") if x.strip())
+    return out
+
+
+def spec_from_args(args: argparse.Namespace) -> Any:
+    from audit.spec import load_spec, spec_from_mapping
+
+    overrides: dict[str, Any] = {}
+    model: dict[str, Any] = {}
+    data: dict[str, Any] = {}
+    if args.model:
+        model["path"] = args.model
+    if args.trust:
+        model["trusted_types"] = list(args.trust)
+    if args.data:
+        data["test"] = args.data
+    if args.train:
+        data["train"] = args.train
+    if args.holdout:
+        data["holdout"] = args.holdout
+    if args.target:
+        data["target"] = args.target
+    if args.positive_label is not None:
+        data["positive_label"] = args.positive_label
+    if args.sensitive:
+        data["sensitive"] = _split_multi(args.sensitive)
+    if args.features:
+        data["features"] = _split_multi(args.features)
+    if model:
+        overrides["model"] = model
+    if data:
+        overrides["data"] = data
+    checks = _split_multi(args.checks)
+    if checks:
+        overrides["checks"] = checks
+    if args.seed is not None:
+        overrides["seed"] = args.seed
+    if args.spec:
+        spec = load_spec(args.spec, _resolve_cli_paths(overrides))
+    else:
+        if not args.model or not args.data or not args.target or args.positive_label is None:
+            missing = [f for f, v in (("--model", args.model), ("--data", args.data), ("--target", args.target),
+                                      ("--positive-label", args.positive_label)) if not v and v != 0]
+            raise UsageError(f"audit: give --spec or all of --model, --data, --target, --positive-label (missing: {', '.join(missing)})")
+        spec = spec_from_mapping(_resolve_cli_paths(overrides), source="flags")
+    return spec
+
+
+def _resolve_cli_paths(overrides: dict[str, Any]) -> dict[str, Any]:
+    """CLI paths are relative to the working directory, not to the spec file."""
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in overrides.items()}
+    if "model" in out and "path" in out["model"]:
+        out["model"]["path"] = str(Path(out["model"]["path"]).resolve())
+    for role in ("test", "train", "holdout"):
+        if role in out.get("data", {}):
+            out["data"][role] = str(Path(out["data"][role]).resolve())
+    return out
+
+
+def _report_targets(args: argparse.Namespace) -> dict[str, Path]:
+    targets: dict[str, Path] = {}
+    if getattr(args, "out", None):
+        out = Path(args.out)
+        targets.update(json=out / "report.json", html=out / "report.html", markdown=out / "report.md",
+                       junit=out / "report.xml", sarif=out / "report.sarif")
+    for kind in ("json", "html", "markdown", "junit", "sarif"):
+        v = getattr(args, kind, None)
+        if v:
+            targets[kind] = Path(v)
+    return targets
+
+
+def _progress_runner(quiet: bool):
+    from contextlib import nullcontext
+
+    if quiet or not sys.stderr.isatty() and os.environ.get("TRUSTAUDIT_PROGRESS") != "1":
+        # plain lines on a non-terminal (CI logs), nothing when quiet
+        if quiet:
+            return nullcontext(None)
+
+        class _Plain:
+            def __enter__(self):
+                def cb(event: str, check_id: str, i: int, n: int) -> None:
+                    if event == "start":
+                        print(f"[{i + 1}/{n}] {check_id} ...", file=sys.stderr, flush=True)
+                return cb
+
+            def __exit__(self, *exc: object) -> None:
+                return None
+
+        return _Plain()
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    class _Rich:
+        def __enter__(self):
+            self.p = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                              TimeElapsedColumn(), transient=True)
+            self.p.__enter__()
+            self.task = self.p.add_task("checks", total=None)
+
+            def cb(event: str, check_id: str, i: int, n: int) -> None:
+                self.p.update(self.task, total=n, completed=i, description=f"{check_id}")
+            return cb
+
+        def __exit__(self, *exc: object) -> None:
+            self.p.__exit__(None, None, None)
+
+    return _Rich()
+
+
+def _cmd_audit(args: argparse.Namespace) -> int:
+    from audit.report import write_reports
+    from audit.runner import run_audit
+
+    spec = spec_from_args(args)
+    targets = _report_targets(args)
+    store = None if args.no_store else _open_store(args)
+    with _progress_runner(args.quiet) as cb:
+        with warnings.catch_warnings():
+            if args.unsafe_pickle:
+                warnings.simplefilter("always")
+            report = run_audit(spec, allow_unsafe_pickle=args.unsafe_pickle, progress=cb)
+    written = write_reports(report, targets)
+    if store is not None:
+        store.record(report)
+    if not args.quiet:
+        _print_summary(report, written)
+    return report.exit_code(strict=args.strict)
+
+
+def _open_store(args: argparse.Namespace):
+    from audit.store import HistoryStore, default_store_path
+
+    return HistoryStore(Path(args.store) if args.store else default_store_path())
+
+
+def _print_summary(report: Any, written: dict[str, Path]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(stderr=False, soft_wrap=True)
+    colours = {"PASS": "green", "FAIL": "red", "WARN": "yellow", "ERROR": "magenta", "SKIPPED": "dim"}
+    table = Table(title=f"trustaudit {report.audit_id[:12]}: {report.verdict.value}", show_lines=False)
+    table.add_column("check")
+    table.add_column("verdict")
+    table.add_column("summary", overflow="fold")
+    table.add_column("s", justify="right")
+    for r in report.results:
+        c = colours[r.verdict.value]
+        table.add_row(r.check_id, f"[{c}]{r.verdict.value}[/{c}]", r.summary, f"{r.provenance.seconds:.1f}")
+    console.print(table)
+    for kind, path in written.items():
+        console.print(f"{kind:>8}: {path}")
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from audit.demo import run_demo
+
+    store = None if args.no_store else _open_store(args)
+    return run_demo(Path(args.out), seed=args.seed, checks=_split_multi(args.checks), store=store, quiet=args.quiet)
+
+
+def _cmd_history(args: argparse.Namespace) -> int:
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    store = _open_store(args)
+    if args.show:
+        print(json.dumps(store.get(args.show).to_dict(), indent=2))
+        return 0
+    rows = store.list(limit=args.limit, verdict=args.verdict)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    table = Table(title=f"audits in {store.path}")
+    for col in ("audit_id", "created_at", "verdict", "model", "data", "checks", "fail", "warn", "error"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["audit_id"][:12], r["created_at"], r["verdict"], r["model_path"], r["data_path"],
+                      str(r["n_checks"]), str(r["n_fail"]), str(r["n_warn"]), str(r["n_error"]))
+    Console().print(table)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if args.version:
+            from importlib.metadata import version
+
+            print(version("trustaudit"))
+            return 0
+        if not getattr(args, "func", None):
+            parser.print_help(sys.stderr)
+            return 2
+        return int(args.func(args))
+    except TrustAuditError as exc:
+        print(f"trustaudit: error: {exc.message}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("trustaudit: error: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+def entrypoint() -> NoReturn:  # pragma: no cover
+    sys.exit(main())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
