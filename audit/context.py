@@ -9,6 +9,7 @@ decision, ``split.sensitive`` holds the sensitive columns as strings (missing ->
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -55,6 +56,7 @@ class AuditContext:
     holdout: DataSplit | None = None
     seed: int = 0
     extras: Any = field(default_factory=lambda: MappingProxyType({}))
+    _memo: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def policy(self) -> Policy:
@@ -74,6 +76,13 @@ class AuditContext:
 
     def split(self, role: str) -> DataSplit | None:
         return {"test": self.test, "train": self.train, "holdout": self.holdout}[role]
+
+    def memo(self, key: str, factory: Callable[[], Any]) -> Any:
+        """Compute an expensive shared intermediate once per audit (e.g. SHAP values that
+        several explanation checks read). Not thread-safe; checks run one at a time."""
+        if key not in self._memo:
+            self._memo[key] = factory()
+        return self._memo[key]
 
     def seed_for(self, name: str) -> int:
         """A seed derived from the audit seed and a name: independent of check order."""

@@ -200,6 +200,22 @@ def _make_split(
     )
 
 
+def _validate_model_metadata(adapter: ModelAdapter) -> None:
+    """A DP claim shipped in a model's metadata is validated like one given in the spec."""
+    claim = (adapter.metadata or {}).get("dp_claim")
+    if claim is None:
+        return
+    from pydantic import ValidationError
+
+    from audit.exceptions import ConfigError
+    from audit.spec import DPClaim, _format_validation_error
+
+    try:
+        DPClaim.model_validate(claim)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, "model metadata dp_claim")) from None
+
+
 def _as_adapter(model: Any, spec: AuditSpec | None = None) -> ModelAdapter:
     if isinstance(model, LoadedModel):
         return model.adapter
@@ -235,6 +251,7 @@ def build_context(
             inputs["model"] = model.info()
         else:
             inputs["model"] = {"path": "<in memory>", "kind": adapter.kind, "sha256": None}
+    _validate_model_metadata(adapter)
     pos_idx = _positive_class_index(adapter, spec.data.positive_label)
     splits: dict[str, DataSplit | None] = {"test": None, "train": None, "holdout": None}
     files: dict[str, Any] = {}
