@@ -28,6 +28,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -81,21 +82,54 @@ class FairnessPolicy(_Strict):
     intersections: bool = True
     mitigation: bool = True
     mitigation_max_accuracy_cost: float = Field(0.05, ge=0, le=1)
+    mitigation_refit_rows: int = Field(2000, ge=100, le=1_000_000)
+    mitigation_max_iter: int = Field(10, ge=1, le=200)
 
 
 class ExplainPolicy(_Strict):
-    """Thresholds for the explanation family (issue: explanation checks)."""
+    """Thresholds and sample sizes for the explanation family (issue: explanation checks).
 
-    sample_size: int = Field(1000, ge=10, le=1_000_000)
-    background_size: int = Field(100, ge=10, le=10_000)
-    lime_sample_size: int = Field(50, ge=5, le=10_000)
+    Sizes bound the work: attributions are computed on a seeded sample of the audited rows, and
+    every global figure carries a bootstrap interval over that sample.
+    """
+
+    # -- samples ------------------------------------------------------------------------------
+    sample_size: int = Field(1000, ge=10, le=1_000_000)  # rows explained by SHAP
+    background_size: int = Field(100, ge=10, le=10_000)  # background rows (masking, baselines)
+    blackbox_sample_size: int = Field(100, ge=5, le=100_000)  # rows for the permutation explainer
+    blackbox_permutations: int = Field(6, ge=1, le=1000)  # feature orderings per row (model-agnostic SHAP)
+    tree_feature_perturbation: Literal["tree_path_dependent", "interventional"] = "tree_path_dependent"
+    n_jobs: int = Field(2, ge=1, le=64)  # processes for large TreeSHAP runs
+    parallel_min_rows: int = Field(4000, ge=100, le=10_000_000)  # split TreeSHAP over n_jobs from here
+    n_bootstrap: int = Field(200, ge=20, le=10_000)
+    confidence_level: float = Field(0.95, gt=0.5, lt=1)
+    # -- LIME ---------------------------------------------------------------------------------
+    lime_sample_size: int = Field(40, ge=5, le=10_000)  # rows explained by LIME
+    lime_num_samples: int = Field(1000, ge=100, le=100_000)  # perturbations per row
+    lime_stability_min_spearman: float = Field(0.6, ge=-1, le=1)
+    # -- permutation importance ---------------------------------------------------------------
+    permutation_sample_size: int = Field(2000, ge=50, le=1_000_000)
+    permutation_repeats: int = Field(10, ge=2, le=1000)
+    # -- gradients (torch models) -------------------------------------------------------------
+    gradient_sample_size: int = Field(200, ge=5, le=100_000)
+    ig_n_steps: int = Field(50, ge=4, le=10_000)
+    ig_max_convergence_delta: float = Field(0.05, ge=0, le=100)  # max |sum attributions - (f(x)-f(b))|
+    gradient_shap_samples: int = Field(20, ge=1, le=10_000)
+    infidelity_perturbations: int = Field(10, ge=1, le=1000)
+    sensitivity_perturbations: int = Field(5, ge=1, le=1000)
+    sensitivity_radius: float = Field(0.02, gt=0, le=10)
+    # -- trust: additivity, agreement, faithfulness ---------------------------------------
     additivity_max_error: float = Field(1e-4, ge=0, le=1)
     agreement_min_spearman: float = Field(0.5, ge=-1, le=1)
     top_k: int = Field(5, ge=1, le=100)
-    lime_stability_min_spearman: float = Field(0.6, ge=-1, le=1)
+    faithfulness_sample_size: int = Field(200, ge=5, le=100_000)
+    faithfulness_random_orders: int = Field(5, ge=1, le=100)
+    faithfulness_min_auc_gap: float = Field(0.0, ge=-1, le=1)
+    # -- reliance on sensitive features and proxies -------------------------------------------
     sensitive_reliance_max_share: float = Field(0.10, ge=0, le=1)
     proxy_auc_min: float = Field(0.70, ge=0.5, le=1)
-    ig_max_convergence_delta: float = Field(0.05, ge=0)
+    proxy_sample_size: int = Field(5000, ge=100, le=1_000_000)
+    proxy_allowed: tuple[str, ...] = Field((), max_length=1000)  # listed as proxies, not counted
 
 
 class CausalPolicy(_Strict):
@@ -112,13 +146,24 @@ class CausalPolicy(_Strict):
 
 
 class PrivacyPolicy(_Strict):
-    """Thresholds for the privacy family (issue: privacy checks)."""
+    """Thresholds for the privacy family (issue: privacy checks).
 
-    epsilon_tolerance: float = Field(0.05, ge=0, le=10)  # relative tolerance on a DP claim
+    ``epsilon_tolerance`` is relative: a DP claim fails when an accountant's ε exceeds the claimed
+    ε by more than this fraction. ``attack_auc_max`` bounds the best membership-inference attack's
+    ROC AUC (its CI decides FAIL vs WARN). ``empirical_epsilon_max`` (optional) bounds the
+    empirical ε lower bound even when no DP claim is made; ``empirical_delta`` is the δ used in
+    that bound when there is no claim (a claim's own δ is used otherwise). ``max_rows`` caps the
+    audited members + non-members (balanced). ``n_reference_models`` reference models feed the
+    calibrated attack (0 switches it off).
+    """
+
+    epsilon_tolerance: float = Field(0.05, ge=0, le=10)
     attack_auc_max: float = Field(0.60, ge=0.5, le=1)
-    empirical_epsilon_max: float = Field(1.0, ge=0)
+    empirical_epsilon_max: float | None = Field(None, ge=0)
+    empirical_delta: float = Field(1e-5, gt=0, lt=1)
     max_rows: int = Field(20_000, ge=100, le=10_000_000)
-    n_reference_models: int = Field(4, ge=1, le=64)
+    n_reference_models: int = Field(4, ge=0, le=64)
+    min_group_size: int = Field(30, ge=1, le=1_000_000)
     confidence_level: float = Field(0.95, gt=0.5, lt=1)
 
 
@@ -164,20 +209,61 @@ class DataSpec(_Strict):
 
 
 class DPClaim(_Strict):
-    """A differential-privacy training claim shipped with a model or stated in the spec."""
+    """A differential-privacy training claim shipped with a model or stated in the spec.
 
-    epsilon: float = Field(..., gt=0)
-    delta: float = Field(..., ge=0, lt=1)
-    noise_multiplier: float = Field(..., gt=0)
+    DP-SGD with Poisson sampling: ``noise_multiplier`` σ, sampling rate q (``sample_rate``, or
+    ``batch_size / dataset_size``), a number of ``steps`` (or ``epochs``, giving
+    ``ceil(epochs / q)`` steps), and the claimed (ε, δ) under ``accountant``. Impossible values
+    (q > 1, σ ≤ 0, δ outside (0, 1), a batch larger than the data set) are refused here.
+    """
+
+    epsilon: float = Field(..., gt=0, allow_inf_nan=False)
+    delta: float = Field(..., gt=0, lt=1)
+    noise_multiplier: float = Field(..., gt=0, allow_inf_nan=False)
     sample_rate: float | None = Field(None, gt=0, le=1)
     batch_size: int | None = Field(None, ge=1)
     dataset_size: int | None = Field(None, ge=1)
     steps: int | None = Field(None, ge=1)
-    epochs: float | None = Field(None, gt=0)
-    accountant: str = "rdp"
+    epochs: float | None = Field(None, gt=0, allow_inf_nan=False)
+    accountant: Literal["rdp", "prv", "gdp"] = "rdp"
+    max_grad_norm: float | None = Field(None, gt=0, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _complete(self) -> DPClaim:
+        if self.sample_rate is None and (self.batch_size is None or self.dataset_size is None):
+            raise ValueError("needs 'sample_rate', or both 'batch_size' and 'dataset_size'")
+        if (
+            self.batch_size is not None
+            and self.dataset_size is not None
+            and self.batch_size > self.dataset_size
+        ):
+            raise ValueError(
+                f"'batch_size' ({self.batch_size}) cannot exceed 'dataset_size' ({self.dataset_size})"
+            )
+        if self.steps is None and self.epochs is None:
+            raise ValueError("needs 'steps' or 'epochs'")
+        return self
+
+    @property
+    def effective_sample_rate(self) -> float:
+        """q: ``sample_rate`` when given, else ``batch_size / dataset_size``."""
+        if self.sample_rate is not None:
+            return float(self.sample_rate)
+        assert self.batch_size is not None and self.dataset_size is not None
+        return self.batch_size / self.dataset_size
+
+    @property
+    def effective_steps(self) -> int:
+        """Steps: ``steps`` when given, else ``ceil(epochs / q)`` (never fewer than the epochs imply)."""
+        if self.steps is not None:
+            return int(self.steps)
+        assert self.epochs is not None
+        return max(1, math.ceil(self.epochs / self.effective_sample_rate - 1e-9))
 
 
 class PrivacySpec(_Strict):
+    """Privacy inputs of an audit: an optional DP claim (wins over one in the model's metadata)."""
+
     dp_claim: DPClaim | None = None
 
 

@@ -1,0 +1,654 @@
+"""Fairness checks (fairlearn): group metrics, parity differences and ratios with bootstrap
+confidence intervals, and a mitigation what-if.
+
+Groups are every sensitive feature on its own and, when there are two or more, their
+intersection (``sex×age_group``). Groups smaller than ``policy.fairness.min_group_size`` are
+reported (WARN) but kept out of differences and ratios, never silently averaged in.
+
+**Bootstrap, vectorised and exact.** Every metric here (selection rate, TPR, FPR, FNR, precision,
+accuracy) is a function of the confusion counts per finest group (intersection of all sensitive
+features × true label × decision). Resampling n rows with replacement gives those cell counts a
+Multinomial(n, observed cell frequencies) distribution, so drawing the B count vectors directly
+is the same bootstrap as resampling rows, at O(B × cells) instead of O(B × n). Coarser groups are
+sums of finest cells. Intervals are percentile intervals at ``policy.fairness.confidence_level``.
+The calibration gap (mean score − observed rate within a group) is not a count function: its
+interval uses the bootstrap group counts with a normal approximation of the within-group mean.
+
+Verdicts on a difference d with limit L: FAIL when the interval lies wholly above L, PASS when it
+lies wholly at or below L, WARN when it straddles L. Ratios (four-fifths rule) mirror this.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from audit.context import AuditContext
+from audit.registry import needs_sensitive_features, register_check
+from audit.results import CheckResult, EvidenceTable, PlotSpec, Provenance, Verdict
+
+__all__ = [
+    "BootstrapTables",
+    "CI_METRICS",
+    "bootstrap_disparities",
+    "difference_verdict",
+    "ratio_verdict",
+]
+
+# cell index within a group: 2 * y + y_pred -> 0 TN, 1 FP, 2 FN, 3 TP
+TN, FP, FN, TP = 0, 1, 2, 3
+RATE_NAMES = ("selection_rate", "tpr", "fpr", "fnr", "precision", "accuracy")
+CI_METRICS = (
+    "demographic_parity_difference",
+    "demographic_parity_ratio",
+    "equalized_odds_difference",
+    "equalized_odds_ratio",
+    "equal_opportunity_difference",
+    "disparate_impact_ratio",
+)
+
+
+def _rates(c: np.ndarray) -> dict[str, np.ndarray]:
+    """Rates from cell counts c[..., 4] (last axis TN, FP, FN, TP); NaN where undefined."""
+    c = c.astype(np.float64)
+    n = c.sum(-1)
+    pos = c[..., FN] + c[..., TP]
+    neg = c[..., TN] + c[..., FP]
+    pred_pos = c[..., FP] + c[..., TP]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return {
+            "selection_rate": pred_pos / n,
+            "tpr": c[..., TP] / pos,
+            "fpr": c[..., FP] / neg,
+            "fnr": c[..., FN] / pos,
+            "precision": c[..., TP] / pred_pos,
+            "accuracy": (c[..., TP] + c[..., TN]) / n,
+        }
+
+
+def _spread(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """max - min and min / max over the last axis (groups), ignoring NaN groups."""
+    with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        hi = np.nanmax(x, axis=-1)
+        lo = np.nanmin(x, axis=-1)
+        ratio = np.where(hi > 0, lo / hi, np.where(hi == 0, 1.0, np.nan))
+    return hi - lo, ratio
+
+
+def _disparities(c: np.ndarray) -> dict[str, np.ndarray]:
+    """Difference/ratio metrics from counts c[..., groups, 4] (fairlearn's definitions)."""
+    r = _rates(c)
+    dp_d, dp_r = _spread(r["selection_rate"])
+    tpr_d, tpr_r = _spread(r["tpr"])
+    fpr_d, fpr_r = _spread(r["fpr"])
+    return {
+        "demographic_parity_difference": dp_d,
+        "demographic_parity_ratio": dp_r,
+        "equalized_odds_difference": np.fmax(tpr_d, fpr_d),
+        "equalized_odds_ratio": np.fmin(tpr_r, fpr_r),
+        "equal_opportunity_difference": tpr_d,
+        "disparate_impact_ratio": dp_r,
+    }
+
+
+@dataclass(frozen=True)
+class View:
+    """One way of grouping rows: a sensitive feature, or the intersection of all of them."""
+
+    name: str
+    labels: tuple[str, ...]  # group label per view group
+    mapping: np.ndarray  # finest group index -> view group index
+
+
+@dataclass(frozen=True)
+class BootstrapTables:
+    views: tuple[View, ...]
+    counts: dict[str, np.ndarray]  # view -> (groups, 4) observed counts
+    boot: dict[str, np.ndarray]  # view -> (B, groups, 4) bootstrap counts
+    score_sum: dict[str, np.ndarray]  # view -> per-group sum of (score - y)
+    score_sq: dict[str, np.ndarray]  # view -> per-group sum of (score - y)^2
+
+
+def _views(sensitive: pd.DataFrame, intersections: bool) -> tuple[np.ndarray, list[View]]:
+    cols = list(sensitive.columns)
+    key = sensitive[cols].astype(str).agg("\x1f".join, axis=1) if len(cols) > 1 else sensitive[cols[0]].astype(str)
+    finest_labels, finest = np.unique(key.to_numpy(), return_inverse=True)
+    parts = [lab.split("\x1f") for lab in finest_labels]
+    views: list[View] = []
+    for j, col in enumerate(cols):
+        vals = [p[j] for p in parts]
+        labels, mapping = np.unique(np.array(vals, dtype=object), return_inverse=True)
+        views.append(View(col, tuple(map(str, labels)), mapping))
+    if intersections and len(cols) > 1:
+        views.append(
+            View("×".join(cols), tuple("|".join(p) for p in parts), np.arange(len(parts)))
+        )
+    return finest, views
+
+
+def bootstrap_disparities(
+    y: np.ndarray,
+    y_pred: np.ndarray,
+    scores: np.ndarray,
+    sensitive: pd.DataFrame,
+    *,
+    n_boot: int,
+    rng: np.random.Generator,
+    intersections: bool = True,
+) -> BootstrapTables:
+    """Observed and bootstrap confusion counts for every view (see module docstring)."""
+    finest, views = _views(sensitive, intersections)
+    G = int(finest.max()) + 1
+    cell = finest * 4 + 2 * y.astype(np.int64) + y_pred.astype(np.int64)
+    counts = np.bincount(cell, minlength=G * 4).astype(np.int64)
+    n = int(counts.sum())
+    boot = (
+        rng.multinomial(n, counts / n, size=n_boot).reshape(n_boot, G, 4)
+        if n_boot > 0
+        else np.zeros((0, G, 4), dtype=np.int64)
+    )
+    d = scores.astype(np.float64) - y.astype(np.float64)
+    s1 = np.bincount(finest, weights=d, minlength=G)
+    s2 = np.bincount(finest, weights=d * d, minlength=G)
+    out_c, out_b, out_s1, out_s2 = {}, {}, {}, {}
+    for v in views:
+        g = len(v.labels)
+        M = np.zeros((G, g))
+        M[np.arange(G), v.mapping] = 1.0
+        out_c[v.name] = np.einsum("fk,fg->gk", counts.reshape(G, 4), M).round().astype(np.int64)
+        out_b[v.name] = np.einsum("bfk,fg->bgk", boot, M).round().astype(np.int64)
+        out_s1[v.name] = s1 @ M
+        out_s2[v.name] = s2 @ M
+    return BootstrapTables(tuple(views), out_c, out_b, out_s1, out_s2)
+
+
+def _interval(samples: np.ndarray, level: float) -> tuple[float, float]:
+    s = samples[np.isfinite(samples)]
+    if len(s) == 0:
+        return (float("nan"), float("nan"))
+    a = (1 - level) / 2
+    lo, hi = np.quantile(s, [a, 1 - a])
+    return float(lo), float(hi)
+
+
+def difference_verdict(est: float, lo: float, hi: float, limit: float) -> Verdict:
+    """FAIL when the interval lies above the limit, PASS when at or below it, WARN straddling."""
+    if not np.isfinite(est):
+        return Verdict.WARN
+    if not (np.isfinite(lo) and np.isfinite(hi)):  # no bootstrap: point estimate only
+        return Verdict.FAIL if est > limit else Verdict.PASS
+    if lo > limit:
+        return Verdict.FAIL
+    if hi <= limit:
+        return Verdict.PASS
+    return Verdict.WARN
+
+
+def ratio_verdict(est: float, lo: float, hi: float, limit: float) -> Verdict:
+    """Ratios must stay at or above the limit (e.g. 0.8): the mirror of difference_verdict."""
+    if not np.isfinite(est):
+        return Verdict.WARN
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return Verdict.FAIL if est < limit else Verdict.PASS
+    if hi < limit:
+        return Verdict.FAIL
+    if lo >= limit:
+        return Verdict.PASS
+    return Verdict.WARN
+
+
+def _worst(verdicts: Sequence[Verdict]) -> Verdict:
+    order = {Verdict.PASS: 0, Verdict.WARN: 1, Verdict.FAIL: 2}
+    return max(verdicts, key=lambda v: order.get(v, 0)) if verdicts else Verdict.PASS
+
+
+def _tables(ctx: AuditContext) -> BootstrapTables:
+    pol = ctx.policy.fairness
+    split = ctx.test
+    return ctx.memo(
+        "fairness.bootstrap",
+        lambda: bootstrap_disparities(
+            split.y,
+            split.y_pred,
+            split.scores,
+            split.sensitive,
+            n_boot=pol.n_bootstrap,
+            rng=ctx.rng("fairness.bootstrap"),
+            intersections=pol.intersections,
+        ),
+    )
+
+
+def _provenance(ctx: AuditContext, **extra: object) -> Provenance:
+    pol = ctx.policy.fairness
+    return Provenance(
+        params={
+            "rows": ctx.test.n,
+            "n_bootstrap": pol.n_bootstrap,
+            "bootstrap": "multinomial over (group, label, decision) cells (exact row bootstrap)",
+            "confidence_level": pol.confidence_level,
+            "min_group_size": pol.min_group_size,
+            "sensitive_features": ", ".join(ctx.sensitive_features),
+            **extra,
+        },
+        seed=ctx.seed_for("fairness.bootstrap"),
+    )
+
+
+# --- check: per-group metrics ---------------------------------------------------------------
+
+
+@register_check("fairness.group_metrics", family="fairness", applies=needs_sensitive_features)
+def group_metrics(ctx: AuditContext) -> CheckResult:
+    """Selection rate, TPR, FPR, FNR, precision, accuracy, calibration gap and count per group."""
+    from fairlearn.metrics import (
+        MetricFrame,
+        count,
+        false_negative_rate,
+        false_positive_rate,
+        selection_rate,
+        true_positive_rate,
+    )
+    from sklearn.metrics import accuracy_score, precision_score
+
+    pol = ctx.policy.fairness
+    tabs = _tables(ctx)
+    split = ctx.test
+    level = pol.confidence_level
+    records: list[dict[str, object]] = []
+    metrics: dict[str, float] = {}
+    small: list[str] = []
+    cal_verdicts: list[Verdict] = []
+    worst_cal = (0.0, "")
+    fl_metrics = {
+        "selection_rate": selection_rate,
+        "tpr": true_positive_rate,
+        "fpr": false_positive_rate,
+        "fnr": false_negative_rate,
+        "precision": lambda yt, yp: precision_score(yt, yp, zero_division=np.nan),
+        "accuracy": accuracy_score,
+        "count": count,
+    }
+    for view in tabs.views:
+        if "×" in view.name:
+            sf = split.sensitive[list(view.name.split("×"))].astype(str).agg("|".join, axis=1)
+        else:
+            sf = split.sensitive[view.name]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            mf = MetricFrame(metrics=fl_metrics, y_true=split.y, y_pred=split.y_pred, sensitive_features=sf)
+        by = mf.by_group
+        c = tabs.counts[view.name]
+        boot_rates = _rates(tabs.boot[view.name])
+        for gi, label in enumerate(view.labels):
+            row = by.loc[label]
+            n_g = int(c[gi].sum())
+            is_small = n_g < pol.min_group_size
+            if is_small:
+                small.append(f"{view.name}={label} (n={n_g})")
+            mean_d = tabs.score_sum[view.name][gi] / n_g
+            var_d = max(tabs.score_sq[view.name][gi] / n_g - mean_d**2, 0.0)
+            rec: dict[str, object] = {"feature": view.name, "group": label, "count": n_g, "small": is_small}
+            for name in RATE_NAMES:
+                rec[name] = float(row[name])
+                lo, hi = _interval(boot_rates[name][:, gi], level)
+                rec[f"{name}_lo"], rec[f"{name}_hi"] = lo, hi
+            # calibration gap: bootstrap group sizes, normal approximation of the group mean
+            nb = tabs.boot[view.name][:, gi].sum(-1)
+            z = ctx.rng(f"fairness.calibration.{view.name}.{label}").standard_normal(len(nb))
+            with np.errstate(divide="ignore", invalid="ignore"):
+                gap_b = np.abs(mean_d + np.sqrt(var_d / np.maximum(nb, 1)) * z)
+            base_rate = float((c[gi, FN] + c[gi, TP]) / n_g)
+            rec["base_rate"] = base_rate
+            rec["mean_score"] = float(mean_d + base_rate)
+            rec["calibration_gap"] = float(abs(mean_d))
+            rec["calibration_gap_lo"], rec["calibration_gap_hi"] = _interval(gap_b, level)
+            records.append(rec)
+            key = f"{view.name}={label}"
+            metrics[f"{key}.count"] = n_g
+            for name in (*RATE_NAMES, "calibration_gap"):
+                metrics[f"{key}.{name}"] = float(rec[name])  # type: ignore[arg-type]
+            if not is_small:
+                v = difference_verdict(
+                    abs(mean_d), float(rec["calibration_gap_lo"]), float(rec["calibration_gap_hi"]),  # type: ignore[arg-type]
+                    pol.calibration_gap_max,
+                )
+                cal_verdicts.append(v)
+                if abs(mean_d) > worst_cal[0]:
+                    worst_cal = (abs(mean_d), key)
+    verdict = _worst(cal_verdicts)
+    if small and verdict is Verdict.PASS:
+        verdict = Verdict.WARN
+    n_groups = len(records)
+    parts = [f"{n_groups} groups over {', '.join(v.name for v in tabs.views)}"]
+    parts.append(f"largest calibration gap {worst_cal[0]:.3f} ({worst_cal[1]}) against a limit of {pol.calibration_gap_max}")
+    if small:
+        parts.append(f"{len(small)} group(s) below {pol.min_group_size} rows reported but not compared: {', '.join(small[:5])}")
+    summary = "; ".join(parts) + "."
+    evidence = (
+        EvidenceTable(
+            "by_group",
+            tuple(records),
+            PlotSpec(kind="bar", x="group", y="selection_rate", lo="selection_rate_lo", hi="selection_rate_hi",
+                     group="feature", title="Selection rate by group (95% bootstrap CI)", ylabel="selection rate"),
+            "Per-group metrics with bootstrap intervals (_lo/_hi).",
+        ),
+        EvidenceTable(
+            "tpr_by_group",
+            tuple({"feature": r["feature"], "group": r["group"], "tpr": r["tpr"], "tpr_lo": r["tpr_lo"],
+                   "tpr_hi": r["tpr_hi"]} for r in records),
+            PlotSpec(kind="bar", x="group", y="tpr", lo="tpr_lo", hi="tpr_hi", group="feature",
+                     title="True positive rate by group", ylabel="TPR"),
+        ),
+    )
+    return CheckResult(
+        check_id="fairness.group_metrics",
+        verdict=verdict,
+        summary=summary,
+        metrics=metrics,
+        policy={"calibration_gap_max": pol.calibration_gap_max, "min_group_size": pol.min_group_size},
+        evidence=evidence,
+        provenance=_provenance(ctx, point_estimates="fairlearn.metrics.MetricFrame"),
+    )
+
+
+# --- checks: parity criteria ----------------------------------------------------------------
+
+_CRITERIA = {
+    "fairness.demographic_parity": (
+        ("demographic_parity_difference", "demographic_parity_difference_max", "difference"),
+        ("demographic_parity_ratio", None, "info"),
+    ),
+    "fairness.equalized_odds": (
+        ("equalized_odds_difference", "equalized_odds_difference_max", "difference"),
+        ("equalized_odds_ratio", None, "info"),
+    ),
+    "fairness.equal_opportunity": (
+        ("equal_opportunity_difference", "equal_opportunity_difference_max", "difference"),
+    ),
+    "fairness.disparate_impact": (
+        ("disparate_impact_ratio", "disparate_impact_ratio_min", "ratio"),
+    ),
+}
+
+_TITLES = {
+    "fairness.demographic_parity": "demographic parity",
+    "fairness.equalized_odds": "equalized odds",
+    "fairness.equal_opportunity": "equal opportunity",
+    "fairness.disparate_impact": "disparate impact (four-fifths rule)",
+}
+
+
+def _parity_check(check_id: str, ctx: AuditContext) -> CheckResult:
+    pol = ctx.policy.fairness
+    tabs = _tables(ctx)
+    level = pol.confidence_level
+    metrics: dict[str, float] = {}
+    records: list[dict[str, object]] = []
+    verdicts: list[Verdict] = []
+    sentences: list[str] = []
+    small_note: list[str] = []
+    policy: dict[str, float] = {"confidence_level": level, "min_group_size": pol.min_group_size}
+    for view in tabs.views:
+        c = tabs.counts[view.name]
+        keep = c.sum(-1) >= pol.min_group_size
+        if keep.sum() < 2:
+            small_note.append(f"{view.name}: fewer than two groups with {pol.min_group_size}+ rows")
+            verdicts.append(Verdict.WARN)
+            continue
+        if not keep.all():
+            small_note.append(f"{view.name}: {int((~keep).sum())} small group(s) left out")
+        obs = _disparities(c[keep][None])
+        boot = _disparities(tabs.boot[view.name][:, keep]) if tabs.boot[view.name].shape[0] else None
+        for metric, limit_name, kind in _CRITERIA[check_id]:
+            est = float(obs[metric][0])
+            lo, hi = _interval(boot[metric], level) if boot is not None else (float("nan"), float("nan"))
+            limit = getattr(pol, limit_name) if limit_name else None
+            if kind == "difference" and limit is not None:
+                v = difference_verdict(est, lo, hi, limit)
+            elif kind == "ratio" and limit is not None:
+                v = ratio_verdict(est, lo, hi, limit)
+            else:
+                v = None
+            if limit_name:
+                policy[limit_name] = limit  # type: ignore[assignment]
+            if v is not None:
+                verdicts.append(v)
+                sentences.append(
+                    f"{view.name}: {metric.replace('_', ' ')} {est:.3f} "
+                    f"[{lo:.3f}, {hi:.3f}] vs {'max' if kind == 'difference' else 'min'} {limit} → {v.value}"
+                )
+            metrics[f"{view.name}.{metric}"] = est
+            metrics[f"{view.name}.{metric}.ci_low"] = lo
+            metrics[f"{view.name}.{metric}.ci_high"] = hi
+            records.append({
+                "feature": view.name, "metric": metric, "estimate": est, "ci_low": lo, "ci_high": hi,
+                "limit": limit if limit is not None else float("nan"),
+                "verdict": v.value if v is not None else "",
+            })
+    verdict = _worst(verdicts)
+    summary = (f"{_TITLES[check_id].capitalize()}: " + "; ".join(sentences)) if sentences else (
+        f"{_TITLES[check_id].capitalize()} could not be compared"
+    )
+    if small_note:
+        summary += " (" + "; ".join(small_note) + ")"
+    kind0 = _CRITERIA[check_id][0]
+    plot = PlotSpec(
+        kind="bar", x="feature", y="estimate", lo="ci_low", hi="ci_high",
+        title=f"{kind0[0].replace('_', ' ')} with {int(level * 100)}% bootstrap CI",
+        reference=getattr(pol, kind0[1]) if kind0[1] else None,
+    )
+    table = tuple(r for r in records if r["metric"] == kind0[0])
+    evidence = (
+        EvidenceTable("disparities", table, plot, "Estimate, bootstrap interval, policy limit per grouping."),
+    )
+    if len(records) > len(table):
+        evidence += (EvidenceTable("other_metrics", tuple(r for r in records if r["metric"] != kind0[0])),)
+    return CheckResult(
+        check_id=check_id,
+        verdict=verdict,
+        summary=summary + ".",
+        metrics=metrics,
+        policy=policy,
+        evidence=evidence,
+        provenance=_provenance(ctx),
+    )
+
+
+def _make_parity(check_id: str, doc: str):
+    def check(ctx: AuditContext) -> CheckResult:
+        return _parity_check(check_id, ctx)
+
+    check.__name__ = check_id.split(".")[1]
+    check.__doc__ = doc
+    register_check(check_id, family="fairness", applies=needs_sensitive_features, description=doc)(check)
+    return check
+
+
+demographic_parity = _make_parity(
+    "fairness.demographic_parity", "Difference (and ratio) of selection rates between groups, with bootstrap CI."
+)
+equalized_odds = _make_parity(
+    "fairness.equalized_odds", "Largest of the TPR and FPR differences between groups, with bootstrap CI."
+)
+equal_opportunity = _make_parity(
+    "fairness.equal_opportunity", "Difference of true positive rates between groups, with bootstrap CI."
+)
+disparate_impact = _make_parity(
+    "fairness.disparate_impact", "Lowest over highest selection rate (four-fifths rule), with bootstrap CI."
+)
+
+
+# --- check: mitigation what-if --------------------------------------------------------------
+
+
+from sklearn.base import BaseEstimator, ClassifierMixin  # noqa: E402  (sklearn is light and always needed)
+
+
+class _ScoreAsModel(ClassifierMixin, BaseEstimator):
+    """A fitted 'model' whose input is the audited model's score: lets ThresholdOptimizer work
+    on the submitted model's outputs without calling the model again."""
+
+    classes_ = np.array([0, 1])
+    fitted_ = True
+
+    def fit(self, X: object, y: object = None, **kw: object) -> _ScoreAsModel:
+        return self
+
+    def predict_proba(self, X: object) -> np.ndarray:
+        s = np.asarray(X, dtype=np.float64).reshape(-1)
+        return np.column_stack([1 - s, s])
+
+    def predict(self, X: object) -> np.ndarray:
+        return (self.predict_proba(X)[:, 1] > 0.5).astype(int)
+
+
+class _WeightedPipeline(ClassifierMixin, BaseEstimator):
+    """Routes fairlearn's ``sample_weight`` to a Pipeline's final step."""
+
+    def __init__(self, estimator: object = None) -> None:
+        self.estimator = estimator
+
+    def fit(self, X: pd.DataFrame, y: np.ndarray, sample_weight: np.ndarray | None = None) -> _WeightedPipeline:
+        from sklearn.base import clone
+
+        est = clone(self.estimator)
+        steps = getattr(est, "steps", None)
+        if sample_weight is None:
+            est.fit(X, y)
+        elif steps:
+            est.fit(X, y, **{f"{steps[-1][0]}__sample_weight": sample_weight})
+        else:
+            est.fit(X, y, sample_weight=sample_weight)
+        self.fitted_ = est
+        self.classes_ = est.classes_
+        return self
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        return self.fitted_.predict(X)
+
+
+def _dp_diff(y_pred: np.ndarray, groups: pd.Series) -> float:
+    rates = pd.Series(y_pred).groupby(groups.to_numpy()).mean()
+    return float(rates.max() - rates.min())
+
+
+@register_check("fairness.mitigation", family="fairness", applies=needs_sensitive_features)
+def mitigation(ctx: AuditContext) -> CheckResult:
+    """What meeting demographic parity would cost: ThresholdOptimizer on the model's scores and,
+    when the estimator can be refit, ExponentiatedGradient. A model over the parity limit for which
+    a mitigation meets the limit within the accuracy budget FAILs: a less discriminatory
+    alternative exists at acceptable cost."""
+    from fairlearn.postprocessing import ThresholdOptimizer
+    from fairlearn.reductions import DemographicParity, ExponentiatedGradient
+    from sklearn.base import clone
+
+    pol = ctx.policy.fairness
+    if not pol.mitigation:
+        from audit.exceptions import CheckNotApplicable
+
+        raise CheckNotApplicable("mitigation what-if disabled by policy.fairness.mitigation = false")
+    feature = ctx.sensitive_features[0]
+    test = ctx.test
+    groups = test.sensitive[feature]
+    base_acc = float((test.y_pred == test.y).mean())
+    base_dp = _dp_diff(test.y_pred, groups)
+    limit = pol.demographic_parity_difference_max
+    rows: list[dict[str, object]] = [
+        {"method": "submitted model", "accuracy": base_acc, "demographic_parity_difference": base_dp,
+         "accuracy_cost": 0.0, "fitted_on": "-"}
+    ]
+    params: dict[str, object] = {"sensitive_feature": feature}
+    # 1. ThresholdOptimizer on the submitted scores: fit on holdout when given (no leakage).
+    fit_split = ctx.holdout if ctx.holdout is not None else test
+    to = ThresholdOptimizer(
+        estimator=_ScoreAsModel(), constraints="demographic_parity", objective="accuracy_score",
+        prefit=True, predict_method="predict_proba",
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        to.fit(fit_split.scores[:, None], fit_split.y, sensitive_features=fit_split.sensitive[feature].to_numpy())
+        pred = to.predict(test.scores[:, None], sensitive_features=groups.to_numpy(),
+                          random_state=ctx.seed_for("fairness.mitigation.to"))
+    pred = np.asarray(pred).astype(int)
+    rows.append({
+        "method": "ThresholdOptimizer (demographic parity)", "accuracy": float((pred == test.y).mean()),
+        "demographic_parity_difference": _dp_diff(pred, groups),
+        "accuracy_cost": base_acc - float((pred == test.y).mean()),
+        "fitted_on": fit_split.role,
+    })
+    params["threshold_optimizer_fitted_on"] = fit_split.role
+    # 2. ExponentiatedGradient: refit when the estimator and training rows are available.
+    est = getattr(ctx.model, "estimator", None)
+    if est is not None and ctx.train is not None:
+        rng = ctx.rng("fairness.mitigation.eg")
+        n = min(ctx.train.n, pol.mitigation_refit_rows)
+        idx = np.sort(rng.choice(ctx.train.n, size=n, replace=False))
+        Xtr = ctx.train.X.iloc[idx]
+        ytr = ctx.train.y[idx]
+        str_ = ctx.train.sensitive[feature].to_numpy()[idx]
+        try:
+            base = _WeightedPipeline(clone(est))
+            eg = ExponentiatedGradient(base, constraints=DemographicParity(), max_iter=pol.mitigation_max_iter,
+                                       eps=0.01, nu=1e-6)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                eg.fit(Xtr, ytr, sensitive_features=str_)
+                pred = np.asarray(eg.predict(test.X, random_state=ctx.seed_for("fairness.mitigation.egp"))).astype(int)
+            rows.append({
+                "method": "ExponentiatedGradient (demographic parity, refit)",
+                "accuracy": float((pred == test.y).mean()),
+                "demographic_parity_difference": _dp_diff(pred, groups),
+                "accuracy_cost": base_acc - float((pred == test.y).mean()),
+                "fitted_on": f"train (sample of {n})",
+            })
+            params.update(eg_train_rows=n, eg_max_iter=pol.mitigation_max_iter, eg_eps=0.01)
+        except Exception as exc:  # noqa: BLE001 - a refit may fail for estimator-specific reasons
+            params["exponentiated_gradient"] = f"not run: {type(exc).__name__}: {exc}"[:200]
+    else:
+        params["exponentiated_gradient"] = (
+            "not run: needs a refittable scikit-learn estimator and training data (--train)"
+        )
+    budget = pol.mitigation_max_accuracy_cost
+    feasible = [r for r in rows[1:] if float(r["demographic_parity_difference"]) <= limit  # type: ignore[arg-type]
+                and float(r["accuracy_cost"]) <= budget]  # type: ignore[arg-type]
+    best = min(feasible, key=lambda r: float(r["accuracy_cost"])) if feasible else None  # type: ignore[arg-type]
+    if base_dp <= limit:
+        verdict = Verdict.PASS
+        summary = (f"The model's demographic parity difference on {feature} is {base_dp:.3f}, within {limit}; "
+                   "no mitigation needed")
+    elif best is not None:
+        verdict = Verdict.FAIL
+        summary = (f"A less discriminatory alternative exists: {best['method']} brings the parity difference on "
+                   f"{feature} from {base_dp:.3f} to {float(best['demographic_parity_difference']):.3f} "  # type: ignore[arg-type]
+                   f"for {float(best['accuracy_cost']) * 100:.1f} points of accuracy (budget {budget * 100:.1f})")  # type: ignore[arg-type]
+    else:
+        verdict = Verdict.WARN
+        summary = (f"The parity difference on {feature} ({base_dp:.3f}) exceeds {limit} and no mitigation tried "
+                   f"met it within {budget * 100:.1f} points of accuracy")
+    metrics = {"baseline_accuracy": base_acc, "baseline_demographic_parity_difference": base_dp}
+    for r in rows[1:]:
+        key = "threshold_optimizer" if str(r["method"]).startswith("Threshold") else "exponentiated_gradient"
+        metrics[f"{key}.accuracy"] = float(r["accuracy"])  # type: ignore[arg-type]
+        metrics[f"{key}.demographic_parity_difference"] = float(r["demographic_parity_difference"])  # type: ignore[arg-type]
+        metrics[f"{key}.accuracy_cost"] = float(r["accuracy_cost"])  # type: ignore[arg-type]
+    return CheckResult(
+        check_id="fairness.mitigation",
+        verdict=verdict,
+        summary=summary + ".",
+        metrics=metrics,
+        policy={"demographic_parity_difference_max": limit, "mitigation_max_accuracy_cost": budget},
+        evidence=(
+            EvidenceTable(
+                "mitigation", tuple(rows),
+                PlotSpec(kind="scatter", x="demographic_parity_difference", y="accuracy", group="method",
+                         title="Accuracy vs demographic parity difference", reference=None),
+            ),
+        ),
+        provenance=Provenance(params=params, seed=ctx.seed_for("fairness.mitigation.to")),
+    )
