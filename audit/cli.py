@@ -31,7 +31,8 @@ class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors and exit code 2."""
 
     def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{self.prog.split()[-1] if ' ' in self.prog else 'usage'}: {message}")
+        sub = self.prog.split()[1:]
+        raise UsageError(f"{' '.join(sub)}: {message}" if sub else message)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -38,6 +38,7 @@ __all__ = [
     "load_model_bytes",
     "load_table",
     "read_json",
+    "read_text",
     "save_skops",
     "save_torchscript",
     "sha256_bytes",
@@ -118,6 +119,20 @@ def read_json(path: str | Path) -> Any:
         raise DataFileError(f"{p} is not valid JSON: {exc}") from None
 
 
+def read_text(path: str | Path, *, max_bytes: int = 16 * 1024**2) -> str:
+    """Read a small UTF-8 text file (a causal graph, a config). Errors are one line, naming the file."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataFileError(f"file not found: {p}")
+    size = p.stat().st_size
+    if size > max_bytes:
+        raise DataFileError(f"{p} is {size} bytes; the limit is {max_bytes}")
+    try:
+        return p.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise DataFileError(f"{p} is not UTF-8 text") from None
+
+
 # --- models ---------------------------------------------------------------------------------
 
 
@@ -169,13 +184,37 @@ def detect_model_format(data: bytes) -> str:
         return "unknown"
     if data[:1] == b"\x80" and len(data) > 1 and data[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
         return "pickle"
-    if data[:2] in (b"\x78\x9c", b"\x78\x01", b"\x78\xda", b"\x1f\x8b") or data[:3] == b"BZh" or (
-        data[:6] == b"\xfd7zXZ\x00"
-    ):
-        return "pickle"  # joblib-compressed pickle
+    if _compressed_pickle(data):
+        return "pickle"  # joblib-compressed pickle (zlib, gzip, bz2, lzma, xz)
     if _looks_like_onnx(data):
         return "onnx"
     return "unknown"
+
+
+def _compressed_pickle(data: bytes) -> bool:
+    """Does ``data`` decompress (zlib/gzip/bz2/lzma/xz, as joblib writes) into a pickle?"""
+    import bz2
+    import lzma
+    import zlib
+
+    head = data[: 1 << 16]
+    candidates = []
+    if len(head) > 2 and head[0] == 0x78 and (head[0] * 256 + head[1]) % 31 == 0:
+        candidates.append(lambda: zlib.decompressobj().decompress(head, 64))
+    if head[:2] == b"\x1f\x8b":
+        candidates.append(lambda: zlib.decompressobj(31).decompress(head, 64))
+    if head[:3] == b"BZh":
+        candidates.append(lambda: bz2.BZ2Decompressor().decompress(head, 64))
+    if head[:6] == b"\xfd7zXZ\x00" or head[:3] == b"]\x00\x00":
+        candidates.append(lambda: lzma.LZMADecompressor().decompress(head, 64))
+    for fn in candidates:
+        try:
+            out = fn()
+        except (zlib.error, OSError, lzma.LZMAError, EOFError, ValueError):
+            continue
+        if out[:1] == b"\x80":
+            return True
+    return False
 
 
 def _looks_like_onnx(data: bytes) -> bool:
@@ -303,7 +342,11 @@ def _load_torchscript(data: bytes, name: str) -> TorchAdapter:
         raise MissingExtraError("TorchScript models need torch: pip install torch==2.13.0") from None
     extra = {TORCH_METADATA_NAME: ""}
     try:
-        module = torch.jit.load(_io.BytesIO(data), map_location="cpu", _extra_files=extra)
+        with warnings.catch_warnings():
+            # TorchScript is deprecated in favour of torch.export, but it is the safe, widely
+            # produced archive format we accept; the warning is not the user's concern here.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            module = torch.jit.load(_io.BytesIO(data), map_location="cpu", _extra_files=extra)
     except Exception as exc:  # noqa: BLE001
         raise ModelLoadError(f"model file {name} is not a loadable TorchScript archive: {exc}") from None
     module.eval()
@@ -326,11 +369,13 @@ def save_torchscript(module: Any, path: str | Path, metadata: Mapping[str, Any])
     """Script/trace ``module`` if needed and save it with the metadata block, atomically."""
     import torch
 
-    if not isinstance(module, torch.jit.ScriptModule):
-        module = torch.jit.script(module)
     buf = _io.BytesIO()
     meta = {"format": "trustaudit-torch/1", **dict(metadata)}
-    torch.jit.save(module, buf, _extra_files={TORCH_METADATA_NAME: json.dumps(meta)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        if not isinstance(module, torch.jit.ScriptModule):
+            module = torch.jit.script(module)
+        torch.jit.save(module, buf, _extra_files={TORCH_METADATA_NAME: json.dumps(meta)})
     return write_bytes_atomic(path, buf.getvalue())
 
 

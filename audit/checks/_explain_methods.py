@@ -1,0 +1,603 @@
+"""The explanation methods, each computed once per audit and shared between checks.
+
+``shared(ctx)`` holds what every method needs (the seeded row sample, the background rows, the
+codec over the submitted columns, the SHAP view of the model). ``outcome(ctx, method)`` runs one
+method once (``ctx.memo``) and keeps its exception if it raised, so that the method's own check
+reports ERROR while the checks that compare methods go on with those that ran.
+
+Every method returns an ``Attribution``: per-feature global importances over the submitted
+columns with bootstrap intervals, the per-row attributions when the method has them, and the
+"units" whose mean is the global importance (rows for local methods, repeats for permutation
+importance) so that agreement intervals can be bootstrapped the same way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from audit.checks._explain_space import ModelView, TabularCodec, model_view, positive_index
+from audit.checks._explain_stats import bootstrap_means, interval, spearman_rows, stratified_sample
+
+__all__ = [
+    "METHOD_LABELS",
+    "Attribution",
+    "Outcome",
+    "Shared",
+    "compute_gradients",
+    "compute_lime",
+    "compute_permutation",
+    "compute_shap",
+    "outcome",
+    "shared",
+]
+
+METHOD_LABELS = {
+    "shap": "SHAP",
+    "lime": "LIME",
+    "permutation": "permutation importance",
+    "integrated_gradients": "Integrated Gradients",
+    "gradient_shap": "GradientSHAP",
+}
+#: Methods in the order they are compared; gradient methods exist for torch models only.
+METHODS = ("shap", "lime", "permutation", "gradients")
+
+
+@dataclass(frozen=True)
+class Attribution:
+    method: str
+    features: tuple[str, ...]
+    importance: np.ndarray  # global importance per feature
+    lo: np.ndarray
+    hi: np.ndarray
+    units: np.ndarray  # (units x features): importance = units.mean(0)
+    boot: np.ndarray  # (n_boot x features) bootstrap draws of the importance
+    local: np.ndarray | None = None  # (rows x features) signed attributions
+    rows: np.ndarray | None = None  # positions in the audited data of the local rows
+    base_values: np.ndarray | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def label(self) -> str:
+        return METHOD_LABELS.get(self.method, self.method)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A method's result, or the exception it raised (kept, re-raised by its own check)."""
+
+    value: Any = None
+    error: BaseException | None = None
+
+    def get(self) -> Any:
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+@dataclass
+class Shared:
+    columns: tuple[str, ...]
+    pos: int
+    codec: TabularCodec
+    rows: np.ndarray  # positions in ctx.test of the explained sample (seeded)
+    X: pd.DataFrame  # those rows, model columns
+    background: pd.DataFrame  # background sample (train when given, else test)
+    background_role: str
+    background_full: pd.DataFrame  # up to 20,000 rows of the background split
+    view: ModelView
+    predict_frame: Callable[[pd.DataFrame], np.ndarray]
+
+    def predict_encoded(self, A: np.ndarray) -> np.ndarray:
+        """Positive-class probability of encoded rows (decoded back into real rows first)."""
+        return self.predict_frame(self.codec.decode(A))
+
+
+def shared(ctx: Any) -> Shared:
+    return ctx.memo("explain.shared", lambda: _build_shared(ctx))
+
+
+def _build_shared(ctx: Any) -> Shared:
+    pol = ctx.policy.explain
+    test = ctx.test
+    columns = tuple(str(c) for c in test.X.columns)
+    pos = positive_index(ctx.model, ctx.spec.data.positive_label)
+    rows = stratified_sample(test.y, pol.sample_size, ctx.rng("explain.rows"))
+    rng = ctx.rng("explain.rows.order")
+    rows = rows[rng.permutation(len(rows))]  # random order: nested prefixes are random samples too
+    X = test.X.iloc[rows].reset_index(drop=True)
+    bsplit = ctx.train if ctx.train is not None else test
+    brng = ctx.rng("explain.background")
+    full_idx = np.sort(brng.choice(bsplit.n, size=min(bsplit.n, 20_000), replace=False))
+    background_full = bsplit.X.iloc[full_idx].reset_index(drop=True)
+    bidx = brng.choice(len(background_full), size=min(len(background_full), pol.background_size), replace=False)
+    background = background_full.iloc[np.sort(bidx)].reset_index(drop=True)
+    encoder = getattr(ctx.model, "encoder", None)
+    categorical = (
+        [c.name for c in encoder.columns if c.kind == "categorical"] if encoder is not None else None
+    )
+    codec = TabularCodec.fit([background_full, X, test.X], categorical)
+    probe = pd.concat([background.head(64), X.head(64)], ignore_index=True)
+    view = model_view(ctx.model, columns, pos, probe, ctx.rng("explain.probe"))
+    adapter = ctx.model
+
+    def predict_frame(frame: pd.DataFrame) -> np.ndarray:
+        return np.asarray(adapter.predict_proba(frame), dtype=np.float64)[:, pos]
+
+    return Shared(columns, pos, codec, rows, X, background, bsplit.role, background_full, view, predict_frame)
+
+
+def outcome(ctx: Any, method: str) -> Outcome:
+    """Run ``method`` once per audit; keep its exception instead of raising it."""
+    funcs = {
+        "shap": compute_shap,
+        "lime": compute_lime,
+        "permutation": compute_permutation,
+        "gradients": compute_gradients,
+    }
+
+    def run() -> Outcome:
+        try:
+            return Outcome(value=funcs[method](ctx))
+        except Exception as exc:  # noqa: BLE001 - kept and re-raised by the method's own check
+            return Outcome(error=exc)
+
+    return ctx.memo(f"explain.method.{method}", run)
+
+
+def _summarise(ctx: Any, units: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Global importance = mean of units; percentile bootstrap over units."""
+    pol = ctx.policy.explain
+    imp = units.mean(0)
+    boot = bootstrap_means(units, pol.n_bootstrap, ctx.rng(f"explain.boot.{name}"))
+    lo, hi = interval(boot, pol.confidence_level)
+    return imp, lo, hi, boot
+
+
+@contextlib.contextmanager
+def _numpy_global_seed(seed: int) -> Iterator[None]:
+    """Some library code draws from numpy's global RNG: seed it, then restore the caller's state."""
+    state = np.random.get_state()
+    np.random.seed(seed % (2**32))
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
+
+
+# --- SHAP ---------------------------------------------------------------------------------
+
+
+def _tree_shap_chunk(final: Any, perturbation: str, background: np.ndarray | None, Z: np.ndarray) -> Any:
+    """One chunk of TreeSHAP (module level so that worker processes can import it)."""
+    import shap
+
+    explainer = shap.TreeExplainer(final, data=background, feature_perturbation=perturbation)
+    return explainer.shap_values(Z, check_additivity=False), explainer.expected_value
+
+
+def _pick_class(values: Any, base: Any, pos: int, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """SHAP output for the positive class: (rows x columns) values and per-row base values.
+
+    Per-class output (rows, columns, classes) -> the positive column; a single binary margin
+    explains ``classes_[1]``, so it is negated when the positive label is ``classes_[0]``.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    base = np.asarray(base, dtype=np.float64).reshape(-1)
+    if values.ndim == 3:
+        values = values[:, :, pos]
+        b = float(base[pos] if base.size > 1 else base[0])
+    else:
+        b = float(base[0])
+        if pos == 0:
+            values, b = -values, -b
+    return values, np.full(n_rows, b)
+
+
+def compute_shap(ctx: Any) -> Attribution:
+    import shap
+
+    t0 = time.perf_counter()
+    sh = shared(ctx)
+    pol = ctx.policy.explain
+    view = sh.view
+    p = len(sh.columns)
+    params: dict[str, Any] = {
+        "background_rows": len(sh.background),
+        "background_split": sh.background_role,
+        "output": view.output_space,
+        "n_bootstrap": pol.n_bootstrap,
+        "confidence_level": pol.confidence_level,
+    }
+    if view.kind in ("tree", "linear"):
+        assert view.transform is not None and view.raw_output is not None
+        X = sh.X
+        Z = view.transform(X)
+        if view.kind == "tree":
+            fp = pol.tree_feature_perturbation
+            bg = view.transform(sh.background) if fp == "interventional" else None
+            n_jobs = min(pol.n_jobs, max(1, len(Z) // max(1, pol.parallel_min_rows // 2)))
+            if n_jobs > 1 and len(Z) >= pol.parallel_min_rows:
+                from joblib import Parallel, delayed
+
+                chunks = np.array_split(Z, n_jobs)
+                parts = Parallel(n_jobs=n_jobs, backend="loky")(
+                    delayed(_tree_shap_chunk)(view.final, fp, bg, c) for c in chunks
+                )
+                raw_values = np.concatenate([np.asarray(v) for v, _ in parts], axis=0)
+                expected = parts[0][1]
+            else:
+                raw_values, expected = _tree_shap_chunk(view.final, fp, bg, Z)
+            explainer_name = "TreeExplainer"
+            why = (
+                "exact TreeSHAP with tree_path_dependent perturbation: no background sample is needed "
+                "(the trees' training cover stands in for it), the result has no sampling noise and it "
+                "is the fastest exact algorithm"
+                if fp == "tree_path_dependent"
+                else "exact interventional TreeSHAP against the background sample: features are "
+                "replaced by background values independently of each other, true to the model"
+            )
+            params.update({"feature_perturbation": fp, "n_jobs": n_jobs})
+        else:
+            Zfull = view.transform(sh.background_full)
+            mean = Zfull.mean(axis=0)
+            explainer = shap.LinearExplainer(view.final, masker=(mean, None))
+            raw_values = explainer.shap_values(Z)
+            expected = explainer.expected_value
+            explainer_name = "LinearExplainer"
+            why = (
+                "exact linear SHAP: coef * (x - E[x]) with E[x] the mean of "
+                f"{len(Zfull)} {sh.background_role} rows (features treated as independent, interventional)"
+            )
+            params.update({"feature_perturbation": "interventional", "mean_rows": len(Zfull)})
+        values_z, base = _pick_class(raw_values, expected, sh.pos, len(Z))
+        output = view.raw_output(Z)
+        G = view.group_matrix(p)
+        local = values_z @ G
+        params["transformed_columns"] = int(Z.shape[1])
+        params["mapping"] = (
+            f"{Z.shape[1]} transformed columns summed back into {p} input columns"
+            if Z.shape[1] != p
+            else f"one transformed column per input column ({p})"
+        )
+    else:
+        n = min(len(sh.X), pol.blackbox_sample_size)
+        X = sh.X.iloc[:n]
+        A = sh.codec.encode(X)
+        B = sh.codec.encode(sh.background)
+        seed = ctx.seed_for("explain.shap.permutation")
+        masker = shap.maskers.Independent(B, max_samples=len(B))
+        max_evals = pol.blackbox_permutations * (2 * p + 1)
+        with _numpy_global_seed(seed):
+            explainer = shap.PermutationExplainer(sh.predict_encoded, masker, seed=seed % (2**32))
+            ex = explainer(A, max_evals=max_evals, silent=True)
+        local = np.asarray(ex.values, dtype=np.float64)
+        base = np.asarray(ex.base_values, dtype=np.float64).reshape(-1)
+        output = sh.predict_encoded(A)
+        explainer_name = "PermutationExplainer"
+        why = (
+            f"model-agnostic: {view.reason}; {pol.blackbox_permutations} antithetic feature orderings "
+            f"per row against {len(B)} background rows (exactly additive by construction)"
+        )
+        params.update({"max_evals": max_evals, "permutations": pol.blackbox_permutations})
+    additivity = np.abs(local.sum(1) + base - output)
+    units = np.abs(local)
+    imp, lo, hi, boot = _summarise(ctx, units, "shap")
+    params.update({"explainer": explainer_name, "why": why, "rows": len(local)})
+    return Attribution(
+        method="shap",
+        features=sh.columns,
+        importance=imp,
+        lo=lo,
+        hi=hi,
+        units=units,
+        boot=boot,
+        local=local,
+        rows=sh.rows[: len(local)],
+        base_values=base,
+        params=params,
+        metrics={
+            "additivity_max_abs_error": float(additivity.max()),
+            "additivity_mean_abs_error": float(additivity.mean()),
+            "base_value": float(np.mean(base)),
+        },
+        extra={"output": output},
+        seconds=time.perf_counter() - t0,
+    )
+
+
+# --- LIME ---------------------------------------------------------------------------------
+
+
+def _lime_predict_fn(ctx: Any, sh: Shared) -> Callable[[np.ndarray], np.ndarray]:
+    """What LIME calls: the model's class probabilities; for a scikit-learn model without
+    ``predict_proba``, its decision function (LIME then refuses, as it should: it explains
+    probabilities, and a squashed margin is not one)."""
+    adapter = ctx.model
+    est = getattr(adapter, "estimator", None)
+    native = getattr(adapter, "has_native_proba", True)
+    if est is not None and not native:
+        def margin(A: np.ndarray) -> np.ndarray:
+            return np.asarray(est.decision_function(adapter.select(sh.codec.decode(A))), dtype=np.float64)
+
+        return margin
+
+    def proba(A: np.ndarray) -> np.ndarray:
+        return np.asarray(adapter.predict_proba(sh.codec.decode(A)), dtype=np.float64)
+
+    return proba
+
+
+def _lime_run(ctx: Any, sh: Shared, A: np.ndarray, train: np.ndarray, seed: int) -> np.ndarray:
+    from lime.lime_tabular import LimeTabularExplainer
+
+    pol = ctx.policy.explain
+    p = len(sh.columns)
+    cat_idx = [j for j in range(p) if sh.codec.categorical[j]]
+    cat_names = {j: [str(v) for v in sh.codec.categories[j]] + ["<missing>"] for j in cat_idx}
+    explainer = LimeTabularExplainer(
+        train,
+        mode="classification",
+        feature_names=list(sh.columns),
+        categorical_features=cat_idx,
+        categorical_names=cat_names,
+        discretize_continuous=True,
+        feature_selection="none",
+        random_state=seed % (2**32),
+    )
+    fn = _lime_predict_fn(ctx, sh)
+    W = np.zeros((len(A), p))
+    for i, row in enumerate(A):
+        exp = explainer.explain_instance(
+            row, fn, labels=(sh.pos,), num_features=p, num_samples=pol.lime_num_samples
+        )
+        for j, w in exp.as_map()[sh.pos]:
+            W[i, j] = w
+    return W
+
+
+def compute_lime(ctx: Any) -> Attribution:
+    t0 = time.perf_counter()
+    sh = shared(ctx)
+    pol = ctx.policy.explain
+    n = min(len(sh.X), pol.lime_sample_size)
+    A = sh.codec.fill_numeric_missing(sh.codec.encode(sh.X.iloc[:n]))
+    train_rows = sh.background_full.iloc[: min(len(sh.background_full), 1000)]
+    train = sh.codec.fill_numeric_missing(sh.codec.encode(train_rows))
+    W1 = _lime_run(ctx, sh, A, train, ctx.seed_for("explain.lime"))
+    W2 = _lime_run(ctx, sh, A, train, ctx.seed_for("explain.lime.rerun"))
+    units = np.abs(W1)
+    imp, lo, hi, boot = _summarise(ctx, units, "lime")
+    # stability: paired bootstrap over rows of the two runs' global rankings
+    U2 = np.abs(W2)
+    rng = ctx.rng("explain.boot.lime.stability")
+    Wb = rng.multinomial(n, np.full(n, 1.0 / n), size=pol.n_bootstrap).astype(np.float64)
+    draws = spearman_rows(Wb @ units / n, Wb @ U2 / n)
+    s_lo, s_hi = interval(draws, pol.confidence_level)
+    global_rho = float(spearman_rows(units.mean(0), U2.mean(0))[0])
+    per_row = spearman_rows(units, U2)
+    return Attribution(
+        method="lime",
+        features=sh.columns,
+        importance=imp,
+        lo=lo,
+        hi=hi,
+        units=units,
+        boot=boot,
+        local=W1,
+        rows=sh.rows[:n],
+        params={
+            "rows": n,
+            "num_samples": pol.lime_num_samples,
+            "training_rows": len(train_rows),
+            "training_split": sh.background_role,
+            "discretize_continuous": True,
+            "kernel_width": "default (0.75 * sqrt(features))",
+            "seeds": "audit seed derived, run 1 and run 2",
+            "output": "probability of the positive class (local linear surrogate weights)",
+        },
+        metrics={
+            "stability_spearman": global_rho,
+            "stability_spearman_lo": float(s_lo),
+            "stability_spearman_hi": float(s_hi),
+            "stability_row_spearman_mean": float(np.mean(per_row)),
+        },
+        extra={"rerun_importance": U2.mean(0), "rerun_local": W2},
+        seconds=time.perf_counter() - t0,
+    )
+
+
+# --- permutation importance ---------------------------------------------------------------
+
+
+class _FittedModel:
+    """A fitted scikit-learn-style view of the adapter, for ``permutation_importance``."""
+
+    def __init__(self, predict: Callable[[pd.DataFrame], np.ndarray]) -> None:
+        self._predict = predict
+
+    def fit(self, X: Any, y: Any = None) -> _FittedModel:  # never called: the model is fitted
+        return self
+
+    def score_positive(self, X: pd.DataFrame) -> np.ndarray:
+        return self._predict(X)
+
+
+def compute_permutation(ctx: Any) -> Attribution:
+    from sklearn.inspection import permutation_importance
+
+    from audit.checks._explain_stats import auc_mann_whitney
+
+    t0 = time.perf_counter()
+    sh = shared(ctx)
+    pol = ctx.policy.explain
+    test = ctx.test
+    idx = stratified_sample(test.y, pol.permutation_sample_size, ctx.rng("explain.permutation.rows"))
+    X = test.X.iloc[idx].reset_index(drop=True)
+    y = np.asarray(test.y[idx])
+
+    def scorer(est: _FittedModel, Xs: pd.DataFrame, ys: np.ndarray) -> float:
+        return auc_mann_whitney(np.asarray(ys) == 1, est.score_positive(Xs))
+
+    result = permutation_importance(
+        _FittedModel(sh.predict_frame),
+        X,
+        y,
+        scoring=scorer,
+        n_repeats=pol.permutation_repeats,
+        random_state=ctx.seed_for("explain.permutation") % (2**32),
+    )
+    units = np.asarray(result.importances, dtype=np.float64).T  # (repeats x features)
+    imp, lo, hi, boot = _summarise(ctx, units, "permutation")
+    baseline = scorer(_FittedModel(sh.predict_frame), X, y)
+    return Attribution(
+        method="permutation",
+        features=sh.columns,
+        importance=imp,
+        lo=lo,
+        hi=hi,
+        units=units,
+        boot=boot,
+        params={
+            "rows": len(X),
+            "repeats": pol.permutation_repeats,
+            "scoring": "ROC AUC of the positive-class probability",
+            "interval": "percentile bootstrap over repeats",
+        },
+        metrics={"baseline_auc": float(baseline)},
+        extra={"std": units.std(0, ddof=1)},
+        seconds=time.perf_counter() - t0,
+    )
+
+
+# --- gradients (torch) --------------------------------------------------------------------
+
+
+def compute_gradients(ctx: Any) -> dict[str, Attribution]:
+    """Integrated Gradients (with its convergence delta) and GradientSHAP over the encoded
+    matrix, summed back to input columns with the encoder's groups; plus Captum's infidelity and
+    sensitivity_max of the IG explanation."""
+    import torch
+    from captum.attr import GradientShap, IntegratedGradients
+    from captum.metrics import infidelity, sensitivity_max
+
+    from audit.exceptions import CheckNotApplicable
+
+    t0 = time.perf_counter()
+    adapter = ctx.model
+    module = getattr(adapter, "torch_module", None)
+    encoder = getattr(adapter, "encoder", None)
+    if module is None or encoder is None:
+        raise CheckNotApplicable("needs a torch model (TorchScript); this model is not one")
+    sh = shared(ctx)
+    pol = ctx.policy.explain
+    p = len(sh.columns)
+    n = min(len(sh.X), pol.gradient_sample_size)
+    Xg = sh.X.iloc[:n]
+    Z = torch.as_tensor(encoder.transform(adapter.select(Xg)), dtype=torch.float32)
+    Zbg = torch.as_tensor(encoder.transform(adapter.select(sh.background)), dtype=torch.float32)
+    baseline = Zbg.mean(0, keepdim=True)
+    pos = sh.pos
+    output = getattr(adapter, "output", "logits")
+
+    def forward(z: torch.Tensor) -> torch.Tensor:
+        out = module(z)
+        if out.ndim == 1:
+            out = out[:, None]
+        if out.shape[1] == 1:
+            col = out[:, 0]
+            if output == "probabilities":
+                return col if pos == 1 else 1 - col
+            return col if pos == 1 else -col
+        return out[:, pos]
+
+    space = (
+        "logit of the positive class" if output == "logits" else "probability of the positive class"
+    )
+    col_index = {c: j for j, c in enumerate(sh.columns)}
+    G = np.zeros((encoder.width, p))  # encoded column -> input column (the encoder's groups)
+    for name, sl in encoder.groups():
+        G[sl, col_index[name]] = 1.0
+
+    ig = IntegratedGradients(forward)
+    steps = pol.ig_n_steps
+    tries = []
+    for _ in range(3):
+        attr, delta = ig.attribute(
+            Z, baselines=baseline, n_steps=steps, method="gausslegendre", return_convergence_delta=True
+        )
+        max_delta = float(delta.abs().max())
+        tries.append({"n_steps": steps, "max_abs_delta": max_delta})
+        if max_delta <= pol.ig_max_convergence_delta:
+            break
+        steps *= 4
+    with torch.no_grad():
+        diff = (forward(Z) - forward(baseline)).abs()
+    ig_local = attr.detach().numpy().astype(np.float64) @ G
+    gs = GradientShap(forward)
+    with torch.random.fork_rng():
+        torch.manual_seed(ctx.seed_for("explain.gradient_shap"))
+        gattr = gs.attribute(Z, baselines=Zbg, n_samples=pol.gradient_shap_samples, stdevs=0.0)
+        noise_sd = 0.1
+
+        def perturb(inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            noise = torch.randn_like(inputs) * noise_sd
+            return noise, inputs - noise
+
+        infid = infidelity(
+            forward, perturb, Z, attr.detach(), n_perturb_samples=pol.infidelity_perturbations,
+            normalize=True,
+        )
+        sens = sensitivity_max(
+            ig.attribute, Z, perturb_radius=pol.sensitivity_radius,
+            n_perturb_samples=pol.sensitivity_perturbations, baselines=baseline, n_steps=steps,
+            method="gausslegendre",
+        )
+    gs_local = gattr.detach().numpy().astype(np.float64) @ G
+    seconds = time.perf_counter() - t0
+    common = {
+        "rows": n,
+        "output": space,
+        "baseline": "encoded mean of the background rows",
+        "encoded_columns": int(encoder.width),
+    }
+    out: dict[str, Attribution] = {}
+    for method, local, params, metrics in (
+        (
+            "integrated_gradients",
+            ig_local,
+            {**common, "n_steps": steps, "integration": "gausslegendre", "attempts": tries},
+            {
+                "convergence_delta_max_abs": tries[-1]["max_abs_delta"],
+                "convergence_delta_mean_abs": float(delta.abs().mean()),
+                "convergence_delta_relative": float(delta.abs().max() / max(float(diff.mean()), 1e-12)),
+                "infidelity_mean": float(infid.mean()),
+                "sensitivity_max_mean": float(sens.mean()),
+                "n_steps": float(steps),
+            },
+        ),
+        (
+            "gradient_shap",
+            gs_local,
+            {**common, "n_samples": pol.gradient_shap_samples, "baselines": "background rows",
+             "stdevs": 0.0},
+            {},
+        ),
+    ):
+        units = np.abs(local)
+        imp, lo, hi, boot = _summarise(ctx, units, method)
+        out[method] = Attribution(
+            method=method, features=sh.columns, importance=imp, lo=lo, hi=hi, units=units, boot=boot,
+            local=local, rows=sh.rows[:n], params=params, metrics=metrics,
+            extra={"infidelity_noise_sd": noise_sd}, seconds=seconds,
+        )
+    return out

@@ -1,0 +1,315 @@
+"""Statistics behind the explanation checks: bootstrap intervals, rank agreement, faithfulness
+curves, proxy detection. Pure numpy / scipy on arrays; no model formats, no results.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+__all__ = [
+    "FaithfulnessResult",
+    "auc_mann_whitney",
+    "bootstrap_means",
+    "faithfulness",
+    "interval",
+    "proxy_scan",
+    "rank_agreement",
+    "spearman_rows",
+    "stratified_sample",
+    "verdict_above",
+]
+
+
+def stratified_sample(y: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Row positions of a seeded sample of size min(n, len(y)) keeping both classes' shares."""
+    y = np.asarray(y)
+    if n >= len(y):
+        return np.arange(len(y))
+    out = []
+    classes, counts = np.unique(y, return_counts=True)
+    quotas = np.maximum(1, np.round(counts / counts.sum() * n).astype(int))
+    for c, q in zip(classes, quotas, strict=True):
+        pos = np.flatnonzero(y == c)
+        out.append(rng.choice(pos, size=min(q, len(pos)), replace=False))
+    return np.sort(np.concatenate(out))
+
+
+def bootstrap_means(units: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """(n_boot x columns): column means of ``units`` over rows resampled with replacement."""
+    units = np.asarray(units, dtype=np.float64)
+    n = units.shape[0]
+    W = rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(np.float64)
+    return W @ units / n
+
+
+def interval(draws: np.ndarray, level: float, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile interval of bootstrap draws."""
+    a = (1 - level) / 2
+    return np.quantile(draws, a, axis=axis), np.quantile(draws, 1 - a, axis=axis)
+
+
+def spearman_rows(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """Spearman correlation of each row of A with the same row of B (ties: average ranks)."""
+    ra = stats.rankdata(np.atleast_2d(A), axis=1)
+    rb = stats.rankdata(np.atleast_2d(B), axis=1)
+    ra = ra - ra.mean(axis=1, keepdims=True)
+    rb = rb - rb.mean(axis=1, keepdims=True)
+    den = np.sqrt((ra**2).sum(1) * (rb**2).sum(1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = (ra * rb).sum(1) / den
+    return np.where(den > 0, r, 0.0)
+
+
+def top_k_overlap(a: np.ndarray, b: np.ndarray, k: int) -> float:
+    ta = set(np.argsort(-a, kind="stable")[:k].tolist())
+    tb = set(np.argsort(-b, kind="stable")[:k].tolist())
+    return len(ta & tb) / k
+
+
+@dataclass(frozen=True)
+class PairAgreement:
+    a: str
+    b: str
+    spearman: float
+    spearman_lo: float
+    spearman_hi: float
+    kendall: float
+    top_k_overlap: float
+    k: int
+
+
+def rank_agreement(
+    importances: dict[str, np.ndarray],
+    boot: dict[str, np.ndarray],
+    k: int,
+    level: float,
+) -> list[PairAgreement]:
+    """Spearman (with a bootstrap interval), Kendall and top-k overlap for every pair of methods.
+
+    ``importances[m]`` is method m's global importance per feature; ``boot[m]`` its bootstrap
+    draws (n_boot x features), resampled independently per method.
+    """
+    names = list(importances)
+    out = []
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            ia, ib = importances[a], importances[b]
+            rho = float(spearman_rows(ia, ib)[0])
+            tau = stats.kendalltau(ia, ib).statistic
+            tau = 0.0 if not np.isfinite(tau) else float(tau)
+            draws = spearman_rows(boot[a], boot[b])
+            lo, hi = interval(draws, level)
+            out.append(PairAgreement(a, b, rho, float(lo), float(hi), tau, top_k_overlap(ia, ib, k), k))
+    return out
+
+
+def verdict_above(point: float, lo: float, hi: float, limit: float) -> str:
+    """For a quantity that must stay at or above ``limit``: PASS / WARN (interval straddles) / FAIL.
+
+    FAIL only when the whole interval lies below the limit; WARN when the point estimate is below
+    it but the interval reaches it, or the point is above but the interval reaches below.
+    """
+    if hi < limit:
+        return "FAIL"
+    if point < limit or lo < limit:
+        return "WARN"
+    return "PASS"
+
+
+# --- faithfulness: deletion and insertion curves ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class FaithfulnessResult:
+    fractions: np.ndarray  # (p+1,) share of features removed / inserted
+    deletion: np.ndarray  # (p+1,) mean predicted-class probability, attribution order
+    deletion_random: np.ndarray
+    insertion: np.ndarray
+    insertion_random: np.ndarray
+    deletion_gap_rows: np.ndarray  # per row: AUC(random) - AUC(attribution), deletion (higher = better)
+    insertion_gap_rows: np.ndarray  # per row: AUC(attribution) - AUC(random), insertion
+    deletion_auc: float
+    deletion_auc_random: float
+    insertion_auc: float
+    insertion_auc_random: float
+
+
+def _auc_rows(curves: np.ndarray) -> np.ndarray:
+    """Trapezoid area of each row's curve over x in [0, 1]."""
+    p = curves.shape[-1] - 1
+    return (curves[..., 1:] + curves[..., :-1]).sum(-1) / (2 * p)
+
+
+def faithfulness(
+    predict: Callable[[np.ndarray], np.ndarray],
+    A: np.ndarray,
+    attributions: np.ndarray,
+    predicted_positive: np.ndarray,
+    reference: np.ndarray,
+    n_random: int,
+    rng: np.random.Generator,
+) -> FaithfulnessResult:
+    """Deletion / insertion curves of attribution order against random orders.
+
+    ``A`` holds the rows (n x p) in the encoded input space, ``predict`` maps such a matrix to the
+    positive-class probability. For each row the curve follows the probability of the class the
+    model predicts; features are removed (replaced by ``reference``) or inserted (into the
+    reference row) in decreasing order of their attribution towards that class.
+    """
+    n, p = A.shape
+    sign = np.where(predicted_positive.astype(bool), 1.0, -1.0)
+    oriented = attributions * sign[:, None]
+    orders = [np.argsort(-oriented, axis=1, kind="stable")]
+    for _ in range(n_random):
+        orders.append(rng.permuted(np.tile(np.arange(p), (n, 1)), axis=1))
+    n_orders = len(orders)
+    # rank[o, i, j]: position of feature j in ordering o for row i
+    ranks = np.empty((n_orders, n, p), dtype=np.int64)
+    for o, order in enumerate(orders):
+        np.put_along_axis(ranks[o], order, np.arange(p)[None, :].repeat(n, 0), axis=1)
+    ks = np.arange(p + 1)
+    # removed[o, k, i, j] = feature j among the first k of ordering o
+    removed = ranks[:, None, :, :] < ks[None, :, None, None]
+    ref = np.broadcast_to(reference, A.shape)
+    deleted = np.where(removed, ref[None, None], A[None, None])
+    inserted = np.where(removed, A[None, None], ref[None, None])
+    batch = np.concatenate([deleted.reshape(-1, p), inserted.reshape(-1, p)])
+    prob = np.asarray(predict(batch), dtype=np.float64)
+    half = prob.size // 2
+    dele = prob[:half].reshape(n_orders, p + 1, n)
+    ins = prob[half:].reshape(n_orders, p + 1, n)
+    pos = predicted_positive.astype(bool)[None, None, :]
+    dele = np.where(pos, dele, 1 - dele).transpose(0, 2, 1)  # (orders, n, p+1)
+    ins = np.where(pos, ins, 1 - ins).transpose(0, 2, 1)
+    auc_del = _auc_rows(dele)  # (orders, n)
+    auc_ins = _auc_rows(ins)
+    return FaithfulnessResult(
+        fractions=ks / p,
+        deletion=dele[0].mean(0),
+        deletion_random=dele[1:].mean((0, 1)),
+        insertion=ins[0].mean(0),
+        insertion_random=ins[1:].mean((0, 1)),
+        deletion_gap_rows=auc_del[1:].mean(0) - auc_del[0],
+        insertion_gap_rows=auc_ins[0] - auc_ins[1:].mean(0),
+        deletion_auc=float(auc_del[0].mean()),
+        deletion_auc_random=float(auc_del[1:].mean()),
+        insertion_auc=float(auc_ins[0].mean()),
+        insertion_auc_random=float(auc_ins[1:].mean()),
+    )
+
+
+# --- proxies: does one feature predict a sensitive attribute? ------------------------------
+
+
+def auc_mann_whitney(positive: np.ndarray, score: np.ndarray) -> float:
+    positive = np.asarray(positive, dtype=bool)
+    n1, n0 = int(positive.sum()), int((~positive).sum())
+    if n1 == 0 or n0 == 0:
+        return float("nan")
+    r = stats.rankdata(score)
+    return float((r[positive].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
+def _hanley_mcneil_se(auc: float, n1: int, n0: int) -> float:
+    """Standard error of an AUC (Hanley & McNeil, 1982)."""
+    q1 = auc / (2 - auc)
+    q2 = 2 * auc**2 / (1 + auc)
+    var = (auc * (1 - auc) + (n1 - 1) * (q1 - auc**2) + (n0 - 1) * (q2 - auc**2)) / (n1 * n0)
+    return float(np.sqrt(max(var, 0.0)))
+
+
+def _bin_codes(col: pd.Series, train: np.ndarray, n_bins: int) -> np.ndarray:
+    """Integer bin per row: quantile bins fitted on the training fold (numbers), labels (categories);
+    missing values get a bin of their own."""
+    if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
+        v = pd.to_numeric(col, errors="coerce").to_numpy(dtype=np.float64)
+        fin = v[train][np.isfinite(v[train])]
+        if fin.size == 0:
+            return np.where(np.isfinite(v), 0, 1)
+        edges = np.unique(np.quantile(fin, np.linspace(0, 1, n_bins + 1)[1:-1]))
+        codes = np.searchsorted(edges, v, side="right")
+        return np.where(np.isfinite(v), codes, len(edges) + 1)
+    codes, _ = pd.factorize(pd.Series(col, dtype=object), use_na_sentinel=True)
+    return np.where(codes < 0, codes.max() + 1, codes)
+
+
+def _crossfit_probs(bins: np.ndarray, groups: np.ndarray, n_groups: int, folds: np.ndarray) -> np.ndarray:
+    """Out-of-fold P(group | bin): a histogram classifier (m-estimate, prior = fold frequencies)."""
+    n_bins = int(bins.max()) + 1
+    out = np.zeros((len(bins), n_groups))
+    for f in np.unique(folds):
+        tr, te = folds != f, folds == f
+        counts = np.zeros((n_bins, n_groups))
+        np.add.at(counts, (bins[tr], groups[tr]), 1.0)
+        prior = counts.sum(0) / max(counts.sum(), 1.0)
+        probs = (counts + prior[None, :]) / (counts.sum(1, keepdims=True) + 1.0)
+        out[te] = probs[bins[te]]
+    return out
+
+
+def proxy_scan(
+    X: pd.DataFrame,
+    sensitive: pd.DataFrame,
+    rng: np.random.Generator,
+    *,
+    level: float,
+    n_bins: int = 20,
+    n_folds: int = 2,
+    min_group: int = 10,
+) -> pd.DataFrame:
+    """How well each feature alone predicts each sensitive attribute.
+
+    The classifier is a histogram (binned) Bayes rule fitted on one fold and scored on the other
+    (seeded folds), so the AUC is out of sample; binary attributes give a plain AUC, multi-valued
+    ones the macro one-vs-rest AUC. Intervals: Hanley-McNeil standard errors (normal approximation;
+    for the macro AUC the group SEs are combined as if independent).
+    """
+    z = stats.norm.ppf(0.5 + level / 2)
+    folds = rng.integers(0, n_folds, size=len(X))
+    rows: list[dict[str, Any]] = []
+    for s in sensitive.columns:
+        labels = sensitive[s].astype(str).to_numpy()
+        names, groups = np.unique(labels, return_inverse=True)
+        counts = np.bincount(groups, minlength=len(names))
+        keep = counts >= min_group
+        for f in X.columns:
+            if f == s:
+                continue
+            bins = _bin_codes(X[f], np.ones(len(X), dtype=bool), n_bins)  # label-free bin edges
+            bins = np.asarray(bins, dtype=np.int64)
+            P = _crossfit_probs(bins, groups, len(names), folds)
+            aucs, ses = [], []
+            target_groups = [1] if len(names) == 2 else [g for g in range(len(names)) if keep[g]]
+            for g in target_groups:
+                is_g = groups == g
+                a = auc_mann_whitney(is_g, P[:, g])
+                if np.isfinite(a):
+                    aucs.append(a)
+                    ses.append(_hanley_mcneil_se(a, int(is_g.sum()), int((~is_g).sum())))
+            if not aucs or len(names) < 2:
+                continue
+            auc = float(np.mean(aucs))
+            se = float(np.sqrt(np.sum(np.square(ses)))) / len(ses)
+            rows.append(
+                {
+                    "feature": str(f),
+                    "sensitive": str(s),
+                    "auc": auc,
+                    "lo": max(0.0, auc - z * se),
+                    "hi": min(1.0, auc + z * se),
+                    "n": len(X),
+                    "groups": len(names),
+                }
+            )
+    return pd.DataFrame(rows, columns=["feature", "sensitive", "auc", "lo", "hi", "n", "groups"])
+
+
+def ranks_desc(values: Sequence[float]) -> np.ndarray:
+    """1 = largest."""
+    return stats.rankdata(-np.asarray(values, dtype=np.float64), method="min").astype(int)

@@ -1,0 +1,443 @@
+"""The privacy family: verify a differential-privacy claim and audit membership leakage.
+
+- ``privacy.dp_claim`` recomputes a DP-SGD claim's ε with Opacus' accountants (RDP, PRV, GDP
+  where valid) and compares it with the claimed ε.
+- ``privacy.membership_inference`` attacks the model with training rows as members and holdout
+  rows as non-members (loss, entropy and a calibrated attack with reference models), reports
+  ROC AUC, balanced accuracy, TPR at low FPR, the ROC curve and an empirical ε lower bound,
+  overall and per sensitive group.
+
+Heavy libraries (opacus, torch, scikit-learn's clone) load inside the checks.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from audit.exceptions import CheckNotApplicable
+from audit.registry import register_check
+from audit.results import CheckResult, EvidenceTable, PlotSpec, Provenance, Verdict
+from audit.spec import DPClaim
+
+if TYPE_CHECKING:
+    from audit.context import AuditContext, DataSplit
+
+__all__ = [
+    "NO_CLAIM_REASON",
+    "NO_MEMBERSHIP_DATA_REASON",
+    "dp_claim",
+    "membership_inference",
+    "resolve_claim",
+]
+
+NO_CLAIM_REASON = (
+    "no DP claim to verify: state one in privacy.dp_claim (epsilon, delta, noise_multiplier, "
+    "sample_rate or batch_size and dataset_size, steps or epochs, accountant) or ship it as "
+    "'dp_claim' in the model's metadata"
+)
+NO_MEMBERSHIP_DATA_REASON = (
+    "membership inference needs both training rows (members) and holdout rows (non-members): "
+    "give them with --train and --holdout (data.train, data.holdout)"
+)
+MIN_ROWS_PER_SIDE = 20
+
+
+def _g(x: float) -> str:
+    return "n/a" if x is None or not math.isfinite(x) else f"{x:.3g}"
+
+
+def resolve_claim(ctx: AuditContext) -> tuple[DPClaim | None, str]:
+    """The DP claim to use and where it came from: the spec wins over the model's metadata."""
+    if ctx.spec.privacy.dp_claim is not None:
+        return ctx.spec.privacy.dp_claim, "spec"
+    raw = (getattr(ctx.model, "metadata", None) or {}).get("dp_claim")
+    if raw is None:
+        return None, ""
+    if isinstance(raw, str):  # ONNX metadata holds strings
+        raw = json.loads(raw)
+    return DPClaim.model_validate(raw), "model metadata"
+
+
+def _has_claim(ctx: AuditContext) -> str | None:
+    return None if resolve_claim(ctx)[0] is not None else NO_CLAIM_REASON
+
+
+def _has_members_and_nonmembers(ctx: AuditContext) -> str | None:
+    return None if ctx.train is not None and ctx.holdout is not None else NO_MEMBERSHIP_DATA_REASON
+
+
+# --- privacy.dp_claim -------------------------------------------------------------------------
+
+
+@register_check("privacy.dp_claim", family="privacy", applies=_has_claim)
+def dp_claim(ctx: AuditContext) -> CheckResult:
+    """Recompute a DP-SGD claim's ε with Opacus' RDP, PRV and GDP accountants and compare."""
+    from audit.privacy.accounting import ACCOUNTANTS, assess_claim, recompute_claim
+
+    claim, source = resolve_claim(ctx)
+    assert claim is not None  # the predicate guarantees it
+    pol = ctx.policy.privacy
+    with np.errstate(divide="ignore", invalid="ignore"):
+        est = recompute_claim(claim)
+    a = assess_claim(claim, est, pol.epsilon_tolerance)
+    q, steps = claim.effective_sample_rate, claim.effective_steps
+    params = f"σ = {_g(claim.noise_multiplier)}, q = {q:.4g}, {steps} steps, δ = {claim.delta:g}"
+    values = ", ".join(f"{k.upper()} {_g(est[k].epsilon)}" for k in ACCOUNTANTS if math.isfinite(est[k].epsilon))
+    weak_delta = claim.dataset_size is not None and claim.delta >= 1.0 / claim.dataset_size
+    stated = claim.accountant.upper()
+    if not a.supported_by_stated and not a.supported_by_rigorous:
+        verdict = Verdict.FAIL
+        summary = (
+            f"The claimed ε = {_g(claim.epsilon)} understates the privacy loss beyond the "
+            f"{pol.epsilon_tolerance:.0%} tolerance: the accountants give {values} for {params}."
+        )
+    elif not a.supported_by_rigorous:
+        verdict = Verdict.WARN
+        summary = (
+            f"The claimed ε = {_g(claim.epsilon)} matches its {stated} accountant, which is an "
+            f"approximation; rigorous accountants give {_g(a.rigorous)} ({values}) for {params}."
+        )
+    elif not a.supported_by_stated:
+        verdict = Verdict.WARN
+        summary = (
+            f"The claimed ε = {_g(claim.epsilon)} is not what its stated {stated} accountant gives "
+            f"({_g(a.stated)}) but is covered by a rigorous one ({values}) for {params}."
+        )
+    elif weak_delta:
+        verdict = Verdict.WARN
+        summary = (
+            f"The claimed ε = {_g(claim.epsilon)} holds ({values}) but δ = {claim.delta:g} is not "
+            f"below 1/n = {1.0 / claim.dataset_size:.3g}, a weak guarantee, for {params}."  # type: ignore[operator]
+        )
+    else:
+        verdict = Verdict.PASS
+        summary = f"The claimed ε = {_g(claim.epsilon)} holds: the accountants give {values} for {params}."
+    records = [
+        {
+            "accountant": k,
+            "epsilon": est[k].epsilon,
+            "rigorous": est[k].rigorous,
+            "stated_by_claim": k == claim.accountant,
+            "claimed_epsilon": claim.epsilon,
+            "note": est[k].note,
+        }
+        for k in ACCOUNTANTS
+    ]
+    claim_rows = [
+        {"parameter": "epsilon", "value": claim.epsilon, "derived": False},
+        {"parameter": "delta", "value": claim.delta, "derived": False},
+        {"parameter": "noise_multiplier", "value": claim.noise_multiplier, "derived": False},
+        {"parameter": "sample_rate", "value": q, "derived": claim.sample_rate is None},
+        {"parameter": "steps", "value": steps, "derived": claim.steps is None},
+    ]
+    for name in ("batch_size", "dataset_size", "epochs", "max_grad_norm"):
+        v = getattr(claim, name)
+        if v is not None:
+            claim_rows.append({"parameter": name, "value": v, "derived": False})
+    metrics = {
+        "claimed_epsilon": claim.epsilon,
+        "delta": claim.delta,
+        "noise_multiplier": claim.noise_multiplier,
+        "sample_rate": q,
+        "steps": float(steps),
+        "epsilon_rdp": est["rdp"].epsilon,
+        "rdp_order": est["rdp"].rdp_order,
+        "epsilon_prv": est["prv"].epsilon,
+        "epsilon_gdp": est["gdp"].epsilon,
+        "epsilon_stated_accountant": a.stated,
+        "epsilon_rigorous": a.rigorous,
+        "epsilon_excess": a.excess,
+    }
+    return CheckResult(
+        check_id="privacy.dp_claim",
+        verdict=verdict,
+        summary=summary,
+        metrics=metrics,
+        policy={"epsilon_tolerance": pol.epsilon_tolerance},
+        evidence=(
+            EvidenceTable(
+                "accountants",
+                tuple(records),
+                PlotSpec("bar", x="accountant", y="epsilon", reference=claim.epsilon,
+                         title="ε recomputed by each accountant (line: claimed ε)", ylabel="ε"),
+                "ε for the claim's parameters under Opacus' accountants; NaN where not valid.",
+            ),
+            EvidenceTable("claim", tuple(claim_rows), None,
+                          "The claim's parameters; 'derived' ones were computed from the others."),
+        ),
+        provenance=Provenance(
+            params={
+                "claim_source": source,
+                "accountant_stated": claim.accountant,
+                "sample_rate_from": "sample_rate" if claim.sample_rate is not None else "batch_size/dataset_size",
+                "steps_from": "steps" if claim.steps is not None else "ceil(epochs/sample_rate)",
+                "prv_eps_error": 0.01,
+            }
+        ),
+    )
+
+
+# --- privacy.membership_inference -------------------------------------------------------------
+
+
+def _reference_phi(
+    ctx: AuditContext,
+    mem_idx: np.ndarray,
+    nm_idx: np.ndarray,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray | None, np.ndarray | None, dict[str, Any]]:
+    """Cross-fitted reference models on the holdout rows; φ_ref for the audited rows.
+
+    The holdout rows are split in two folds; reference models trained on (80 % subsamples of)
+    one fold score the audited non-members of the other fold, and a random half of the members
+    each. No reference model ever scores a row it trained on. Returns (φ members, φ non-members,
+    provenance) with φ arrays of shape (rows, models per fold), or Nones when not possible.
+    """
+    from audit.privacy.attacks import logit_confidence
+    from audit.privacy.reference import fit_clone_predict, fit_proxy_predict
+
+    train, hold = ctx.train, ctx.holdout
+    assert train is not None and hold is not None
+    k_total = ctx.policy.privacy.n_reference_models
+    info: dict[str, Any] = {"n_reference_models": 0}
+    if k_total == 0:
+        info["reference"] = "off (policy n_reference_models = 0)"
+        return None, None, info
+    per_fold = max(1, math.ceil(k_total / 2))
+    fold_of_holdout = rng.permutation(hold.n) % 2
+    scorer_nm = 1 - fold_of_holdout[nm_idx]
+    scorer_m = rng.permutation(len(mem_idx)) % 2
+    for f in (0, 1):
+        y_f = hold.y[fold_of_holdout == f]
+        if len(y_f) < 10 or len(np.unique(y_f)) < 2:
+            info["reference"] = "off: a holdout fold has fewer than 10 rows or a single class"
+            return None, None, info
+    est = getattr(ctx.model, "estimator", None)
+    kind = "clone" if est is not None else "proxy"
+    encoder = getattr(ctx.model, "encoder", None)
+    note = ""
+    phi_m = np.full((len(mem_idx), per_fold), np.nan)
+    phi_nm = np.full((len(nm_idx), per_fold), np.nan)
+    t0 = time.perf_counter()
+    for f in (0, 1):
+        fold_rows = np.flatnonzero(fold_of_holdout == f)
+        pm, pnm = mem_idx[scorer_m == f], nm_idx[scorer_nm == f]
+        X_pred = pd.concat([train.X.iloc[pm], hold.X.iloc[pnm]], ignore_index=True)
+        y_pred = np.concatenate([train.y[pm], hold.y[pnm]])
+        for j in range(per_fold):
+            sub = np.sort(rng.choice(fold_rows, size=max(10, int(0.8 * len(fold_rows))), replace=False))
+            if len(np.unique(hold.y[sub])) < 2:
+                sub = fold_rows
+            seed = int(rng.integers(2**31 - 1))
+            p = None
+            if kind == "clone":
+                try:
+                    p = fit_clone_predict(est, hold.X.iloc[sub], hold.y[sub], X_pred, seed)
+                except Exception as exc:  # noqa: BLE001 - any estimator may refuse a refit
+                    kind = "proxy"
+                    note = f"clone refit failed ({type(exc).__name__}: {str(exc)[:120]}); used the proxy"
+            if p is None:
+                if encoder is None:
+                    from audit.model import TabularEncoder
+
+                    encoder = TabularEncoder.fit(hold.X)
+                p = fit_proxy_predict(encoder.transform(hold.X.iloc[sub]), hold.y[sub],
+                                      encoder.transform(X_pred), seed)
+            phi = logit_confidence(p, y_pred)
+            phi_m[scorer_m == f, j] = phi[: len(pm)]
+            phi_nm[scorer_nm == f, j] = phi[len(pm):]
+            info["n_reference_models"] += 1
+    info["reference"] = (
+        f"clone of {type(est).__name__} refit on holdout folds" if kind == "clone"
+        else "proxy torch MLP (64, 64) on the model's input encoding, trained on holdout folds"
+    )
+    if note:
+        info["reference_note"] = note
+    info["reference_seconds"] = round(time.perf_counter() - t0, 3)
+    info["reference_models_per_fold"] = per_fold
+    return phi_m, phi_nm, info
+
+
+def _sample(rng: np.random.Generator, n: int, k: int) -> np.ndarray:
+    return np.sort(rng.choice(n, size=k, replace=False))
+
+
+@register_check("privacy.membership_inference", family="privacy", applies=_has_members_and_nonmembers)
+def membership_inference(ctx: AuditContext) -> CheckResult:
+    """Membership-inference attacks (training rows vs holdout rows) and an empirical ε bound."""
+    from audit.privacy.attacks import (
+        calibrated_scores,
+        entropy_scores,
+        logit_confidence,
+        loss_scores,
+        membership_audit,
+    )
+
+    train, hold = ctx.train, ctx.holdout
+    assert train is not None and hold is not None
+    pol = ctx.policy.privacy
+    n_side = min(train.n, hold.n, pol.max_rows // 2)
+    if n_side < MIN_ROWS_PER_SIDE:
+        raise CheckNotApplicable(
+            f"membership inference needs at least {MIN_ROWS_PER_SIDE} training and "
+            f"{MIN_ROWS_PER_SIDE} holdout rows (got {train.n} and {hold.n})"
+        )
+    rng = ctx.rng("privacy.membership_inference")
+    mem_idx = _sample(rng, train.n, n_side)
+    nm_idx = _sample(rng, hold.n, n_side)
+    claim, claim_source = resolve_claim(ctx)
+    delta = claim.delta if claim is not None else pol.empirical_delta
+
+    def target(split: DataSplit, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return split.scores[idx], split.y[idx]
+
+    pm, ym = target(train, mem_idx)
+    pn, yn = target(hold, nm_idx)
+    member = {"loss": loss_scores(pm, ym), "entropy": entropy_scores(pm)}
+    nonmember = {"loss": loss_scores(pn, yn), "entropy": entropy_scores(pn)}
+    phi_m, phi_nm, ref_info = _reference_phi(ctx, mem_idx, nm_idx, ctx.rng("privacy.membership_inference.reference"))
+    if phi_m is not None and phi_nm is not None:
+        member["calibrated"] = calibrated_scores(logit_confidence(pm, ym), phi_m)
+        nonmember["calibrated"] = calibrated_scores(logit_confidence(pn, yn), phi_nm)
+    groups_m = {f: train.sensitive[f].to_numpy()[mem_idx] for f in ctx.sensitive_features}
+    groups_nm = {f: hold.sensitive[f].to_numpy()[nm_idx] for f in ctx.sensitive_features}
+    audit = membership_audit(
+        member, nonmember, delta=delta, rng=ctx.rng("privacy.membership_inference.split"),
+        confidence=pol.confidence_level, member_groups=groups_m, nonmember_groups=groups_nm,
+    )
+    bound = audit.bound
+    best = next(r for r in audit.attacks if r["attack"] == audit.best_attack)
+    for rec in audit.groups:
+        rec["reliable"] = bool(rec["n_members"] >= pol.min_group_size and rec["n_nonmembers"] >= pol.min_group_size)
+
+    # verdict
+    lb = bound.epsilon_lower_bound
+    fails, warns = [], []
+    if claim is not None and lb > claim.epsilon:
+        fails.append(f"the empirical ε ≥ {_g(lb)} contradicts the claimed ε = {_g(claim.epsilon)}")
+    if pol.empirical_epsilon_max is not None and lb > pol.empirical_epsilon_max:
+        fails.append(f"the empirical ε ≥ {_g(lb)} exceeds the policy maximum {_g(pol.empirical_epsilon_max)}")
+    if best["auc_lo"] > pol.attack_auc_max:
+        fails.append(f"the {best['attack']} attack's AUC CI lies above {_g(pol.attack_auc_max)}")
+    elif best["auc"] > pol.attack_auc_max:
+        warns.append(f"the {best['attack']} attack's AUC CI straddles {_g(pol.attack_auc_max)}")
+    verdict = Verdict.FAIL if fails else (Verdict.WARN if warns else Verdict.PASS)
+
+    reliable = [r for r in audit.groups if r["reliable"] and r["attack"] == audit.best_attack
+                and math.isfinite(r["auc"])]
+    leakiest = max(reliable, key=lambda r: r["auc"]) if reliable else None
+    summary = (
+        f"Best attack ({best['attack']}) AUC {_g(best['auc'])} [{_g(best['auc_lo'])}, {_g(best['auc_hi'])}], "
+        f"TPR {best['tpr_at_0.1pct_fpr']:.1%} at 0.1% FPR; empirical ε ≥ {_g(lb)} "
+        f"({pol.confidence_level:.0%})"
+        + (f" vs claimed ε = {_g(claim.epsilon)}" if claim is not None else "")
+        + (f"; most exposed group {leakiest['label']} (AUC {_g(leakiest['auc'])})" if leakiest else "")
+        + (f": {'; '.join(fails)}." if fails else (f": {'; '.join(warns)}." if warns else "."))
+    )
+
+    metrics: dict[str, float] = {
+        "n_members": float(n_side),
+        "n_nonmembers": float(n_side),
+        "epsilon_lower_bound": lb,
+        "epsilon_estimate": bound.epsilon_estimate,
+        "epsilon_selection_bound": bound.selection_bound,
+        "delta": delta,
+        "best.auc": best["auc"],
+        "best.auc_lo": best["auc_lo"],
+        "best.auc_hi": best["auc_hi"],
+    }
+    if claim is not None:
+        metrics["claimed_epsilon"] = claim.epsilon
+    keys = ("auc", "auc_lo", "auc_hi", "tpr_at_0.1pct_fpr", "tpr_at_0.1pct_fpr_lo", "tpr_at_0.1pct_fpr_hi",
+            "tpr_at_1pct_fpr", "tpr_at_1pct_fpr_lo", "tpr_at_1pct_fpr_hi", "balanced_accuracy",
+            "balanced_accuracy_lo", "balanced_accuracy_hi")
+    for rec in audit.attacks:
+        for k in keys:
+            metrics[f"{rec['attack']}.{k}"] = rec[k]
+    for rec in reliable:
+        for k in ("auc", "auc_lo", "auc_hi", "tpr_at_1pct_fpr", "epsilon_lower_bound"):
+            metrics[f"group.{rec['label']}.{k}"] = rec[k]
+
+    bound_rec = {
+        "attack": bound.attack,
+        "threshold": bound.threshold,
+        "epsilon_lower_bound": lb,
+        "epsilon_estimate": bound.epsilon_estimate,
+        "selection_bound": bound.selection_bound,
+        "fpr": bound.fpr,
+        "fnr": bound.fnr,
+        "fpr_upper": bound.fpr_hi,
+        "fnr_upper": bound.fnr_hi,
+        "n_members": bound.n_members,
+        "n_nonmembers": bound.n_nonmembers,
+        "delta": delta,
+        "claimed_epsilon": claim.epsilon if claim is not None else None,
+    }
+    evidence = (
+        EvidenceTable(
+            "attacks", tuple(audit.attacks),
+            PlotSpec("bar", x="attack", y="auc", lo="auc_lo", hi="auc_hi", reference=pol.attack_auc_max,
+                     title="Membership-inference ROC AUC (line: policy maximum)", ylabel="ROC AUC"),
+            "Per attack: AUC (DeLong CI), TPR at 0.1 % / 1 % FPR (Clopper–Pearson on members), balanced "
+            "accuracy (threshold chosen on the selection half, measured on the evaluation half).",
+        ),
+        EvidenceTable(
+            "roc_curve", tuple(audit.roc),
+            PlotSpec("line", x="fpr", y="tpr", group="attack", title="Membership-inference ROC curve",
+                     xlabel="false-positive rate", ylabel="true-positive rate"),
+            "Best TPR reachable at each FPR (log-spaced at low FPR), per attack.",
+        ),
+        EvidenceTable(
+            "epsilon_bound", (bound_rec,), None,
+            "Empirical ε lower bound (Jagielski et al. 2020) of the (attack, threshold) chosen on the "
+            "selection half, with Clopper–Pearson upper ends of FPR and FNR on the evaluation half.",
+        ),
+    )
+    if audit.groups:
+        evidence += (
+            EvidenceTable(
+                "groups", tuple(audit.groups),
+                PlotSpec("bar", x="label", y="auc", lo="auc_lo", hi="auc_hi", group="attack",
+                         reference=pol.attack_auc_max, title="Attack AUC per sensitive group",
+                         ylabel="ROC AUC"),
+                "The same attack scores on each group's rows; TPR/FPR at the overall thresholds; "
+                "'reliable' when both sides have at least min_group_size rows.",
+            ),
+        )
+    return CheckResult(
+        check_id="privacy.membership_inference",
+        verdict=verdict,
+        summary=summary,
+        metrics=metrics,
+        policy={
+            "attack_auc_max": pol.attack_auc_max,
+            "empirical_epsilon_max": pol.empirical_epsilon_max,
+            "claimed_epsilon": claim.epsilon if claim is not None else None,
+            "confidence_level": pol.confidence_level,
+            "min_group_size": pol.min_group_size,
+        },
+        evidence=evidence,
+        provenance=Provenance(
+            params={
+                "n_members": n_side,
+                "n_nonmembers": n_side,
+                "max_rows": pol.max_rows,
+                "attacks": list(member),
+                "best_attack": audit.best_attack,
+                "bound_attack": bound.attack,
+                "delta": delta,
+                "delta_source": "claim" if claim is not None else "policy empirical_delta",
+                "claim_source": claim_source or None,
+                "selection_split": "half of the rows choose thresholds, the other half measure",
+                "auc_interval": "DeLong",
+                "rate_interval": "Clopper-Pearson",
+                **ref_info,
+            }
+        ),
+    )

@@ -1,0 +1,233 @@
+"""Fairness family: exact bootstrap, published figures, ground truth, verdict rules."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from audit.checks.fairness import _disparities, bootstrap_disparities, difference_verdict, ratio_verdict
+from audit.datasets import TrueScoreModel, make_lending_data
+from audit.results import Verdict
+from audit.runner import context_from_frames, run_checks
+from tests.audit.helpers import FEATURES, lr_pipeline
+
+
+class ThresholdRule:
+    """Approves when the Bayes score exceeds 0.5: its selection rates are known in closed form."""
+
+    def __init__(self, scm=None) -> None:
+        self.inner = TrueScoreModel(scm)
+        self.classes_ = np.array([0, 1])
+        self.feature_names_in_ = self.inner.feature_names_in_
+
+    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
+        return self.inner.predict_proba(X)
+
+
+def fairness_ctx(model, data, sensitive=("sex",), **policy):
+    return context_from_frames(model, data.test, target="approved", positive_label=1, sensitive=list(sensitive),
+                               train=data.train, holdout=data.holdout, seed=7, checks=["fairness"],
+                               policy={"fairness": policy} if policy else None)
+
+
+def by_id(results):
+    return {r.check_id: r for r in results}
+
+
+def test_multinomial_bootstrap_matches_row_resampling():
+    rng = np.random.default_rng(0)
+    n = 3000
+    g = rng.choice(["a", "b", "c"], n, p=[0.5, 0.3, 0.2])
+    y = rng.random(n) < np.where(g == "a", 0.5, 0.35)
+    yp = rng.random(n) < np.where(y, 0.7, 0.2)
+    s = pd.DataFrame({"g": g})
+    tabs = bootstrap_disparities(y.astype(int), yp.astype(int), yp.astype(float), s, n_boot=4000,
+                                 rng=np.random.default_rng(1))
+    ours = _disparities(tabs.boot["g"])["demographic_parity_difference"]
+    naive = []
+    for _ in range(1500):
+        i = rng.integers(0, n, n)
+        rates = pd.Series(yp[i]).groupby(g[i]).mean()
+        naive.append(rates.max() - rates.min())
+    for q in (0.025, 0.5, 0.975):
+        assert abs(np.quantile(ours, q) - np.quantile(naive, q)) < 0.006, q
+    assert abs(np.std(ours) - np.std(naive)) < 0.0015
+
+
+@pytest.fixture(scope="module")
+def adult_ctx(adult):
+    from sklearn.tree import DecisionTreeClassifier
+
+    X = pd.get_dummies(adult.drop(columns=["income"]))
+    y = (adult["income"] == ">50K").astype(int)
+    clf = DecisionTreeClassifier(min_samples_leaf=10, max_depth=4, random_state=0).fit(X, y)
+    frame = X.assign(sex=adult["sex"].to_numpy(), income_gt_50k=y.to_numpy())
+    return context_from_frames(clf, frame, target="income_gt_50k", positive_label=1, sensitive=["sex"],
+                               features=list(X.columns), checks=["fairness"],
+                               policy={"fairness": {"n_bootstrap": 1000, "mitigation": False}})
+
+
+def test_adult_selection_rates_match_fairlearn_quickstart(adult_ctx):
+    assert adult_ctx.test.n == 48_842
+    res = by_id(run_checks(adult_ctx, ["fairness.group_metrics", "fairness.demographic_parity"]))
+    gm = res["fairness.group_metrics"].metrics
+    # published (fairlearn quickstart, 4 decimals): Female 0.0636, Male 0.2136, difference 0.1500;
+    # ours are 0.063550, 0.213599 and 0.150049 at 6 decimals
+    assert gm["sex=Female.selection_rate"] == pytest.approx(0.0636, abs=1e-4)
+    assert gm["sex=Male.selection_rate"] == pytest.approx(0.2136, abs=1e-4)
+    dp = res["fairness.demographic_parity"]
+    assert dp.metrics["sex.demographic_parity_difference"] == pytest.approx(0.1500, abs=1e-4)
+    assert dp.verdict is Verdict.FAIL  # 0.15 with a tight CI is over the 0.10 limit
+    assert dp.metrics["sex.demographic_parity_difference.ci_low"] > 0.10
+
+
+def test_rates_agree_with_fairlearn_metricframe(lending):
+    from fairlearn.metrics import MetricFrame, false_positive_rate, selection_rate, true_positive_rate
+
+    model = lr_pipeline(lending)
+    ctx = fairness_ctx(model, lending, sensitive=("sex", "age_group"))
+    gm = by_id(run_checks(ctx, ["fairness.group_metrics"]))["fairness.group_metrics"]
+    mf = MetricFrame(metrics={"sr": selection_rate, "tpr": true_positive_rate, "fpr": false_positive_rate},
+                     y_true=ctx.test.y, y_pred=ctx.test.y_pred, sensitive_features=ctx.test.sensitive["age_group"])
+    for group, row in mf.by_group.iterrows():
+        assert gm.metrics[f"age_group={group}.selection_rate"] == pytest.approx(row["sr"], abs=1e-12)
+        assert gm.metrics[f"age_group={group}.tpr"] == pytest.approx(row["tpr"], abs=1e-12)
+        assert gm.metrics[f"age_group={group}.fpr"] == pytest.approx(row["fpr"], abs=1e-12)
+    # intersections are reported too
+    assert "sex×age_group=female|18-29.selection_rate" in gm.metrics
+
+
+def test_ground_truth_threshold_rule_interval_covers_truth(lending):
+    ctx = fairness_ctx(ThresholdRule(), lending)
+    res = by_id(run_checks(ctx, ["fairness.demographic_parity", "fairness.group_metrics"]))
+    m = res["fairness.demographic_parity"].metrics
+    truth = lending.truth.threshold_rule_dp_difference
+    assert m["sex.demographic_parity_difference.ci_low"] <= truth <= m["sex.demographic_parity_difference.ci_high"]
+    gm = res["fairness.group_metrics"]
+    for rec in gm.table("by_group").records:
+        if rec["feature"] == "sex":
+            true_rate = lending.truth.threshold_rule_selection_rate[rec["group"]]
+            assert rec["selection_rate_lo"] <= true_rate <= rec["selection_rate_hi"]
+
+
+def test_unbiased_world_passes_parity():
+    data = make_lending_data(2000, 1000, 8000, seed=3, direct_bias=0.0, pay_gap=0.0, proxy_strength=0.0)
+    ctx = fairness_ctx(ThresholdRule(data.scm), data, demographic_parity_difference_max=0.05,
+                       disparate_impact_ratio_min=0.8)
+    res = by_id(run_checks(ctx, ["fairness.demographic_parity", "fairness.disparate_impact", "fairness.mitigation"]))
+    assert res["fairness.demographic_parity"].verdict is Verdict.PASS
+    assert res["fairness.disparate_impact"].verdict is Verdict.PASS
+    assert res["fairness.mitigation"].verdict is Verdict.PASS
+
+
+def test_biased_model_fails_and_mitigation_finds_alternative(lending):
+    ctx = fairness_ctx(lr_pipeline(lending, [*FEATURES, "sex"]), lending)
+    res = by_id(run_checks(ctx))
+    assert res["fairness.demographic_parity"].verdict is Verdict.FAIL
+    assert res["fairness.disparate_impact"].verdict is Verdict.FAIL
+    mit = res["fairness.mitigation"]
+    rows = {r["method"]: r for r in mit.table("mitigation").records}
+    to = rows["ThresholdOptimizer (demographic parity)"]
+    assert to["demographic_parity_difference"] < 0.5 * mit.metrics["baseline_demographic_parity_difference"]
+    assert any(k.startswith("exponentiated_gradient.") for k in mit.metrics)
+    assert mit.verdict is Verdict.FAIL  # a less discriminatory alternative exists within the budget
+    assert mit.provenance.params["threshold_optimizer_fitted_on"] == "holdout"
+
+
+def test_straddling_interval_is_warn_not_fail(lending):
+    ctx = fairness_ctx(ThresholdRule(), lending)
+    dp = by_id(run_checks(ctx, ["fairness.demographic_parity"]))["fairness.demographic_parity"]
+    est = dp.metrics["sex.demographic_parity_difference"]
+    lo, hi = dp.metrics["sex.demographic_parity_difference.ci_low"], dp.metrics["sex.demographic_parity_difference.ci_high"]
+    mid = (lo + est) / 2  # a limit inside the interval, below the estimate
+    ctx2 = fairness_ctx(ThresholdRule(), lending, demographic_parity_difference_max=round(mid, 4))
+    dp2 = by_id(run_checks(ctx2, ["fairness.demographic_parity"]))["fairness.demographic_parity"]
+    assert dp2.verdict is Verdict.WARN
+    ctx3 = fairness_ctx(ThresholdRule(), lending, demographic_parity_difference_max=round(hi + 0.01, 4))
+    assert by_id(run_checks(ctx3, ["fairness.demographic_parity"]))["fairness.demographic_parity"].verdict is Verdict.PASS
+
+
+@pytest.mark.parametrize(("est", "lo", "hi", "limit", "expected"), [
+    (0.15, 0.12, 0.18, 0.10, Verdict.FAIL),
+    (0.12, 0.08, 0.16, 0.10, Verdict.WARN),
+    (0.08, 0.06, 0.12, 0.10, Verdict.WARN),
+    (0.05, 0.02, 0.08, 0.10, Verdict.PASS),
+    (0.15, float("nan"), float("nan"), 0.10, Verdict.FAIL),
+])
+def test_difference_verdict(est, lo, hi, limit, expected):
+    assert difference_verdict(est, lo, hi, limit) is expected
+
+
+@pytest.mark.parametrize(("est", "lo", "hi", "limit", "expected"), [
+    (0.6, 0.55, 0.65, 0.8, Verdict.FAIL),
+    (0.78, 0.74, 0.83, 0.8, Verdict.WARN),
+    (0.9, 0.85, 0.95, 0.8, Verdict.PASS),
+])
+def test_ratio_verdict(est, lo, hi, limit, expected):
+    assert ratio_verdict(est, lo, hi, limit) is expected
+
+
+def test_small_group_is_reported_and_left_out(lending):
+    test = lending.test.copy()
+    test.loc[test.index[:12], "sex"] = "nonbinary"
+    data = type(lending)(lending.train, lending.holdout, test, lending.scm, lending.truth, lending.seed)
+    ctx = fairness_ctx(ThresholdRule(), data, min_group_size=30)
+    res = by_id(run_checks(ctx, ["fairness.group_metrics", "fairness.demographic_parity"]))
+    gm = res["fairness.group_metrics"]
+    assert gm.verdict is Verdict.WARN
+    assert "sex=nonbinary (n=12)" in gm.summary
+    assert gm.metrics["sex=nonbinary.count"] == 12
+    dp = res["fairness.demographic_parity"]
+    assert "sex: 1 small group(s) left out" in dp.summary
+    # the comparison is male vs female only: equal to the difference of those two rates
+    rates = gm.metrics
+    assert dp.metrics["sex.demographic_parity_difference"] == pytest.approx(
+        abs(rates["sex=male.selection_rate"] - rates["sex=female.selection_rate"]))
+
+
+def test_deterministic_with_seed(lending):
+    model = lr_pipeline(lending)
+    a = run_checks(fairness_ctx(model, lending), ["fairness.equalized_odds"])[0]
+    b = run_checks(fairness_ctx(model, lending), ["fairness.equalized_odds"])[0]
+    assert a.metrics == b.metrics
+
+
+def test_no_sensitive_features_is_skipped(lending):
+    ctx = context_from_frames(lr_pipeline(lending), lending.test, target="approved", positive_label=1,
+                              checks=["fairness"])
+    res = run_checks(ctx)
+    assert {r.verdict for r in res} == {Verdict.SKIPPED}
+    assert res[0].summary == ("Skipped: no sensitive features given: name them with --sensitive or "
+                              "data.sensitive")
+
+
+def test_missing_sensitive_values_form_their_own_group(lending):
+    test = lending.test.copy()
+    test.loc[test.index[:200], "age_group"] = np.nan
+    data = type(lending)(lending.train, lending.holdout, test, lending.scm, lending.truth, lending.seed)
+    ctx = fairness_ctx(ThresholdRule(), data, sensitive=("age_group",))
+    gm = by_id(run_checks(ctx, ["fairness.group_metrics"]))["fairness.group_metrics"]
+    assert gm.metrics["age_group=<missing>.count"] == 200
+
+
+@pytest.mark.slow
+def test_bootstrap_ci_coverage_over_simulated_datasets():
+    """95 % percentile intervals of the DP difference cover the exact truth 93-97 % of the time."""
+    from audit.datasets import LendingSCM, ground_truth, sample
+
+    scm = LendingSCM()
+    truth = ground_truth(scm).threshold_rule_dp_difference
+    rule = ThresholdRule()
+    reps, covered = 1000, 0
+    rng = np.random.default_rng(2026)
+    for _ in range(reps):
+        df = sample(scm, 2000, rng)
+        yp = (rule.predict_proba(df)[:, 1] > 0.5).astype(int)
+        tabs = bootstrap_disparities(df["approved"].to_numpy(), yp, yp.astype(float), df[["sex"]], n_boot=1000, rng=rng)
+        d = _disparities(tabs.boot["sex"])["demographic_parity_difference"]
+        lo, hi = np.quantile(d, [0.025, 0.975])
+        covered += lo <= truth <= hi
+    coverage = covered / reps
+    print(f"coverage {coverage:.3f} over {reps} datasets")
+    assert 0.93 <= coverage <= 0.97
