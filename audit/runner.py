@@ -273,6 +273,7 @@ def build_context(
     inputs["data"] = files
     test = splits["test"]
     assert test is not None
+    _validate_causal_graph(spec, test)
     ctx = AuditContext(
         spec=spec,
         model=adapter,
@@ -283,6 +284,21 @@ def build_context(
         extras=dict(extras or {}),
     )
     return ctx, inputs
+
+
+def _validate_causal_graph(spec: AuditSpec, test: DataSplit) -> None:
+    """A causal graph in the spec is validated at the boundary: a bad graph is bad input (exit 2)."""
+    if spec.causal.graph is None and not spec.causal.edges:
+        return
+    if not any(name.split(".", 1)[0] == "causal" for name in spec.checks):
+        return
+    import importlib.util
+
+    if importlib.util.find_spec("causal") is None:
+        return
+    from causal import validate_causal_spec
+
+    validate_causal_spec(spec.causal, test.frame.columns, sensitive=spec.data.sensitive, frame=test.frame)
 
 
 def context_from_frames(

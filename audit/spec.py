@@ -83,7 +83,7 @@ class FairnessPolicy(_Strict):
     mitigation: bool = True
     mitigation_max_accuracy_cost: float = Field(0.05, ge=0, le=1)
     mitigation_refit_rows: int = Field(2000, ge=100, le=1_000_000)
-    mitigation_max_iter: int = Field(10, ge=1, le=200)
+    mitigation_max_iter: int = Field(5, ge=1, le=200)
 
 
 class ExplainPolicy(_Strict):
@@ -104,12 +104,12 @@ class ExplainPolicy(_Strict):
     n_bootstrap: int = Field(200, ge=20, le=10_000)
     confidence_level: float = Field(0.95, gt=0.5, lt=1)
     # -- LIME ---------------------------------------------------------------------------------
-    lime_sample_size: int = Field(40, ge=5, le=10_000)  # rows explained by LIME
+    lime_sample_size: int = Field(30, ge=5, le=10_000)  # rows explained by LIME (twice: stability)
     lime_num_samples: int = Field(1000, ge=100, le=100_000)  # perturbations per row
     lime_stability_min_spearman: float = Field(0.6, ge=-1, le=1)
     # -- permutation importance ---------------------------------------------------------------
-    permutation_sample_size: int = Field(2000, ge=50, le=1_000_000)
-    permutation_repeats: int = Field(10, ge=2, le=1000)
+    permutation_sample_size: int = Field(1000, ge=50, le=1_000_000)
+    permutation_repeats: int = Field(5, ge=2, le=1000)
     # -- gradients (torch models) -------------------------------------------------------------
     gradient_sample_size: int = Field(200, ge=5, le=100_000)
     ig_n_steps: int = Field(50, ge=4, le=10_000)
@@ -123,7 +123,7 @@ class ExplainPolicy(_Strict):
     agreement_min_spearman: float = Field(0.5, ge=-1, le=1)
     top_k: int = Field(5, ge=1, le=100)
     faithfulness_sample_size: int = Field(200, ge=5, le=100_000)
-    faithfulness_random_orders: int = Field(5, ge=1, le=100)
+    faithfulness_random_orders: int = Field(4, ge=1, le=100)
     faithfulness_min_auc_gap: float = Field(0.0, ge=-1, le=1)
     # -- reliance on sensitive features and proxies -------------------------------------------
     sensitive_reliance_max_share: float = Field(0.10, ge=0, le=1)

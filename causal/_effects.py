@@ -12,9 +12,9 @@
   each other value (``gcm.counterfactual_samples``), re-scored; a decision flip rate and mean
   |Δscore|, overall and by factual group.
 
-Intervals: the total, direct and indirect effects get percentile bootstrap intervals from
-refitting the SCM on rows resampled with replacement (so the interval includes the uncertainty
-of the fitted mechanisms). DoWhy's ``fit_and_compute`` is not used for this because it refits on
+Intervals: the total, direct and indirect effects get bootstrap intervals (estimate ± z × the
+standard deviation of the replicates) from refitting the SCM on rows resampled with replacement,
+so the interval includes the uncertainty of the fitted mechanisms. DoWhy's ``fit_and_compute`` is not used for this because it refits on
 75 % subsamples drawn without replacement, whose spread understates the sampling variance of the
 full-sample estimate by about a factor of three. The counterfactual rates get intervals over
 individuals (Wilson for the flip rate, normal for the mean |Δ|) given the fitted SCM.
@@ -37,7 +37,9 @@ from causal._scm import (
     NotIdentifiedError,
     SCMPlan,
     apply_to_inputs,
+    blas_single_thread,
     fit_scm,
+    plain_objects,
     plan_scm,
     treatment_levels,
 )
@@ -94,12 +96,14 @@ class SCMEffects:
 
 
 def _interval(point: float, boots: Sequence[float], level: float) -> EffectInterval:
+    """Normal interval from the bootstrap standard error: with tens of replicates its ends are far
+    steadier than percentile ends (the 2.5 % quantile of 50 replicates is an extreme order statistic)."""
     b = np.asarray([x for x in boots if np.isfinite(x)], dtype=float)
     if b.size < 2:
-        return EffectInterval(point, math.nan, math.nan, math.nan)
-    alpha = (1 - level) / 2
-    lo, hi = np.quantile(b, [alpha, 1 - alpha])
-    return EffectInterval(float(point), float(lo), float(hi), float(b.std(ddof=1)))
+        return EffectInterval(float(point), math.nan, math.nan, math.nan)
+    se = float(b.std(ddof=1))
+    z = float(stats.norm.ppf(0.5 + level / 2))
+    return EffectInterval(float(point), float(point - z * se), float(point + z * se), se)
 
 
 def _point(
@@ -138,6 +142,7 @@ def _point(
     return out
 
 
+@blas_single_thread
 def scm_effects(
     rows: pd.DataFrame,
     X: pd.DataFrame,
@@ -155,7 +160,7 @@ def scm_effects(
 ) -> SCMEffects:
     """Total (and, with mediators, natural direct and indirect) effects of ``treatment`` on
     ``score`` through an SCM fitted on ``rows``; ``X`` holds the model inputs of the same rows."""
-    rows = rows.reset_index(drop=True)
+    rows = plain_objects(rows.reset_index(drop=True))
     X = X.reset_index(drop=True)
     plan = plan_scm(graph, treatment, list(X.columns), rows)
     keep = rows[list(plan.nodes)].notna().all(axis=1).to_numpy()
@@ -259,6 +264,7 @@ class CounterfactualResult:
     self_check_max_abs_delta: float  # |Δscore| when the "counterfactual" value is the factual one
 
 
+@blas_single_thread
 def counterfactual_fairness(
     rows: pd.DataFrame,
     X: pd.DataFrame,
@@ -273,7 +279,7 @@ def counterfactual_fairness(
     seed: int = 0,
 ) -> CounterfactualResult:
     """Flip rate and |Δscore| when each individual's ``treatment`` is set to each other value."""
-    rows = rows.reset_index(drop=True)
+    rows = plain_objects(rows.reset_index(drop=True))
     X = X.reset_index(drop=True)
     plan = plan_scm(graph, treatment, list(X.columns), rows)
     keep = rows[list(plan.nodes)].notna().all(axis=1).to_numpy()

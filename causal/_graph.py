@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -158,7 +159,9 @@ def _parse_dot(text: str) -> tuple[list[str], list[tuple[str, str]]]:
 
     out = io.StringIO()
     try:
-        with contextlib.redirect_stdout(out):  # pydot prints its parse errors
+        # pydot prints its parse errors; its grammar module warns about pyparsing deprecations
+        with contextlib.redirect_stdout(out), warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
             graphs = pydot.graph_from_dot_data(text)
     except Exception as exc:  # noqa: BLE001 - pydot raises several parser exception types
         graphs, reason = None, str(exc)

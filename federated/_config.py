@@ -71,6 +71,10 @@ MSG_SECAGG_CENTRAL_DP = (
     "secagg and central-dp cannot be combined: server-side clipping needs the individual updates "
     "that secure aggregation hides; use local-dp with secagg"
 )
+MSG_KRUM = (
+    "{strategy} tolerates f malicious clients only with more than 2f + 2 clients per round; "
+    "f = {f} needs at least {need}, got {m}"
+)
 MSG_CENTRAL_DP_STRATEGY = (
     "central-dp accounts for a uniform mean of clipped updates, so the strategy must be one of "
     "{allowed}; got {got!r}"
@@ -196,11 +200,11 @@ class FederatedConfig:
 
     @property
     def num_malicious(self) -> int:
-        return int(math.floor(self.malicious * self.num_clients + 1e-9))
+        return math.floor(self.malicious * self.num_clients + 1e-9)
 
     @property
     def num_stragglers(self) -> int:
-        return int(math.floor(self.stragglers * self.num_clients + 1e-9))
+        return math.floor(self.stragglers * self.num_clients + 1e-9)
 
     def data_setup(self) -> dict[str, Any]:
         """The settings that determine the data and its partitions (sent to every client)."""
@@ -267,6 +271,11 @@ class FederatedConfig:
         if self.secagg and self.clients_per_round < 2:
             raise ConfigError(MSG_RANGE.format(key="clients per round with secagg", rule="at least 2",
                                                got=self.clients_per_round))
+        if self.strategy in ("krum", "multikrum"):
+            f = self.krum_f if self.krum_f >= 0 else self.num_malicious
+            if self.clients_per_round <= 2 * f + 2:
+                raise ConfigError(MSG_KRUM.format(strategy=self.strategy, m=self.clients_per_round, f=f,
+                                                  need=2 * f + 3))
         if self.central_dp and self.strategy not in CENTRAL_DP_STRATEGIES:
             raise ConfigError(MSG_CENTRAL_DP_STRATEGY.format(allowed=", ".join(CENTRAL_DP_STRATEGIES),
                                                              got=self.strategy))

@@ -101,8 +101,8 @@ def _load_frames(setup: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame, pd.
     n = len(frame)
     rng = np.random.default_rng([seed, 0xDA7A])
     perm = rng.permutation(n)
-    n_test = int(round(n * float(setup["test_fraction"])))
-    n_hold = int(round(n * float(setup["holdout_fraction"])))
+    n_test = round(n * float(setup["test_fraction"]))
+    n_hold = round(n * float(setup["holdout_fraction"]))
     test = frame.iloc[perm[:n_test]].reset_index(drop=True)
     holdout = frame.iloc[perm[n_test : n_test + n_hold]].reset_index(drop=True)
     train = frame.iloc[perm[n_test + n_hold :]].reset_index(drop=True)
@@ -140,6 +140,8 @@ def load_run_data(setup_json: str) -> RunData:
         dropped += int((~keep).sum())
         frames.append(f.loc[keep].reset_index(drop=True))
     train, holdout, test = frames
+    if len(test) == 0:
+        raise ConfigError("test-fraction leaves no test rows; the server evaluates the global model on them")
     y_train = label_vector(train[target], label)
     if not y_train.any():
         values = ", ".join(sorted(map(str, train[target].astype(str).unique()))[:10])

@@ -36,6 +36,7 @@ __all__ = [
     "compute_shap",
     "outcome",
     "shared",
+    "single_threaded",
 ]
 
 METHOD_LABELS = {
@@ -88,7 +89,6 @@ class Outcome:
 class Shared:
     columns: tuple[str, ...]
     pos: int
-    codec: TabularCodec
     rows: np.ndarray  # positions in ctx.test of the explained sample (seeded)
     X: pd.DataFrame  # those rows, model columns
     background: pd.DataFrame  # background sample (train when given, else test)
@@ -96,6 +96,16 @@ class Shared:
     background_full: pd.DataFrame  # up to 20,000 rows of the background split
     view: ModelView
     predict_frame: Callable[[pd.DataFrame], np.ndarray]
+    codec_frames: tuple[pd.DataFrame, ...] = ()
+    categorical: list[str] | None = None
+    _codec: TabularCodec | None = None
+
+    @property
+    def codec(self) -> TabularCodec:
+        """Built on first use: exact TreeSHAP / linear SHAP never need it."""
+        if self._codec is None:
+            self._codec = TabularCodec.fit(list(self.codec_frames), self.categorical)
+        return self._codec
 
     def predict_encoded(self, A: np.ndarray) -> np.ndarray:
         """Positive-class probability of encoded rows (decoded back into real rows first)."""
@@ -125,15 +135,27 @@ def _build_shared(ctx: Any) -> Shared:
     categorical = (
         [c.name for c in encoder.columns if c.kind == "categorical"] if encoder is not None else None
     )
-    codec = TabularCodec.fit([background_full, X, test.X], categorical)
-    probe = pd.concat([background.head(64), X.head(64)], ignore_index=True)
+    probe = pd.concat([background.head(32), X.head(32)], ignore_index=True)
     view = model_view(ctx.model, columns, pos, probe, ctx.rng("explain.probe"))
     adapter = ctx.model
 
     def predict_frame(frame: pd.DataFrame) -> np.ndarray:
         return np.asarray(adapter.predict_proba(frame), dtype=np.float64)[:, pos]
 
-    return Shared(columns, pos, codec, rows, X, background, bsplit.role, background_full, view, predict_frame)
+    return Shared(
+        columns, pos, rows, X, background, bsplit.role, background_full, view, predict_frame,
+        codec_frames=(background_full, X, test.X), categorical=categorical,
+    )
+
+
+@contextlib.contextmanager
+def single_threaded() -> Iterator[None]:
+    """Explanations call the model many times on small batches: one native thread per call is
+    faster than OpenMP/BLAS start-up, and stays fast on a busy machine (no oversubscription)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        yield
 
 
 def outcome(ctx: Any, method: str) -> Outcome:
@@ -147,7 +169,8 @@ def outcome(ctx: Any, method: str) -> Outcome:
 
     def run() -> Outcome:
         try:
-            return Outcome(value=funcs[method](ctx))
+            with single_threaded():
+                return Outcome(value=funcs[method](ctx))
         except Exception as exc:  # noqa: BLE001 - kept and re-raised by the method's own check
             return Outcome(error=exc)
 

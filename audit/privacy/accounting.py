@@ -23,6 +23,8 @@ import math
 import warnings
 from dataclasses import dataclass
 
+import numpy as np
+
 from audit.spec import DPClaim
 
 __all__ = [
@@ -72,13 +74,15 @@ def opacus_epsilon(
     """
     from opacus.accountants import create_accountant
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the GDP accountant warns on construction
+    with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
+        # the GDP accountant warns on construction, RDP when its best order is the largest one,
+        # PRV's log(1 - q) divides by zero at q = 1 (handled inside Opacus)
+        warnings.simplefilter("ignore")
         acc = create_accountant(mechanism=accountant)
-    acc.history = [(float(noise_multiplier), float(sample_rate), int(steps))]
-    if accountant == "prv":
-        return float(acc.get_epsilon(delta=delta, eps_error=prv_eps_error))
-    return float(acc.get_epsilon(delta=delta))
+        acc.history = [(float(noise_multiplier), float(sample_rate), int(steps))]
+        if accountant == "prv":
+            return float(acc.get_epsilon(delta=delta, eps_error=prv_eps_error))
+        return float(acc.get_epsilon(delta=delta))
 
 
 def _rdp_with_order(noise_multiplier: float, sample_rate: float, steps: int, delta: float) -> tuple[float, float]:
@@ -86,7 +90,9 @@ def _rdp_with_order(noise_multiplier: float, sample_rate: float, steps: int, del
 
     acc = RDPAccountant()
     acc.history = [(float(noise_multiplier), float(sample_rate), int(steps))]
-    eps, alpha = acc.get_privacy_spent(delta=delta)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "optimal order is the largest alpha": noted by the caller
+        eps, alpha = acc.get_privacy_spent(delta=delta)
     return float(eps), float(alpha)
 
 
@@ -97,8 +103,13 @@ def recompute_claim(claim: DPClaim) -> dict[str, AccountantEstimate]:
     sigma = claim.noise_multiplier
     delta = claim.delta
     out: dict[str, AccountantEstimate] = {}
+    from opacus.accountants import RDPAccountant
+
     eps, alpha = _rdp_with_order(sigma, q, steps, delta)
-    out["rdp"] = AccountantEstimate("rdp", eps, True, "Rényi DP, Opacus default orders", alpha)
+    note = "Rényi DP, Opacus default orders"
+    if alpha >= max(RDPAccountant.DEFAULT_ALPHAS):
+        note += "; the optimal order is the largest one, so this bound is loose"
+    out["rdp"] = AccountantEstimate("rdp", eps, True, note, alpha)
     try:
         eps = opacus_epsilon("prv", noise_multiplier=sigma, sample_rate=q, steps=steps, delta=delta)
         out["prv"] = AccountantEstimate("prv", eps, True, "PRV upper bound (eps_error 0.01)")

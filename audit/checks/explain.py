@@ -1,0 +1,765 @@
+"""The explanation family: why does the model decide this way, and can the explanation be trusted?
+
+Checks (one result each):
+
+* ``explain.shap`` — SHAP attributions per submitted column (exact TreeSHAP / linear SHAP when the
+  model allows, the permutation explainer otherwise); FAIL when additivity (values + base value =
+  model output) is off by more than the policy allows.
+* ``explain.lime`` — LIME on a seeded row sample, aggregated to a global ranking, re-run with a
+  second seed; its verdict is the stability of that ranking.
+* ``explain.gradients`` — torch models only: Integrated Gradients (convergence delta, infidelity,
+  sensitivity_max) and GradientSHAP, per submitted column.
+* ``explain.permutation`` — scikit-learn permutation importance (drop in ROC AUC), the
+  model-agnostic reference.
+* ``explain.agreement`` — Spearman / Kendall / top-k agreement of global rankings between every
+  pair of methods that ran (the "disagreement problem").
+* ``explain.faithfulness`` — deletion and insertion curves in attribution order against random
+  orders.
+* ``explain.sensitive_reliance`` — share of attribution carried by the sensitive features and by
+  features that predict them (proxies), each proxy listed with its evidence.
+
+Expensive intermediates are computed once per audit (``ctx.memo``) in
+``audit.checks._explain_methods``; a method that raises makes its own check ERROR and the
+comparing checks go on with the methods that ran, naming the missing ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from audit.checks._explain_methods import (
+    METHOD_LABELS,
+    Attribution,
+    Outcome,
+    outcome,
+    shared,
+    single_threaded,
+)
+from audit.checks._explain_stats import (
+    bootstrap_means,
+    faithfulness,
+    interval,
+    proxy_scan,
+    rank_agreement,
+    ranks_desc,
+    verdict_above,
+)
+from audit.exceptions import CheckNotApplicable
+from audit.registry import needs_sensitive_features, needs_torch_model, register_check
+from audit.results import CheckResult, EvidenceTable, PlotSpec, Provenance, Verdict
+
+__all__ = [
+    "agreement_check",
+    "faithfulness_check",
+    "gradients_check",
+    "lime_check",
+    "permutation_check",
+    "sensitive_reliance_check",
+    "shap_check",
+]
+
+FAMILY = "explain"
+_BEESWARM_FEATURES = 10
+_BEESWARM_ROWS = 300
+_LOCAL_ROWS = 20
+
+
+def _pct(level: float) -> str:
+    return f"{round(level * 100):d}%"
+
+
+def _worst(verdicts: Sequence[str]) -> Verdict:
+    order = {"PASS": 0, "WARN": 1, "FAIL": 2}
+    return Verdict(max(verdicts, key=lambda v: order[v])) if verdicts else Verdict.PASS
+
+
+def _top(a: Attribution, k: int = 3) -> str:
+    order = np.argsort(-a.importance, kind="stable")[:k]
+    return ", ".join(a.features[i] for i in order)
+
+
+def _importance_table(a: Attribution, name: str, title: str, ylabel: str) -> EvidenceTable:
+    ranks = ranks_desc(a.importance)
+    total = float(np.sum(np.clip(a.importance, 0, None))) or 1.0
+    frame = pd.DataFrame(
+        {
+            "feature": list(a.features),
+            "importance": a.importance,
+            "lo": a.lo,
+            "hi": a.hi,
+            "share": np.clip(a.importance, 0, None) / total,
+            "rank": ranks,
+        }
+    ).sort_values("rank", kind="stable")
+    return EvidenceTable.from_frame(
+        name,
+        frame,
+        PlotSpec("bar", x="feature", y="importance", lo="lo", hi="hi", title=title, xlabel="feature",
+                 ylabel=ylabel),
+        description=f"global importance per input column, {a.label}; lo/hi: bootstrap interval",
+    )
+
+
+# --- explain.shap ---------------------------------------------------------------------------
+
+
+def _normalised_values(values: pd.Series, shap_col: np.ndarray, categorical: bool) -> np.ndarray:
+    """Colour for the beeswarm: numbers scaled to [0, 1] between the 1st and 99th percentiles;
+    categories ordered by their mean SHAP value, scaled to [0, 1]; missing -> NaN."""
+    if not categorical:
+        v = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64)
+        fin = v[np.isfinite(v)]
+        if fin.size == 0:
+            return np.full(len(v), np.nan)
+        lo, hi = np.quantile(fin, [0.01, 0.99])
+        if hi <= lo:
+            return np.where(np.isfinite(v), 0.5, np.nan)
+        return np.clip((v - lo) / (hi - lo), 0, 1)
+    labels = pd.Series(values, dtype=object).astype(str).where(pd.Series(values).notna(), None)
+    frame = pd.DataFrame({"label": labels, "shap": shap_col}).dropna()
+    means = frame.groupby("label")["shap"].mean().sort_values()
+    if len(means) <= 1:
+        return np.where(labels.notna(), 0.5, np.nan)
+    pos = {lab: i / (len(means) - 1) for i, lab in enumerate(means.index)}
+    return np.array([pos.get(lab, np.nan) if lab is not None else np.nan for lab in labels])
+
+
+@register_check("explain.shap", family=FAMILY)
+def shap_check(ctx: Any) -> CheckResult:
+    """SHAP attributions per input column, with an additivity test."""
+    a: Attribution = outcome(ctx, "shap").get()
+    sh = shared(ctx)
+    pol = ctx.policy.explain
+    err = a.metrics["additivity_max_abs_error"]
+    ok = err <= pol.additivity_max_error
+    verdict = Verdict.PASS if ok else Verdict.FAIL
+    n = len(a.local) if a.local is not None else 0
+    summary = (
+        f"SHAP ({a.params['explainer']}) on {n} sampled rows ranks {_top(a)} first; additivity "
+        f"error {err:.1e} is {'within' if ok else 'over'} the {pol.additivity_max_error:g} limit"
+        f" ({a.params['output']})."
+    )
+    assert a.local is not None and a.base_values is not None
+    X = sh.X.iloc[: len(a.local)]
+    order = np.argsort(-a.importance, kind="stable")[:_BEESWARM_FEATURES]
+    m = min(len(X), _BEESWARM_ROWS)
+    swarm = []
+    for j in order:
+        col = a.features[j]
+        norm = _normalised_values(X[col].iloc[:m].reset_index(drop=True), a.local[:m, j],
+                                  sh.codec.categorical[j])
+        for i in range(m):
+            raw = X[col].iloc[i]
+            swarm.append(
+                {
+                    "feature": col,
+                    "shap": float(a.local[i, j]),
+                    "feature_value": None if not np.isfinite(norm[i]) else float(norm[i]),
+                    "value": None if pd.isna(raw) else str(raw),
+                    "row": int(a.rows[i]) if a.rows is not None else i,
+                }
+            )
+    local, outputs = [], []
+    output = a.extra["output"]
+    for i in range(min(len(X), _LOCAL_ROWS)):
+        row = int(a.rows[i]) if a.rows is not None else i
+        for j, col in enumerate(a.features):
+            raw = X[col].iloc[i]
+            local.append({"row": row, "feature": col, "value": None if pd.isna(raw) else str(raw),
+                          "attribution": float(a.local[i, j])})
+        total = float(a.local[i].sum())
+        outputs.append({"row": row, "base_value": float(a.base_values[i]), "attribution_sum": total,
+                        "model_output": float(output[i]),
+                        "additivity_error": abs(total + float(a.base_values[i]) - float(output[i]))})
+    evidence = (
+        _importance_table(a, "global_importance", "SHAP global importance (mean |SHAP|)",
+                          f"mean |SHAP| ({a.params['output']})"),
+        EvidenceTable(
+            "beeswarm",
+            tuple(swarm),
+            PlotSpec("scatter", x="shap", y="feature", value="feature_value",
+                     title="SHAP summary of the top features", xlabel="SHAP value",
+                     ylabel="feature"),
+            description="one point per sampled row and top feature; feature_value: the value "
+            "scaled to [0, 1] (categories ordered by their mean SHAP value)",
+        ),
+        EvidenceTable("local_attributions", tuple(local),
+                      description=f"per-row SHAP values of the first {len(outputs)} sampled rows"),
+        EvidenceTable("local_additivity", tuple(outputs),
+                      description="base value + sum of attributions against the model output"),
+    )
+    metrics = {
+        **a.metrics,
+        "rows": float(n),
+        **{f"importance.{f}": float(v) for f, v in zip(a.features, a.importance, strict=True)},
+    }
+    return CheckResult(
+        check_id="explain.shap",
+        verdict=verdict,
+        summary=summary,
+        metrics=metrics,
+        policy={"additivity_max_error": pol.additivity_max_error, "sample_size": pol.sample_size,
+                "background_size": pol.background_size},
+        evidence=evidence,
+        provenance=Provenance(params={**a.params, "method_seconds": round(a.seconds, 3)}, seed=ctx.seed),
+    )
+
+
+# --- explain.lime ---------------------------------------------------------------------------
+
+
+@register_check("explain.lime", family=FAMILY)
+def lime_check(ctx: Any) -> CheckResult:
+    """LIME on a seeded row sample, aggregated; stability across two seeds."""
+    a: Attribution = outcome(ctx, "lime").get()
+    pol = ctx.policy.explain
+    rho, lo, hi = (a.metrics["stability_spearman"], a.metrics["stability_spearman_lo"],
+                   a.metrics["stability_spearman_hi"])
+    limit = pol.lime_stability_min_spearman
+    verdict = Verdict(verdict_above(rho, lo, hi, limit))
+    state = {
+        Verdict.PASS: "stable",
+        Verdict.WARN: "not clearly stable",
+        Verdict.FAIL: "unstable",
+    }[verdict]
+    summary = (
+        f"LIME on {a.params['rows']} rows ranks {_top(a)} first; re-run with another seed its ranking "
+        f"is {state} (Spearman {rho:.2f}, {_pct(pol.confidence_level)} CI {lo:.2f} to {hi:.2f}; "
+        f"minimum {limit:g})."
+    )
+    rerun = a.extra["rerun_importance"]
+    stab = []
+    r1, r2 = ranks_desc(a.importance), ranks_desc(rerun)
+    for j, f in enumerate(a.features):
+        stab.append({"feature": f, "run": "seed 1", "importance": float(a.importance[j]), "rank": int(r1[j])})
+        stab.append({"feature": f, "run": "seed 2", "importance": float(rerun[j]), "rank": int(r2[j])})
+    evidence = (
+        _importance_table(a, "global_importance", "LIME global importance (mean |weight|)",
+                          "mean |LIME weight|"),
+        EvidenceTable(
+            "stability",
+            tuple(stab),
+            PlotSpec("bar", x="feature", y="importance", group="run",
+                     title="LIME importance, two seeds", ylabel="mean |LIME weight|"),
+            description="global LIME importance from two runs with different seeds on the same rows",
+        ),
+    )
+    metrics = {**a.metrics, "rows": float(a.params["rows"]),
+               **{f"importance.{f}": float(v) for f, v in zip(a.features, a.importance, strict=True)}}
+    return CheckResult(
+        check_id="explain.lime",
+        verdict=verdict,
+        summary=summary,
+        metrics=metrics,
+        policy={"lime_stability_min_spearman": limit, "lime_sample_size": pol.lime_sample_size,
+                "lime_num_samples": pol.lime_num_samples, "confidence_level": pol.confidence_level},
+        evidence=evidence,
+        provenance=Provenance(params={**a.params, "method_seconds": round(a.seconds, 3)}, seed=ctx.seed),
+    )
+
+
+# --- explain.gradients ----------------------------------------------------------------------
+
+
+@register_check("explain.gradients", family=FAMILY, applies=needs_torch_model)
+def gradients_check(ctx: Any) -> CheckResult:
+    """Captum Integrated Gradients (convergence delta) and GradientSHAP for torch models."""
+    res: dict[str, Attribution] = outcome(ctx, "gradients").get()
+    pol = ctx.policy.explain
+    ig, gs = res["integrated_gradients"], res["gradient_shap"]
+    delta = ig.metrics["convergence_delta_max_abs"]
+    ok = delta <= pol.ig_max_convergence_delta
+    verdict = Verdict.PASS if ok else Verdict.FAIL
+    summary = (
+        f"Integrated Gradients on {ig.params['rows']} rows ranks {_top(ig)} first (GradientSHAP: "
+        f"{_top(gs)}); max convergence delta {delta:.1e} is {'within' if ok else 'over'} the "
+        f"{pol.ig_max_convergence_delta:g} tolerance ({ig.params['output']}, {ig.params['n_steps']} steps)."
+    )
+    records = []
+    for a in (ig, gs):
+        for j, f in enumerate(a.features):
+            records.append({"feature": f, "method": a.label, "importance": float(a.importance[j]),
+                            "lo": float(a.lo[j]), "hi": float(a.hi[j])})
+    evidence = (
+        EvidenceTable(
+            "global_importance",
+            tuple(records),
+            PlotSpec("bar", x="feature", y="importance", lo="lo", hi="hi", group="method",
+                     title="Gradient attributions per input column", ylabel="mean |attribution|"),
+            description="mean |attribution| per input column (encoded columns summed back)",
+        ),
+        EvidenceTable("convergence", tuple(ig.params["attempts"]),
+                      description="Integrated Gradients attempts: steps and max |convergence delta|"),
+    )
+    metrics = {**ig.metrics,
+               **{f"importance.ig.{f}": float(v) for f, v in zip(ig.features, ig.importance, strict=True)},
+               **{f"importance.gradient_shap.{f}": float(v)
+                  for f, v in zip(gs.features, gs.importance, strict=True)}}
+    params = {"integrated_gradients": ig.params, "gradient_shap": gs.params,
+              "infidelity": f"normalised, Gaussian perturbations sd {ig.extra['infidelity_noise_sd']} "
+              f"(encoded space), {pol.infidelity_perturbations} per row",
+              "sensitivity_max": f"radius {pol.sensitivity_radius}, {pol.sensitivity_perturbations} perturbations",
+              "method_seconds": round(ig.seconds, 3)}
+    return CheckResult(
+        check_id="explain.gradients",
+        verdict=verdict,
+        summary=summary,
+        metrics=metrics,
+        policy={"ig_max_convergence_delta": pol.ig_max_convergence_delta, "ig_n_steps": pol.ig_n_steps,
+                "gradient_sample_size": pol.gradient_sample_size},
+        evidence=evidence,
+        provenance=Provenance(params=params, seed=ctx.seed),
+    )
+
+
+# --- explain.permutation --------------------------------------------------------------------
+
+
+@register_check("explain.permutation", family=FAMILY)
+def permutation_check(ctx: Any) -> CheckResult:
+    """scikit-learn permutation importance (drop in ROC AUC): the model-agnostic reference."""
+    a: Attribution = outcome(ctx, "permutation").get()
+    pol = ctx.policy.explain
+    significant = [a.features[j] for j in np.argsort(-a.importance, kind="stable") if a.lo[j] > 0]
+    verdict = Verdict.PASS if significant else Verdict.WARN
+    if significant:
+        summary = (
+            f"Permuting {', '.join(significant[:3])} lowers the ROC AUC (from "
+            f"{a.metrics['baseline_auc']:.3f}) beyond noise; {len(significant)} of {len(a.features)} "
+            f"features matter to performance on {a.params['rows']} rows."
+        )
+    else:
+        summary = (
+            f"No feature's permutation importance is distinguishable from zero on {a.params['rows']} "
+            f"rows (ROC AUC {a.metrics['baseline_auc']:.3f}): the model's performance rests on no "
+            "single feature, or the sample is too small."
+        )
+    table = _importance_table(a, "global_importance", "Permutation importance (drop in ROC AUC)",
+                              "drop in ROC AUC")
+    table = EvidenceTable(table.name, table.records,
+                          PlotSpec("bar", x="feature", y="importance", lo="lo", hi="hi",
+                                   title="Permutation importance (drop in ROC AUC)",
+                                   ylabel="drop in ROC AUC", reference=0.0),
+                          table.description)
+    metrics = {**a.metrics, "rows": float(a.params["rows"]), "significant_features": float(len(significant)),
+               **{f"importance.{f}": float(v) for f, v in zip(a.features, a.importance, strict=True)}}
+    return CheckResult(
+        check_id="explain.permutation",
+        verdict=verdict,
+        summary=summary,
+        metrics=metrics,
+        policy={"permutation_sample_size": pol.permutation_sample_size,
+                "permutation_repeats": pol.permutation_repeats, "confidence_level": pol.confidence_level},
+        evidence=(table,),
+        provenance=Provenance(params={**a.params, "method_seconds": round(a.seconds, 3)}, seed=ctx.seed),
+    )
+
+
+# --- methods that ran -------------------------------------------------------------------------
+
+
+def _methods_that_ran(ctx: Any) -> tuple[dict[str, Attribution], dict[str, str]]:
+    """Every attribution method that produced a result, and the error text of those that failed."""
+    ran: dict[str, Attribution] = {}
+    failed: dict[str, str] = {}
+    methods = ["shap", "lime", "permutation"]
+    if getattr(ctx.model, "torch_module", None) is not None:
+        methods.append("gradients")
+    for m in methods:
+        out: Outcome = outcome(ctx, m)
+        if out.error is not None:
+            if isinstance(out.error, CheckNotApplicable):
+                continue
+            failed[m] = f"{type(out.error).__name__}: {' '.join(str(out.error).split())[:200]}"
+        elif isinstance(out.value, dict):
+            ran.update(out.value)
+        else:
+            ran[m] = out.value
+    return ran, failed
+
+
+def _missing_text(failed: dict[str, str]) -> str:
+    return "; ".join(f"{METHOD_LABELS.get(m, m)} failed ({e})" for m, e in failed.items())
+
+
+# --- explain.agreement ----------------------------------------------------------------------
+
+
+@register_check("explain.agreement", family=FAMILY)
+def agreement_check(ctx: Any) -> CheckResult:
+    """Rank agreement of global importances between every pair of methods that ran."""
+    pol = ctx.policy.explain
+    ran, failed = _methods_that_ran(ctx)
+    if len(ran) < 2:
+        names = ", ".join(METHOD_LABELS[m] for m in ran) or "none"
+        raise CheckNotApplicable(
+            f"needs at least two explanation methods that ran (ran: {names}"
+            + (f"; {_missing_text(failed)}" if failed else "") + ")"
+        )
+    features = next(iter(ran.values())).features
+    k = min(pol.top_k, len(features))
+    pairs = rank_agreement(
+        {m: a.importance for m, a in ran.items()}, {m: a.boot for m, a in ran.items()}, k,
+        pol.confidence_level,
+    )
+    limit = pol.agreement_min_spearman
+    per_pair = [verdict_above(p.spearman, p.spearman_lo, p.spearman_hi, limit) for p in pairs]
+    verdict = _worst(per_pair)
+    worst = min(pairs, key=lambda p: p.spearman)
+    lab = METHOD_LABELS
+    if verdict is Verdict.PASS:
+        head = f"All {len(pairs)} pairs of {len(ran)} methods agree on the feature ranking"
+    elif verdict is Verdict.WARN:
+        head = "The methods' rankings may disagree (an interval reaches below the minimum)"
+    else:
+        head = "The methods disagree on which features matter: do not trust any single explanation"
+    summary = (
+        f"{head}; lowest Spearman {worst.spearman:.2f} ({_pct(pol.confidence_level)} CI "
+        f"{worst.spearman_lo:.2f} to {worst.spearman_hi:.2f}) between {lab[worst.a]} and {lab[worst.b]}, "
+        f"minimum {limit:g}"
+        + (f"; missing: {', '.join(lab.get(m, m) for m in failed)}" if failed else "") + "."
+    )
+    by_method = []
+    for m, a in ran.items():
+        pos_imp = np.clip(a.importance, 0, None)
+        total = float(pos_imp.sum()) or 1.0
+        r = ranks_desc(a.importance)
+        for j, f in enumerate(features):
+            by_method.append({"feature": f, "method": lab[m], "share": float(pos_imp[j] / total),
+                              "importance": float(a.importance[j]), "rank": int(r[j])})
+    matrix = []
+    names = list(ran)
+    rho = {(p.a, p.b): p.spearman for p in pairs}
+    for a_ in names:
+        for b_ in names:
+            v = 1.0 if a_ == b_ else rho.get((a_, b_), rho.get((b_, a_)))
+            matrix.append({"method_a": lab[a_], "method_b": lab[b_], "spearman": float(v)})
+    pair_rows = [
+        {"pair": f"{lab[p.a]} ~ {lab[p.b]}", "method_a": lab[p.a], "method_b": lab[p.b],
+         "spearman": p.spearman, "lo": p.spearman_lo, "hi": p.spearman_hi, "kendall": p.kendall,
+         "top_k_overlap": p.top_k_overlap, "k": p.k, "verdict": v}
+        for p, v in zip(pairs, per_pair, strict=True)
+    ]
+    evidence = (
+        EvidenceTable(
+            "importance_by_method",
+            tuple(by_method),
+            PlotSpec("bar", x="feature", y="share", group="method",
+                     title="Global importance per method (share of each method's total)",
+                     ylabel="share of total importance"),
+            description="each method's global importance, normalised to shares so methods compare",
+        ),
+        EvidenceTable(
+            "agreement_matrix",
+            tuple(matrix),
+            PlotSpec("heatmap", x="method_a", y="method_b", value="spearman",
+                     title="Rank agreement (Spearman) between methods"),
+            description="Spearman correlation of the global rankings of every pair of methods",
+        ),
+        EvidenceTable(
+            "agreement_pairs",
+            tuple(pair_rows),
+            PlotSpec("bar", x="pair", y="spearman", lo="lo", hi="hi", reference=limit,
+                     title="Spearman per pair with bootstrap interval", ylabel="Spearman"),
+            description=f"Spearman (bootstrap interval), Kendall tau and top-{k} overlap per pair",
+        ),
+    )
+    metrics: dict[str, float] = {
+        "min_spearman": worst.spearman,
+        "min_spearman_lo": worst.spearman_lo,
+        "min_spearman_hi": worst.spearman_hi,
+        "mean_spearman": float(np.mean([p.spearman for p in pairs])),
+        "min_kendall": float(min(p.kendall for p in pairs)),
+        "min_top_k_overlap": float(min(p.top_k_overlap for p in pairs)),
+        "methods_compared": float(len(ran)),
+        "methods_missing": float(len(failed)),
+    }
+    for p in pairs:
+        metrics[f"spearman.{p.a}~{p.b}"] = p.spearman
+        metrics[f"kendall.{p.a}~{p.b}"] = p.kendall
+        metrics[f"top_k_overlap.{p.a}~{p.b}"] = p.top_k_overlap
+    return CheckResult(
+        check_id="explain.agreement",
+        verdict=verdict,
+        summary=summary,
+        metrics=metrics,
+        policy={"agreement_min_spearman": limit, "top_k": k, "confidence_level": pol.confidence_level},
+        evidence=evidence,
+        provenance=Provenance(
+            params={
+                "methods": [lab[m] for m in ran],
+                "missing": {lab.get(m, m): e for m, e in failed.items()},
+                "n_bootstrap": pol.n_bootstrap,
+                "rule": "FAIL when a pair's whole Spearman interval lies below the minimum, WARN when "
+                "the point estimate or the interval reaches below it",
+                "rows": {lab[m]: int(a.units.shape[0]) for m, a in ran.items()},
+            },
+            seed=ctx.seed,
+        ),
+    )
+
+
+# --- explain.faithfulness -------------------------------------------------------------------
+
+
+@register_check("explain.faithfulness", family=FAMILY)
+def faithfulness_check(ctx: Any) -> CheckResult:
+    """Deletion / insertion curves in attribution order against random orders."""
+    pol = ctx.policy.explain
+    sh = shared(ctx)
+    ran, failed = _methods_that_ran(ctx)
+    local = {m: a for m, a in ran.items() if a.local is not None}
+    if not local:
+        raise CheckNotApplicable(
+            "needs a method with per-row attributions that ran"
+            + (f" ({_missing_text(failed)})" if failed else "")
+        )
+    reference = sh.codec.reference_row(sh.background_full)
+    lab = METHOD_LABELS
+    curves, gaps, per_method = [], [], []
+    metrics: dict[str, float] = {}
+    for m, a in local.items():
+        assert a.local is not None and a.rows is not None
+        n = min(len(a.local), pol.faithfulness_sample_size)
+        A = sh.codec.encode(sh.X.iloc[:n])
+        pred_pos = np.asarray(ctx.test.y_pred)[a.rows[:n]]
+        with single_threaded():
+            res = faithfulness(sh.predict_encoded, A, a.local[:n], pred_pos, reference,
+                               pol.faithfulness_random_orders, ctx.rng(f"explain.faithfulness.{m}"))
+        for kind, gap_rows in (("deletion", res.deletion_gap_rows), ("insertion", res.insertion_gap_rows)):
+            boot = bootstrap_means(gap_rows[:, None], pol.n_bootstrap, ctx.rng(f"explain.boot.faith.{m}.{kind}"))
+            lo, hi = interval(boot[:, 0], pol.confidence_level)
+            point = float(gap_rows.mean())
+            gaps.append({"method": lab[m], "curve": kind, "gap": point, "lo": float(lo), "hi": float(hi),
+                         "rows": n})
+            metrics[f"{m}.{kind}_gap"] = point
+            metrics[f"{m}.{kind}_gap_lo"] = float(lo)
+            metrics[f"{m}.{kind}_gap_hi"] = float(hi)
+            if kind == "deletion":
+                v = verdict_above(point, float(lo), float(hi), pol.faithfulness_min_auc_gap)
+                per_method.append((m, v, point, float(lo), float(hi)))
+        metrics[f"{m}.deletion_auc"] = res.deletion_auc
+        metrics[f"{m}.deletion_auc_random"] = res.deletion_auc_random
+        metrics[f"{m}.insertion_auc"] = res.insertion_auc
+        metrics[f"{m}.insertion_auc_random"] = res.insertion_auc_random
+        for name, ys in (("deletion", res.deletion), ("deletion, random order", res.deletion_random),
+                         ("insertion", res.insertion), ("insertion, random order", res.insertion_random)):
+            for x, y in zip(res.fractions, ys, strict=True):
+                curves.append({"fraction": float(x), "probability": float(y), "curve": f"{lab[m]} {name}"})
+    verdict = _worst([v for _, v, *_ in per_method])
+    worst = min(per_method, key=lambda t: t[2])
+    state = {
+        Verdict.PASS: "are more faithful than random orders",
+        Verdict.WARN: "are not clearly more faithful than random orders",
+        Verdict.FAIL: "are no more faithful than random orders",
+    }[verdict]
+    summary = (
+        f"Attributions {state}: removing features in attribution order lowers the predicted-class "
+        f"probability faster than at random (weakest: {lab[worst[0]]}, deletion AUC gap {worst[2]:.3f}, "
+        f"{_pct(pol.confidence_level)} CI {worst[3]:.3f} to {worst[4]:.3f}; minimum "
+        f"{pol.faithfulness_min_auc_gap:g})"
+        + (f"; missing: {', '.join(lab.get(m, m) for m in failed)}" if failed else "") + "."
+    )
+    if verdict is not Verdict.PASS:
+        summary = summary.replace("lowers the predicted-class probability faster than at random",
+                                  "was compared with random orders")
+    evidence = (
+        EvidenceTable(
+            "curves",
+            tuple(curves),
+            PlotSpec("line", x="fraction", y="probability", group="curve",
+                     title="Deletion and insertion curves", xlabel="share of features removed / inserted",
+                     ylabel="predicted-class probability"),
+            description="mean predicted-class probability as features are removed (deletion) or "
+            "inserted into the reference row (insertion), attribution order vs random orders",
+        ),
+        EvidenceTable(
+            "auc_gaps",
+            tuple(gaps),
+            PlotSpec("bar", x="method", y="gap", lo="lo", hi="hi", group="curve",
+                     reference=pol.faithfulness_min_auc_gap,
+                     title="AUC gap over random order (higher = more faithful)", ylabel="AUC gap"),
+            description="deletion: AUC(random) - AUC(attribution order); insertion: the reverse",
+        ),
+    )
+    ref_values = sh.codec.decode(reference[None, :]).iloc[0]
+    return CheckResult(
+        check_id="explain.faithfulness",
+        verdict=verdict,
+        summary=summary,
+        metrics=metrics,
+        policy={"faithfulness_min_auc_gap": pol.faithfulness_min_auc_gap,
+                "faithfulness_sample_size": pol.faithfulness_sample_size,
+                "faithfulness_random_orders": pol.faithfulness_random_orders,
+                "confidence_level": pol.confidence_level},
+        evidence=evidence,
+        provenance=Provenance(
+            params={
+                "methods": [lab[m] for m in local],
+                "missing": {lab.get(m, m): e for m, e in failed.items()},
+                "reference_row": {c: (None if pd.isna(v) else str(v)) for c, v in ref_values.items()},
+                "reference": "median (numbers) / most frequent value (categories) of the background split",
+                "random_orders": pol.faithfulness_random_orders,
+                "verdict_on": "deletion AUC gap; insertion reported alongside",
+            },
+            seed=ctx.seed,
+        ),
+    )
+
+
+# --- explain.sensitive_reliance -----------------------------------------------------------
+
+
+def _proxy_table(ctx: Any) -> tuple[pd.DataFrame, str, int]:
+    pol = ctx.policy.explain
+    split = ctx.train if ctx.train is not None else ctx.test
+    rng = ctx.rng("explain.proxies.rows")
+    idx = np.sort(rng.choice(split.n, size=min(split.n, pol.proxy_sample_size), replace=False))
+    X = split.X.iloc[idx].reset_index(drop=True)
+    S = split.sensitive.iloc[idx].reset_index(drop=True)
+    table = proxy_scan(X, S, ctx.rng("explain.proxies.folds"), level=pol.confidence_level)
+    return table, split.role, len(idx)
+
+
+@register_check("explain.sensitive_reliance", family=FAMILY, applies=needs_sensitive_features)
+def sensitive_reliance_check(ctx: Any) -> CheckResult:
+    """Share of SHAP attribution on the sensitive features and on their proxies."""
+    pol = ctx.policy.explain
+    shap_out: Outcome = outcome(ctx, "shap")
+    if shap_out.error is not None:
+        raise RuntimeError(
+            f"SHAP attributions are needed and failed: {type(shap_out.error).__name__}: {shap_out.error}"
+        ) from shap_out.error
+    a: Attribution = shap_out.value
+    table, role, n_rows = ctx.memo("explain.proxies", lambda: _proxy_table(ctx))
+    features = list(a.features)
+    sensitive = list(ctx.sensitive_features)
+    sens_inputs = [f for f in features if f in sensitive]
+    flagged = table[table["auc"] > pol.proxy_auc_min] if len(table) else table
+    allowed = set(pol.proxy_allowed)
+    proxy_of: dict[str, list[str]] = {}
+    for _, r in flagged.iterrows():
+        if r["feature"] not in sensitive:
+            proxy_of.setdefault(r["feature"], []).append(r["sensitive"])
+    counted = [f for f in features if f in sens_inputs or (f in proxy_of and f not in allowed)]
+    U = a.units
+    total = U.sum(1).mean()
+    share_f = U.mean(0) / total if total > 0 else np.zeros(len(features))
+    cidx = [features.index(f) for f in counted]
+    boot = bootstrap_means(U, pol.n_bootstrap, ctx.rng("explain.boot.reliance"))
+    boot_tot = boot.sum(1)
+    boot_share = np.where(boot_tot > 0, boot[:, cidx].sum(1) / np.where(boot_tot > 0, boot_tot, 1), 0.0)
+    share = float(share_f[cidx].sum()) if cidx else 0.0
+    lo, hi = (interval(boot_share, pol.confidence_level) if cidx else (0.0, 0.0))
+    lo, hi = float(lo), float(hi)
+    limit = pol.sensitive_reliance_max_share
+    if lo > limit:
+        verdict = Verdict.FAIL
+    elif share > limit:
+        verdict = Verdict.WARN
+    else:
+        verdict = Verdict.PASS
+    boot_f = boot / np.where(boot_tot > 0, boot_tot, 1)[:, None]
+    f_lo, f_hi = interval(boot_f, pol.confidence_level)
+    share_rows = []
+    for j, f in enumerate(features):
+        if f in sens_inputs:
+            role_ = "sensitive input"
+        elif f in proxy_of:
+            role_ = "proxy (allowed by policy)" if f in allowed else "proxy"
+        else:
+            role_ = "other"
+        share_rows.append({"feature": f, "role": role_, "share": float(share_f[j]), "lo": float(f_lo[j]),
+                           "hi": float(f_hi[j]), "counted": f in counted})
+    proxy_rows = []
+    for _, r in table.iterrows():
+        is_flag = bool(r["auc"] > pol.proxy_auc_min) and r["feature"] not in sensitive
+        proxy_rows.append({
+            "feature": r["feature"], "sensitive": r["sensitive"], "auc": float(r["auc"]),
+            "lo": float(r["lo"]), "hi": float(r["hi"]), "flagged": is_flag,
+            "counted": is_flag and r["feature"] not in allowed,
+            "evidence": (
+                f"{r['feature']} alone predicts {r['sensitive']} with out-of-fold AUC {r['auc']:.2f} "
+                f"({_pct(pol.confidence_level)} CI {r['lo']:.2f} to {r['hi']:.2f}, n={int(r['n'])}, "
+                f"{int(r['groups'])} groups)"
+            ),
+        })
+    proxy_rows.sort(key=lambda d: -d["auc"])
+    named = []
+    for f in counted:
+        if f in sens_inputs:
+            named.append(f"{f} (sensitive input, {share_f[features.index(f)]:.0%})")
+        else:
+            aucs = flagged[flagged["feature"] == f]
+            best = aucs.loc[aucs["auc"].idxmax()]
+            named.append(f"{f} (proxy of {best['sensitive']}, AUC {best['auc']:.2f}, "
+                         f"{share_f[features.index(f)]:.0%})")
+    where = "over" if share > limit else "within"
+    if counted:
+        summary = (
+            f"Sensitive features and proxies carry {share:.1%} of the SHAP attribution "
+            f"({_pct(pol.confidence_level)} CI {lo:.1%} to {hi:.1%}), {where} the {limit:.0%} limit: "
+            f"{'; '.join(named)}."
+        )
+    else:
+        summary = (
+            f"The model does not take {', '.join(sensitive)} as input and no feature predicts "
+            f"{'it' if len(sensitive) == 1 else 'them'} above AUC {pol.proxy_auc_min:g}: 0% of the "
+            f"attribution rests on sensitive features or proxies (limit {limit:.0%})."
+        )
+    evidence = (
+        EvidenceTable(
+            "proxies",
+            tuple(proxy_rows),
+            PlotSpec("bar", x="feature", y="auc", lo="lo", hi="hi", group="sensitive",
+                     reference=pol.proxy_auc_min, title="How well each feature predicts a sensitive attribute",
+                     ylabel="out-of-fold AUC"),
+            description="AUC of a seeded, cross-fitted one-feature classifier for each sensitive attribute",
+        ),
+        EvidenceTable(
+            "attribution_share",
+            tuple(share_rows),
+            PlotSpec("bar", x="feature", y="share", lo="lo", hi="hi", group="role",
+                     title="Share of SHAP attribution per feature", ylabel="share of mean |SHAP|"),
+            description="share of total mean |SHAP| per input column, by role",
+        ),
+    )
+    max_auc = float(table["auc"].max()) if len(table) else 0.5
+    metrics = {
+        "reliance_share": share,
+        "reliance_share_lo": lo,
+        "reliance_share_hi": hi,
+        "sensitive_input_share": float(sum(share_f[features.index(f)] for f in sens_inputs)),
+        "proxy_share": float(sum(share_f[features.index(f)] for f in counted if f not in sens_inputs)),
+        "proxies_flagged": float(len(proxy_of)),
+        "max_proxy_auc": max_auc,
+    }
+    return CheckResult(
+        check_id="explain.sensitive_reliance",
+        verdict=verdict,
+        summary=summary,
+        metrics=metrics,
+        policy={"sensitive_reliance_max_share": limit, "proxy_auc_min": pol.proxy_auc_min,
+                "proxy_allowed": list(pol.proxy_allowed), "confidence_level": pol.confidence_level},
+        evidence=evidence,
+        provenance=Provenance(
+            params={
+                "attributions": f"SHAP ({a.params['explainer']}) on {len(U)} rows",
+                "proxy_classifier": "histogram Bayes rule on one feature (20 quantile bins or its "
+                "categories), 2-fold cross-fitted, seeded; AUC one-vs-rest macro for multi-valued "
+                "attributes; Hanley-McNeil intervals",
+                "proxy_rows": n_rows,
+                "proxy_split": role,
+                "sensitive": sensitive,
+                "proxy_rule": f"a feature is a proxy when its own AUC for a sensitive attribute exceeds "
+                f"{pol.proxy_auc_min:g} (a mediator that only partly reflects the attribute stays below)",
+                "verdict_rule": "FAIL when the interval's lower end exceeds the limit, WARN when only "
+                "the point estimate does",
+            },
+            seed=ctx.seed,
+        ),
+    )

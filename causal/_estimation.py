@@ -1,0 +1,459 @@
+"""General effect estimation with DoWhy: identify → estimate (several estimators) → refute.
+
+* **Identify** with ``CausalModel.identify_effect`` on the given graph: back-door, front-door and
+  instrumental-variable estimands, as the graph allows (latent nodes are honoured: DoWhy treats
+  graph nodes without a data column as unobserved). When DoWhy's default back-door set is empty
+  but it lists a non-empty valid set, the largest one is used: propensity-score estimators need
+  covariates, and adjusting for causes of the outcome sharpens a randomised comparison.
+* **Estimate** with every applicable estimator: back-door linear regression (parametric),
+  propensity-score weighting (semi-parametric) and propensity-score matching (non-parametric;
+  binary treatment); front-door two-stage regression; IV (Wald / 2SLS). Linear regression has an
+  analytic interval; the others get DoWhy's bootstrap interval. (Propensity-score stratification
+  is left out: its bootstrap interval alone took 18 s on 4,000 rows here.)
+* **Refute** the primary estimate (back-door linear regression when available, else front-door,
+  else IV) with DoWhy's placebo-treatment, random-common-cause and data-subset refuters, and the
+  unobserved-confounder sensitivity analysis (``add_unobserved_common_cause`` with
+  ``simulation_method="linear-partial-R2"``, Cinelli & Hazlett 2020), benchmarked against the
+  strongest observed common cause. Each refuter is reported with what passing means in plain
+  words, DoWhy's p-value and whether it passed.
+
+What DoWhy's refutation p-value means: DoWhy draws the refuter's estimates (``num_simulations``
+re-estimations on altered data) and asks how plausible a reference value is under their spread
+(a normal approximation below 100 simulations). For the placebo refuter the reference is zero
+(is "no effect" consistent with the placebo estimates?); for random common cause and data subset
+it is the original estimate (is it consistent with the re-estimates?). A p-value at or below the
+significance level means the reference is implausible, i.e. the refuter *failed*.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from causal._graph import CausalGraph
+from causal._scm import (
+    NotIdentifiedError,
+    blas_single_thread,
+    plain_objects,
+    seeded_global_numpy,
+    treatment_levels,
+)
+
+__all__ = [
+    "REFUTER_MEANINGS",
+    "EffectAnalysis",
+    "EstimateRow",
+    "RefutationRow",
+    "estimate_effect",
+]
+
+REFUTER_MEANINGS: dict[str, str] = {
+    "placebo_treatment": (
+        "Replaces the treatment with a random permutation of itself, which cannot cause anything; "
+        "passes when the estimated effect of this placebo is consistent with zero, i.e. the method "
+        "does not find effects where none can exist."
+    ),
+    "random_common_cause": (
+        "Adds an independent random variable as an extra common cause; passes when the estimate "
+        "does not move, i.e. it is not an artefact of which covariates happen to be included."
+    ),
+    "data_subset": (
+        "Re-estimates on random subsets of the rows; passes when the original estimate is "
+        "consistent with the subset estimates, i.e. it does not hinge on a few rows."
+    ),
+    "unobserved_confounder_sensitivity": (
+        "Asks how strong an unobserved common cause of treatment and outcome would have to be to "
+        "explain the effect away (partial R2, Cinelli & Hazlett); passes when a confounder as "
+        "strong as the strongest observed one would not bring the estimate's interval to zero."
+    ),
+}
+
+
+@dataclass(frozen=True)
+class EstimateRow:
+    method: str  # DoWhy method name
+    strategy: str  # backdoor / frontdoor / iv
+    kind: str  # parametric / semi-parametric / non-parametric
+    estimate: float
+    ci_low: float
+    ci_high: float
+    ci_method: str
+    status: str  # "ok" or "not applicable: ..." or "failed: ..."
+    seconds: float
+
+
+@dataclass(frozen=True)
+class RefutationRow:
+    refuter: str
+    meaning: str
+    passed: bool | None  # None: not run / not informative (see detail)
+    p_value: float
+    original_effect: float
+    new_effect: float
+    simulations: int
+    detail: str
+    seconds: float
+
+
+@dataclass(frozen=True)
+class EffectAnalysis:
+    treatment: str
+    outcome: str
+    treatment_value: Any
+    control_value: Any
+    n_rows: int
+    n_dropped_missing: int
+    identified: dict[str, list[str] | None]  # strategy -> variables (None: not identified)
+    adjustment_set: tuple[str, ...]
+    primary: str  # method name of the refuted estimate
+    estimates: tuple[EstimateRow, ...]
+    refutations: tuple[RefutationRow, ...]
+    difference_in_means: float
+    difference_in_means_se: float
+    settings: dict[str, Any]
+
+    def primary_row(self) -> EstimateRow:
+        for r in self.estimates:
+            if r.method == self.primary:
+                return r
+        raise KeyError(self.primary)
+
+
+_BACKDOOR_METHODS = (
+    ("backdoor.linear_regression", "parametric"),
+    ("backdoor.propensity_score_weighting", "semi-parametric"),
+    ("backdoor.propensity_score_matching", "non-parametric"),
+)
+
+
+@contextlib.contextmanager
+def _quiet_dowhy() -> Iterator[None]:
+    loggers = [logging.getLogger(n) for n in ("dowhy", "dowhy.causal_model", "dowhy.causal_refuter")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, lv in zip(loggers, levels, strict=True):
+            lg.setLevel(lv)
+
+
+def _first(x: Any) -> float:
+    arr = np.asarray(x, dtype=float).reshape(-1)
+    return float(arr[0]) if arr.size else math.nan
+
+
+def _ci(ci: Any) -> tuple[float, float]:
+    arr = np.asarray(ci, dtype=float).reshape(-1)
+    if arr.size < 2:
+        return math.nan, math.nan
+    return float(arr[0]), float(arr[1])
+
+
+@blas_single_thread
+def estimate_effect(
+    data: pd.DataFrame,
+    graph: CausalGraph,
+    treatment: str,
+    outcome: str,
+    *,
+    treatment_value: Any = None,
+    control_value: Any = None,
+    n_bootstrap: int = 50,
+    refuter_simulations: int = 20,
+    significance_level: float = 0.05,
+    subset_fraction: float = 0.8,
+    sensitivity_strength: float = 1.0,
+    robustness_value_min: float = 0.05,
+    confidence_level: float = 0.95,
+    seed: int = 0,
+) -> EffectAnalysis:
+    """Identify, estimate and refute the effect of ``treatment`` on ``outcome`` (see module doc).
+
+    ``data`` must hold the graph's observed nodes; ``outcome`` must be numeric (0/1 for a label).
+    """
+    from dowhy import CausalModel
+
+    observed = [n for n in graph.nodes if n not in graph.latent]
+    missing_cols = [n for n in observed if n not in data.columns]
+    if missing_cols:
+        raise NotIdentifiedError(f"the data lack the graph's observed node(s): {', '.join(missing_cols)}")
+    frame = data[observed]
+    n_all = len(frame)
+    frame = plain_objects(frame.dropna().reset_index(drop=True))
+    if not pd.api.types.is_numeric_dtype(frame[outcome]) and not pd.api.types.is_bool_dtype(frame[outcome]):
+        raise NotIdentifiedError(
+            f"causal.outcome '{outcome}' holds text; it must be numeric (or the audit's target column)"
+        )
+    frame[outcome] = frame[outcome].astype(float)
+    t_raw = frame[treatment]
+    binary = not pd.api.types.is_numeric_dtype(t_raw) or t_raw.nunique() <= 2 or pd.api.types.is_bool_dtype(t_raw)
+    if binary:
+        control, treated_levels = treatment_levels(
+            t_raw, treatment, treatment_value=treatment_value, control_value=control_value
+        )
+        treated = treated_levels[0]
+        keep = t_raw.astype(str).isin([str(control), str(treated)]).to_numpy()
+        frame = frame.loc[keep].reset_index(drop=True)
+        frame[treatment] = (frame[treatment].astype(str) == str(treated)).astype(int)
+        t_val, c_val = 1, 0
+    else:
+        if treatment_value is None or control_value is None:
+            raise NotIdentifiedError(
+                f"the treatment '{treatment}' is continuous: name the contrast with causal.treatment_value "
+                "and causal.control_value"
+            )
+        treated, control = float(treatment_value), float(control_value)
+        frame[treatment] = frame[treatment].astype(float)
+        t_val, c_val = treated, control
+    n = len(frame)
+    if frame[treatment].nunique() < 2:
+        raise NotIdentifiedError(f"the treatment '{treatment}' has a single value in the rows used")
+    y = frame[outcome].to_numpy()
+    tt = frame[treatment].to_numpy()
+    if binary:
+        y1, y0 = y[tt == 1], y[tt == 0]
+        dim = float(y1.mean() - y0.mean())
+        dim_se = float(math.sqrt(y1.var(ddof=1) / len(y1) + y0.var(ddof=1) / len(y0)))
+    else:
+        dim, dim_se = math.nan, math.nan
+
+    with _quiet_dowhy(), seeded_global_numpy(seed):
+        model = CausalModel(frame, treatment, outcome, graph=graph.to_networkx(), effect_modifiers=[])
+        estimand = model.identify_effect(proceed_when_unidentifiable=False)
+    if estimand.no_directed_path:
+        raise NotIdentifiedError(
+            f"the causal graph has no directed path from '{treatment}' to '{outcome}': the effect is zero by "
+            "assumption, nothing to estimate"
+        )
+    identified: dict[str, list[str] | None] = {}
+    bd = estimand.estimands.get("backdoor")
+    adjustment: list[str] = []
+    if bd is not None:
+        adjustment = list(estimand.get_backdoor_variables() or [])
+        if not adjustment:
+            sets = [v for k, v in (estimand.backdoor_variables or {}).items() if k != "backdoor" and v]
+            if sets:
+                adjustment = list(max(sets, key=len))
+                estimand.set_backdoor_variables(adjustment, key="backdoor")
+        identified["backdoor"] = adjustment
+    else:
+        identified["backdoor"] = None
+    identified["frontdoor"] = list(estimand.get_frontdoor_variables()) if estimand.estimands.get("frontdoor") else None
+    identified["iv"] = list(estimand.get_instrumental_variables()) if estimand.estimands.get("iv") else None
+
+    plan: list[tuple[str, str, str]] = []
+    if identified["backdoor"] is not None:
+        for method, kind in _BACKDOOR_METHODS:
+            plan.append((method, "backdoor", kind))
+    if identified["frontdoor"] is not None:
+        plan.append(("frontdoor.two_stage_regression", "frontdoor", "parametric"))
+    if identified["iv"] is not None:
+        plan.append(("iv.instrumental_variable", "iv", "parametric"))
+    if not plan:
+        raise NotIdentifiedError(
+            f"the effect of '{treatment}' on '{outcome}' is not identifiable from this graph (no valid back-door "
+            "set, front-door or instrument given its latent nodes)"
+        )
+    rows: list[EstimateRow] = []
+    estimates: dict[str, Any] = {}
+    for i, (method, strategy, kind) in enumerate(plan):
+        t0 = time.perf_counter()
+        if method.startswith("backdoor.propensity") and not binary:
+            rows.append(EstimateRow(method, strategy, kind, math.nan, math.nan, math.nan, "",
+                                    "not applicable: needs a binary treatment", 0.0))
+            continue
+        if method.startswith("backdoor.propensity") and not adjustment:
+            rows.append(EstimateRow(method, strategy, kind, math.nan, math.nan, math.nan, "",
+                                    "not applicable: no adjustment variables (nothing to balance)", 0.0))
+            continue
+        try:
+            with _quiet_dowhy(), seeded_global_numpy(seed + 17 * (i + 1)):
+                est = model.estimate_effect(
+                    estimand, method_name=method, control_value=c_val, treatment_value=t_val,
+                    effect_modifiers=[], confidence_intervals=False,
+                )
+                if est.value is None:
+                    raise RuntimeError("DoWhy returned no estimate")
+                if method == "backdoor.linear_regression":
+                    lo, hi = _ci(est.get_confidence_intervals(confidence_level=confidence_level))
+                    ci_method = "analytic (OLS)"
+                elif n_bootstrap >= 2:
+                    lo, hi = _ci(est.get_confidence_intervals(
+                        confidence_level=confidence_level, method="bootstrap",
+                        num_simulations=n_bootstrap, sample_size_fraction=1,
+                    ))
+                    ci_method = f"bootstrap ({n_bootstrap} resamples)"
+                else:
+                    lo, hi, ci_method = math.nan, math.nan, "none (n_bootstrap < 2)"
+            estimates[method] = est
+            rows.append(EstimateRow(method, strategy, kind, _first(est.value), lo, hi, ci_method, "ok",
+                                    time.perf_counter() - t0))
+        except Exception as exc:  # noqa: BLE001 - one estimator failing is reported, not fatal
+            msg = " ".join(str(exc).split())[:200] or type(exc).__name__
+            rows.append(EstimateRow(method, strategy, kind, math.nan, math.nan, math.nan, "", f"failed: {msg}",
+                                    time.perf_counter() - t0))
+    primary = next((m for m in ("backdoor.linear_regression", "frontdoor.two_stage_regression",
+                                "iv.instrumental_variable") if m in estimates), None)
+    if primary is None:
+        reasons = "; ".join(f"{r.method}: {r.status}" for r in rows)
+        raise RuntimeError(f"no estimator produced an estimate ({reasons})")
+    refutations = _refute(
+        model, estimand, estimates[primary], primary,
+        simulations=refuter_simulations, significance_level=significance_level,
+        subset_fraction=subset_fraction, strength=sensitivity_strength,
+        robustness_value_min=robustness_value_min, seed=seed,
+    )
+    return EffectAnalysis(
+        treatment=treatment,
+        outcome=outcome,
+        treatment_value=treated,
+        control_value=control,
+        n_rows=n,
+        n_dropped_missing=n_all - len(data[observed].dropna()),
+        identified=identified,
+        adjustment_set=tuple(adjustment),
+        primary=primary,
+        estimates=tuple(rows),
+        refutations=tuple(refutations),
+        difference_in_means=dim,
+        difference_in_means_se=dim_se,
+        settings={
+            "n_bootstrap": n_bootstrap,
+            "refuter_simulations": refuter_simulations,
+            "refuter_significance_level": significance_level,
+            "refuter_subset_fraction": subset_fraction,
+            "sensitivity_strength": sensitivity_strength,
+            "robustness_value_min": robustness_value_min,
+            "confidence_level": confidence_level,
+            "treatment_encoding": f"1 = {treated!r}, 0 = {control!r}" if binary else "continuous",
+        },
+    )
+
+
+def _refute(
+    model: Any,
+    estimand: Any,
+    estimate: Any,
+    primary: str,
+    *,
+    simulations: int,
+    significance_level: float,
+    subset_fraction: float,
+    strength: float,
+    robustness_value_min: float,
+    seed: int,
+) -> list[RefutationRow]:
+    original = _first(estimate.value)
+    out: list[RefutationRow] = []
+    specs = [
+        ("placebo_treatment", "placebo_treatment_refuter", {"placebo_type": "permute"}),
+        ("random_common_cause", "random_common_cause", {}),
+        ("data_subset", "data_subset_refuter", {"subset_fraction": subset_fraction}),
+    ]
+    for i, (name, method, kw) in enumerate(specs):
+        t0 = time.perf_counter()
+        with _quiet_dowhy(), seeded_global_numpy(seed + 101 + i):
+            res = model.refute_estimate(
+                estimand, estimate, method_name=method, num_simulations=simulations,
+                random_seed=int((seed + 101 + i) % 2**32), **kw,
+            )
+        p = float(res.refutation_result["p_value"]) if res.refutation_result else math.nan
+        new = _first(res.new_effect)
+        passed: bool | None = bool(p > significance_level)
+        detail = f"p = {p:.3g} (fails at p <= {significance_level})"
+        if name == "placebo_treatment" and math.isclose(new, original, rel_tol=1e-9, abs_tol=1e-12):
+            passed = None
+            detail = (f"not informative: DoWhy's placebo refuter does not re-wire the {primary} estimator "
+                      "(the placebo estimates equal the original)")
+        out.append(RefutationRow(name, REFUTER_MEANINGS[name], passed, p, original, new, simulations, detail,
+                                 time.perf_counter() - t0))
+    out.append(_sensitivity(model, estimand, estimate, primary, original, significance_level, strength,
+                            robustness_value_min))
+    return out
+
+
+def _sensitivity(
+    model: Any,
+    estimand: Any,
+    estimate: Any,
+    primary: str,
+    original: float,
+    significance_level: float,
+    strength: float,
+    robustness_value_min: float,
+) -> RefutationRow:
+    name = "unobserved_confounder_sensitivity"
+    t0 = time.perf_counter()
+    if primary != "backdoor.linear_regression":
+        return RefutationRow(name, REFUTER_MEANINGS[name], None, math.nan, original, math.nan, 0,
+                             "not run: the partial-R2 sensitivity analysis applies to a back-door "
+                             "linear-regression estimate", 0.0)
+    covariates = list(estimate.estimator._observed_common_causes.columns) if (
+        estimate.estimator._observed_common_causes is not None) else []
+
+    def run(bench: list[str]) -> Any:
+        with _quiet_dowhy():
+            return model.refute_estimate(
+                estimand, estimate, method_name="add_unobserved_common_cause",
+                simulation_method="linear-partial-R2", benchmark_common_causes=bench,
+                effect_fraction_on_treatment=[strength], effect_fraction_on_outcome=[strength],
+                significance_level=significance_level, plot_estimate=False,
+            )
+
+    if not covariates:
+        an = run([])
+        rv = float(an.stats["robustness_value"])
+        rva = float(an.stats["robustness_value_alpha"])
+        passed = rva >= robustness_value_min
+        detail = (f"no observed common cause to benchmark against: robustness value {rv:.3f} (a confounder "
+                  f"explaining {rv:.1%} of the residual variance of both treatment and outcome would remove the "
+                  f"effect; {rva:.1%} would make it insignificant); fragile below {robustness_value_min:.1%}")
+        return RefutationRow(name, REFUTER_MEANINGS[name], passed, math.nan, original, math.nan, 0, detail,
+                             time.perf_counter() - t0)
+    # the benchmark that pushes the estimate furthest towards (or past) zero is the worst case
+    worst: tuple[float, str, Any] | None = None
+    sign = 1.0 if original >= 0 else -1.0
+    for cov in covariates[:25]:
+        try:
+            an = run([cov])
+        except ValueError:  # benchmark too strong for DoWhy's bound (r2 >= 1): skip it
+            continue
+        adj = float(np.asarray(an.benchmarking_results["bias_adjusted_estimate"])[0])
+        if worst is None or sign * adj < sign * worst[0]:
+            worst = (adj, cov, an)
+    if worst is None:
+        return RefutationRow(name, REFUTER_MEANINGS[name], None, math.nan, original, math.nan, 0,
+                             "not run: no observed common cause could serve as a benchmark", 0.0)
+    adj, cov, an = worst
+    br = an.benchmarking_results
+    lo = float(np.asarray(br["bias_adjusted_lower_CI"])[0])
+    hi = float(np.asarray(br["bias_adjusted_upper_CI"])[0])
+    lo, hi = min(lo, hi), max(lo, hi)
+    rv = float(an.stats["robustness_value"])
+    r2t = float(np.asarray(br["r2tu_w"])[0])
+    r2y = float(np.asarray(br["r2yu_tw"])[0])
+    sign_flip = bool(np.sign(adj) != np.sign(original) and original != 0)
+    covers_zero = lo <= 0 <= hi
+    passed = not (covers_zero or sign_flip)
+    verdict = ("the interval includes zero: fragile" if covers_zero else
+               "the sign flips: fragile" if sign_flip else "the interval excludes zero: robust")
+    detail = (
+        f"a confounder {strength:g}x as strong as '{cov}' (partial R2 {r2t:.3f} with the treatment, {r2y:.3f} "
+        f"with the outcome) would move the estimate to {adj:.4g} with interval [{lo:.4g}, {hi:.4g}]; "
+        f"{verdict}; robustness value {rv:.3f}"
+    )
+    return RefutationRow(name, REFUTER_MEANINGS[name], passed, math.nan, original, adj, 0, detail,
+                         time.perf_counter() - t0)

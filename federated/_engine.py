@@ -1,0 +1,132 @@
+"""Run the app on Flower's simulation engine, in this process.
+
+``flwr run`` (Flower 1.42) submits the app to a SuperLink, which starts a ``flwr-simulation``
+process; that process calls ``flwr.simulation.run_simulation._run_simulation`` with the app's
+ClientApp and ServerApp and a ``SimulationConfig`` (number of SuperNodes, backend resources).
+We call the same function directly, with our ClientApp object and a ServerApp object built by
+``make_server_app`` (so the result comes back in memory and progress can be shown), instead of
+the public ``flwr.simulation.run_simulation`` wrapper that 1.42 deprecates. The function is
+private in Flower; the version is pinned (``flwr[simulation]~=1.42.0``) and this module is the
+only place that touches it.
+
+Tuning (see bench/bench_federated.py): one Ray actor per CPU (``client_cpus = 1``), torch
+limited to one thread per actor, Flower's and Ray's logs kept off the console.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import secrets
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from audit.exceptions import ConfigError, MissingExtraError
+from federated._config import FederatedConfig
+from federated._run import FederatedRun, ProgressFn
+
+__all__ = ["backend_config", "simulate", "simulate_many"]
+
+
+def backend_config(client_cpus: float = 1.0, ray_cpus: int | None = None) -> dict[str, Any]:
+    """The simulation backend settings: resources per client and Ray's CPU budget."""
+    init: dict[str, Any] = {"logging_level": "ERROR", "log_to_driver": False, "include_dashboard": False}
+    if ray_cpus:
+        init["num_cpus"] = int(ray_cpus)
+    return {"client_resources": {"num_cpus": float(client_cpus), "num_gpus": 0.0}, "init_args": init}
+
+
+@contextmanager
+def _quiet(verbose: bool) -> Iterator[None]:
+    loggers = [logging.getLogger(n) for n in ("flwr", "ray")]
+    levels = [lg.level for lg in loggers]
+    if not verbose:
+        for lg in loggers:
+            lg.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for lg, lvl in zip(loggers, levels, strict=True):
+            lg.setLevel(lvl)
+
+
+def simulate(
+    config: FederatedConfig | dict[str, Any],
+    *,
+    client_cpus: float = 1.0,
+    ray_cpus: int | None = None,
+    progress: ProgressFn | None = None,
+    verbose: bool = False,
+) -> FederatedRun:
+    """Run the federated app on Flower's simulation engine and return the run record.
+
+    Bad settings raise :class:`audit.exceptions.ConfigError` (or ``DataError``) before Ray starts:
+    the data is loaded and partitioned here first (and cached for the ServerApp).
+    """
+    return simulate_many([config], client_cpus=client_cpus, ray_cpus=ray_cpus, progress=progress,
+                         verbose=verbose)[0]
+
+
+def simulate_many(
+    configs: Sequence[FederatedConfig | dict[str, Any]],
+    *,
+    client_cpus: float = 1.0,
+    ray_cpus: int | None = None,
+    progress: ProgressFn | None = None,
+    verbose: bool = False,
+) -> list[FederatedRun]:
+    """Several runs one after the other on one federation: Ray and the clients start once.
+
+    All configs need the same ``num-clients`` (the number of simulated SuperNodes). Useful for
+    comparisons (FedAvg vs FedProx, IID vs label skew, with and without SecAgg+): starting the
+    engine and importing torch in every actor costs several seconds, a round a fraction of one.
+    """
+    cfgs = [c if isinstance(c, FederatedConfig) else FederatedConfig.from_mapping(c) for c in configs]
+    if not cfgs:
+        raise ConfigError("simulate_many needs at least one configuration")
+    sizes = sorted({c.num_clients for c in cfgs})
+    if len(sizes) != 1:
+        raise ConfigError(f"runs sharing one simulation need the same num-clients; got {sizes}")
+    from federated._data import load_run_data
+
+    for cfg in cfgs:
+        cfg.validate()
+        load_run_data(cfg.data_setup_json())  # fail fast on data / partition errors, warm the cache
+    os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    try:
+        from flwr.app import Context, RecordDict
+        from flwr.simulation.run_simulation import _run_simulation
+        from flwr.supercore.telemetry import EventType
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise MissingExtraError(f"federated simulation needs Flower with Ray: pip install 'flwr[simulation]~=1.42.0' "
+                                f"({exc})") from None
+    from federated.client_app import app as client_app
+    from federated.server_app import make_server_app
+
+    results: list[FederatedRun] = []
+    engine = {"backend": "ray", "client_cpus": client_cpus, "ray_cpus": ray_cpus or os.cpu_count(),
+              "num_supernodes": sizes[0], "runs_in_simulation": len(cfgs)}
+    server = make_server_app(results.append, progress=progress, engine=engine, write_outputs=False, configs=cfgs)
+    context = Context(run_id=secrets.randbits(63), node_id=0, node_config={}, state=RecordDict(),
+                      run_config=cfgs[0].to_run_config())
+    t0 = time.perf_counter()
+    with _quiet(verbose):
+        _run_simulation(
+            num_supernodes=sizes[0],
+            exit_event=EventType.PYTHON_API_RUN_SIMULATION_LEAVE,
+            client_app=client_app,
+            server_app=server,
+            backend_name="ray",
+            backend_config=backend_config(client_cpus, ray_cpus),  # type: ignore[arg-type]
+            server_app_context=context,
+            verbose_logging=verbose,
+        )
+    wall = time.perf_counter() - t0
+    if len(results) != len(cfgs):
+        raise RuntimeError("the Flower simulation ended without a result; rerun with verbose logging to see why")
+    return [dataclasses.replace(r, timings={**r.timings, "simulation_wall_seconds": wall}) for r in results]

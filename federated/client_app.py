@@ -1,0 +1,283 @@
+"""The Flower ClientApp (Message API): one implementation for every server path.
+
+``app`` answers three message types:
+
+* ``query``: build the local data (the client's partition in simulation, or the CSV named by
+  the SuperNode's ``data-path`` node config in a deployment) and return sufficient statistics
+  for the federated encoder plus a summary of the local rows. No rows leave the client.
+* ``train``: load the global parameters, evaluate them on the local validation rows (the
+  per-client accuracy of the incoming global model), train locally, return the parameters.
+* ``evaluate``: evaluate the global parameters on the local validation rows.
+
+The same handlers accept the Message-API layout (``arrays`` / ``config`` / ``metrics``
+records, sent by ``flwr.serverapp.strategy`` strategies) and the legacy ``fitins`` /
+``fitres`` layout that the SecAgg+ workflow (``flwr.server.workflow.SecAggPlusWorkflow``) sends.
+The train handler carries a mod that runs Flower's ``secaggplus_mod`` only for messages of the
+SecAgg+ protocol, so one ClientApp serves both the plain and the secure-aggregation ServerApp.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from federated._faults import fault_roles, is_dropped
+
+__all__ = ["DROPOUT_ERROR_CODE", "app", "maybe_secaggplus_mod"]
+
+#: Error code of a simulated drop-out reply (Flower's own codes are 0-8).
+DROPOUT_ERROR_CODE = 901
+DROPOUT_REASON = "simulated drop-out"
+
+app = ClientApp()
+
+
+# --- local data -------------------------------------------------------------------------------
+
+
+def _partition_id(context: Context) -> int:
+    return int(context.node_config.get("partition-id", context.node_id))
+
+
+@lru_cache(maxsize=8)
+def _deployment_data(path: str, setup_json: str) -> Any:
+    """A real site's data: the whole CSV is this client's (no partitioning)."""
+    import pandas as pd
+
+    from audit.io import load_table
+    from federated._data import label_vector
+
+    setup = json.loads(setup_json)
+    frame = load_table(path)
+    target = setup["target"]
+    if target not in frame.columns:
+        raise ValueError(f"target column {target!r} not found in {path}")
+    frame = frame.loc[frame[target].notna()].reset_index(drop=True)
+    y = label_vector(frame[target], setup["positive_label"])
+    excluded = {c.strip() for c in str(setup["exclude_features"]).split(",") if c.strip()}
+    X = frame.loc[:, [c for c in frame.columns if c != target and c not in excluded]]
+    sens_cols = [c.strip() for c in str(setup["sensitive"]).split(",") if c.strip() and c.strip() in frame.columns]
+    rng = np.random.default_rng([int(setup["seed"]), 0xC11E])
+    perm = rng.permutation(len(frame))
+    n_val = min(int(np.floor(len(frame) * float(setup["val_fraction"]))), len(frame) - 1)
+    val, tr = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+    sens = frame.loc[:, sens_cols] if sens_cols else pd.DataFrame(index=frame.index)
+    return X.iloc[tr], y[tr], X.iloc[val], y[val], X, y, sens
+
+
+def _frames(setup_json: str, pid: int, data_path: str, num_partitions: int) -> tuple[Any, ...]:
+    """(X_train, y_train, X_val, y_val, X_all, y_all, sensitive_all) as DataFrames / arrays."""
+    if data_path:
+        return _deployment_data(data_path, setup_json)
+    from federated._data import load_run_data
+
+    data = load_run_data(setup_json)
+    if num_partitions != len(data.parts):
+        raise ValueError(f"the federation has {num_partitions} simulated nodes but the run is configured for "
+                         f"{len(data.parts)} clients (num-clients)")
+    Xtr, ytr, Xval, yval = data.client_frame(pid)
+    idx = data.parts[pid]
+    X_all = data.train.loc[:, list(data.features)].iloc[idx]
+    sens = data.train.loc[:, list(data.sensitive)].iloc[idx]
+    return Xtr, ytr, Xval, yval, X_all, data.y_train[idx], sens
+
+
+def _local_frames(setup_json: str, context: Context) -> tuple[Any, ...]:
+    nc = context.node_config
+    return _frames(setup_json, _partition_id(context), str(nc.get("data-path", "") or ""),
+                   int(nc.get("num-partitions", 0)))
+
+
+@lru_cache(maxsize=1024)
+def _encoded(setup_json: str, encoder_json: str, pid: int, data_path: str, num_partitions: int) -> tuple[np.ndarray, ...]:
+    from audit.model import TabularEncoder
+
+    enc = TabularEncoder.from_dict(json.loads(encoder_json))
+    Xtr, ytr, Xval, yval, *_ = _frames(setup_json, pid, data_path, num_partitions)
+    return (enc.transform(Xtr), np.asarray(ytr, dtype=np.float32), enc.transform(Xval), np.asarray(yval, dtype=np.float32))
+
+
+def _arrays_for(config: dict[str, Any], context: Context) -> tuple[np.ndarray, ...]:
+    nc = context.node_config
+    return _encoded(str(config["setup"]), str(config["encoder"]), _partition_id(context),
+                    str(nc.get("data-path", "") or ""), int(nc.get("num-partitions", 0)))
+
+
+# --- message layouts ------------------------------------------------------------------------
+
+
+def _unpack(msg: Message, kind: str) -> tuple[list[np.ndarray], dict[str, Any], bool]:
+    """(parameter arrays, config, legacy?) from a Message-API or legacy fit/evaluate message."""
+    content = msg.content
+    legacy_key = f"{kind}ins.parameters"
+    if legacy_key in content.array_records:
+        from flwr.compat.common import recorddict_compat as compat
+
+        ins = compat.recorddict_to_fitins(content, keep_input=True) if kind == "fit" else \
+            compat.recorddict_to_evaluateins(content, keep_input=True)
+        from flwr.common import parameters_to_ndarrays
+
+        return parameters_to_ndarrays(ins.parameters), dict(ins.config), True
+    arrays = content.array_records["arrays"].to_numpy_ndarrays()
+    return arrays, dict(content.config_records["config"]), False
+
+
+def _pack_fit(msg: Message, arrays: list[np.ndarray], n: int, metrics: dict[str, Any], legacy: bool) -> Message:
+    if legacy:
+        from flwr.common import Code, FitRes, Status, ndarrays_to_parameters
+        from flwr.compat.common import recorddict_compat as compat
+
+        res = FitRes(Status(Code.OK, "ok"), ndarrays_to_parameters(arrays), n, metrics)
+        return Message(compat.fitres_to_recorddict(res, keep_input=False), reply_to=msg)
+    content = RecordDict({"arrays": ArrayRecord(arrays), "metrics": MetricRecord(metrics)})
+    return Message(content, reply_to=msg)
+
+
+def _pack_evaluate(msg: Message, loss: float, n: int, metrics: dict[str, Any], legacy: bool) -> Message:
+    if legacy:
+        from flwr.common import Code, EvaluateRes, Status
+        from flwr.compat.common import recorddict_compat as compat
+
+        res = EvaluateRes(Status(Code.OK, "ok"), float(loss), n, metrics)
+        return Message(compat.evaluateres_to_recorddict(res), reply_to=msg)
+    return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)
+
+
+def _dropout_reply(msg: Message) -> Message:
+    return Message(Error(code=DROPOUT_ERROR_CODE, reason=DROPOUT_REASON), reply_to=msg)
+
+
+# --- handlers -------------------------------------------------------------------------------
+
+
+@app.query()
+def query(msg: Message, context: Context) -> Message:
+    """Return encoder statistics and a summary of the local rows."""
+    from federated._encoder import column_stats
+    from federated.partition import partition_summary
+
+    setup_json = str(msg.content.config_records["setup"]["setup"])
+    _, ytr, _, yval, X_all, y_all, sens = _local_frames(setup_json, context)
+    summary = partition_summary([np.arange(len(y_all))], np.asarray(y_all), sens if sens.shape[1] else None)[0]
+    summary["partition_id"] = _partition_id(context)
+    summary["train_rows"] = len(ytr)
+    summary["val_rows"] = len(yval)
+    reply = ConfigRecord({
+        "partition-id": _partition_id(context),
+        "stats": json.dumps(column_stats(X_all)),
+        "summary": json.dumps(summary),
+        "columns": json.dumps([str(c) for c in X_all.columns]),
+    })
+    return Message(RecordDict({"setup": reply}), reply_to=msg)
+
+
+def _secagg_dropout_mod(msg: Message, context: Context, call_next: Any) -> Message:
+    """Run ``secaggplus_mod`` for SecAgg+ messages; simulate drop-outs at its masking stage."""
+    from flwr.client.mod import secaggplus_mod
+    from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key, Stage
+
+    configs = msg.content.config_records.get(RECORD_KEY_CONFIGS)
+    if configs is None:
+        return call_next(msg, context)
+    if configs.get(Key.STAGE) == Stage.COLLECT_MASKED_VECTORS:
+        # a client that shared its keys and then vanishes: SecAgg+ must recover the sum without it
+        cfg = dict(msg.content.config_records["fitins.config"])
+        if is_dropped(int(cfg["seed"]), int(cfg["server-round"]), _partition_id(context), float(cfg["dropout"])):
+            return _dropout_reply(msg)
+    return secaggplus_mod(msg, context, call_next)
+
+
+#: The mod on the train handler (exported for tests and custom ClientApps).
+maybe_secaggplus_mod = _secagg_dropout_mod
+
+
+@app.train(mods=[maybe_secaggplus_mod])
+def train(msg: Message, context: Context) -> Message:
+    """Evaluate the incoming global model locally, train, and return the new parameters."""
+    t0 = time.perf_counter()
+    arrays, config, legacy = _unpack(msg, "fit")
+    pid = _partition_id(context)
+    seed = int(config["seed"])
+    rnd = int(config["server-round"])
+    if not legacy and is_dropped(seed, rnd, pid, float(config["dropout"])):
+        return _dropout_reply(msg)
+    malicious, stragglers = fault_roles(seed, int(config["num-clients"]), int(config["malicious"]),
+                                        int(config["stragglers"]))
+    from federated._torch import LocalDP, build_model, evaluate_arrays, get_weights, set_weights, train_local
+
+    Xtr, ytr, Xval, yval = _arrays_for(config, context)
+    model = build_model(str(config["model"]), Xtr.shape[1], int(config["hidden"]))
+    set_weights(model, arrays)
+    Xe, ye = (Xval, yval) if len(yval) else (Xtr, ytr)
+    pre_loss, pre_acc = evaluate_arrays(model, Xe, ye)
+    is_bad = pid in malicious
+    attack = str(config["attack"])
+    y_fit = (1.0 - ytr) if (is_bad and attack == "label-flip") else ytr
+    dp = None
+    if bool(config["local-dp"]):
+        dp = LocalDP(float(config["local-noise"]), float(config["local-clip"]), float(config["local-delta"]))
+    out = train_local(
+        model, Xtr, y_fit,
+        epochs=int(config["local-epochs"]), batch_size=int(config["batch-size"]), lr=float(config["lr"]),
+        seed=int(np.random.default_rng([seed, rnd, pid]).integers(2**31)),
+        proximal_mu=float(config.get("proximal-mu", 0.0)), dp=dp,
+    )
+    new = get_weights(model)
+    if is_bad and attack == "scale":
+        scale = float(config["attack-scale"])
+        new = [(g + scale * (w - g)).astype(np.float32) for w, g in zip(new, arrays, strict=True)]
+    metrics: dict[str, Any] = {
+        "num-examples": len(ytr),
+        "weight-uniform": 1.0,
+        "partition-id": pid,
+        "train-loss": out.loss,
+        "pre-loss": pre_loss,
+        "pre-accuracy": pre_acc,
+        "pre-n": len(ye),
+        "malicious": int(is_bad),
+        "local-steps": out.steps,
+    }
+    if dp is not None:
+        metrics["epsilon"] = _local_epsilon(context, str(config["run-key"]), out.sample_rate, dp, out.steps)
+        metrics["sample-rate"] = out.sample_rate
+    if pid in stragglers and float(config["straggler-delay"]) > 0:
+        time.sleep(float(config["straggler-delay"]))
+    metrics["fit-seconds"] = time.perf_counter() - t0
+    return _pack_fit(msg, new, len(ytr), metrics, legacy)
+
+
+def _local_epsilon(context: Context, run_key: str, sample_rate: float, dp: Any, steps: int) -> float:
+    """Compose this round's DP-SGD steps with the client's earlier ones in this run (kept in its Context)."""
+    from federated._privacy import epsilon_from_rdp, rdp_of
+
+    key = f"trustaudit-ldp-{run_key}"
+    rec = context.state.config_records.get(key)
+    prev = np.asarray(rec["rdp"], dtype=float) if rec is not None else 0.0
+    total = prev + rdp_of(sample_rate, dp.noise_multiplier, steps)
+    steps_total = int(rec["steps"]) + steps if rec is not None else steps
+    context.state.config_records[key] = ConfigRecord(
+        {"rdp": [float(v) for v in np.atleast_1d(total)], "steps": steps_total, "sample-rate": float(sample_rate)}
+    )
+    return epsilon_from_rdp(total, dp.delta)
+
+
+@app.evaluate()
+def evaluate(msg: Message, context: Context) -> Message:
+    """Accuracy and loss of the global parameters on the local validation rows."""
+    arrays, config, legacy = _unpack(msg, "evaluate")
+    from federated._torch import build_model, evaluate_arrays, set_weights
+
+    Xtr, ytr, Xval, yval = _arrays_for(config, context)
+    model = build_model(str(config["model"]), Xtr.shape[1], int(config["hidden"]))
+    set_weights(model, arrays)
+    Xe, ye = (Xval, yval) if len(yval) else (Xtr, ytr)
+    loss, acc = evaluate_arrays(model, Xe, ye)
+    metrics = {"num-examples": len(ye), "weight-uniform": 1.0, "partition-id": _partition_id(context),
+               "loss": loss, "accuracy": acc}
+    return _pack_evaluate(msg, loss, len(ye), metrics, legacy)
