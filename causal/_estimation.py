@@ -251,6 +251,9 @@ def estimate_effect(
         identified["backdoor"] = adjustment
     else:
         identified["backdoor"] = None
+        # DoWhy's refuters look the (non-existent) default back-door set up and fail with a KeyError
+        # when invalid sets are listed without a default; with no back-door estimand, list none
+        estimand.backdoor_variables = {}
     identified["frontdoor"] = list(estimand.get_frontdoor_variables()) if estimand.estimands.get("frontdoor") else None
     identified["iv"] = list(estimand.get_instrumental_variables()) if estimand.estimands.get("iv") else None
 

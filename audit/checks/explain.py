@@ -205,7 +205,7 @@ def shap_check(ctx: Any) -> CheckResult:
         policy={"additivity_max_error": pol.additivity_max_error, "sample_size": pol.sample_size,
                 "background_size": pol.background_size},
         evidence=evidence,
-        provenance=Provenance(params={**a.params, "method_seconds": round(a.seconds, 3)}, seed=ctx.seed),
+        provenance=Provenance(params=dict(a.params), seed=ctx.seed),
     )
 
 
@@ -258,7 +258,7 @@ def lime_check(ctx: Any) -> CheckResult:
         policy={"lime_stability_min_spearman": limit, "lime_sample_size": pol.lime_sample_size,
                 "lime_num_samples": pol.lime_num_samples, "confidence_level": pol.confidence_level},
         evidence=evidence,
-        provenance=Provenance(params={**a.params, "method_seconds": round(a.seconds, 3)}, seed=ctx.seed),
+        provenance=Provenance(params=dict(a.params), seed=ctx.seed),
     )
 
 
@@ -302,8 +302,7 @@ def gradients_check(ctx: Any) -> CheckResult:
     params = {"integrated_gradients": ig.params, "gradient_shap": gs.params,
               "infidelity": f"normalised, Gaussian perturbations sd {ig.extra['infidelity_noise_sd']} "
               f"(encoded space), {pol.infidelity_perturbations} per row",
-              "sensitivity_max": f"radius {pol.sensitivity_radius}, {pol.sensitivity_perturbations} perturbations",
-              "method_seconds": round(ig.seconds, 3)}
+              "sensitivity_max": f"radius {pol.sensitivity_radius}, {pol.sensitivity_perturbations} perturbations"}
     return CheckResult(
         check_id="explain.gradients",
         verdict=verdict,
@@ -355,7 +354,7 @@ def permutation_check(ctx: Any) -> CheckResult:
         policy={"permutation_sample_size": pol.permutation_sample_size,
                 "permutation_repeats": pol.permutation_repeats, "confidence_level": pol.confidence_level},
         evidence=(table,),
-        provenance=Provenance(params={**a.params, "method_seconds": round(a.seconds, 3)}, seed=ctx.seed),
+        provenance=Provenance(params=dict(a.params), seed=ctx.seed),
     )
 
 

@@ -75,8 +75,8 @@ def fit_proxy_predict(Z_fit: np.ndarray, y_fit: np.ndarray, Z_pred: np.ndarray, 
 
     with torch_threads(1), torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        Z = torch.as_tensor(np.ascontiguousarray(Z_fit, dtype=np.float32))
-        y = torch.as_tensor(np.asarray(y_fit, dtype=np.int64))
+        Z = torch.from_numpy(np.array(Z_fit, dtype=np.float32, order="C", copy=True))
+        y = torch.from_numpy(np.array(y_fit, dtype=np.int64, copy=True))
         layers: list[nn.Module] = []
         width = Z.shape[1]
         for h in PROXY_HIDDEN:
@@ -99,5 +99,5 @@ def fit_proxy_predict(Z_fit: np.ndarray, y_fit: np.ndarray, Z_pred: np.ndarray, 
                 opt.step()
         net.eval()
         with torch.no_grad():
-            out = torch.softmax(net(torch.as_tensor(np.ascontiguousarray(Z_pred, dtype=np.float32))), dim=1)
+            out = torch.softmax(net(torch.from_numpy(np.array(Z_pred, dtype=np.float32, order="C", copy=True))), dim=1)
         return out[:, 1].double().numpy()

@@ -75,33 +75,42 @@ def test_randomised_experiment_refuters_pass_with_their_meaning(experiment_resul
         r.provenance.params["adjustment_set"]) == {"x", "region"}
 
 
+def _confounded(seed: int, n: int, effect: float, hidden: float) -> pd.DataFrame:
+    """w: an observed common cause; u: a hidden one (strength ``hidden``, weaker than w)."""
+    rng = np.random.default_rng(seed)
+    w, u = rng.normal(size=n), rng.normal(size=n)
+    t = (rng.random(n) < 1 / (1 + np.exp(-(1.5 * w + hidden * u)))).astype(int)
+    y = effect * t + 1.5 * w + hidden * u + rng.normal(size=n)
+    return pd.DataFrame({"w": w, "t": t, "y": y, "label": (y > 0).astype(int)})
+
+
+CONFOUNDED_EDGES = [("w", "t"), ("w", "y"), ("t", "y")]
+
+
 def test_hidden_confounder_is_flagged_fragile() -> None:
-    rng = np.random.default_rng(7)
-    n = 3000
-    w = rng.normal(size=n)  # observed common cause
-    u = rng.normal(size=n)  # hidden common cause, as strong as w
-    t = (rng.random(n) < 1 / (1 + np.exp(-(w + u)))).astype(int)
-    y = 0.0 * t + w + u + rng.normal(size=n)  # no effect of t at all
-    df = pd.DataFrame({"w": w, "t": t, "y": y})
-    a = estimate_effect(df, parse_graph(edges=[("w", "t"), ("w", "y"), ("t", "y")]), "t", "y",
+    # no effect at all; a hidden confounder (weaker than the observed one) fakes one
+    a = estimate_effect(_confounded(7, 3000, effect=0.0, hidden=1.0), parse_graph(edges=CONFOUNDED_EDGES), "t", "y",
                         n_bootstrap=5, refuter_simulations=5, seed=1)
-    primary = a.primary_row()
-    assert primary.ci_low > 0.3  # the naive adjusted estimate is confidently wrong
+    assert a.primary_row().ci_low > 0.3  # the adjusted estimate is confidently wrong
     sens = {r.refuter: r for r in a.refutations}["unobserved_confounder_sensitivity"]
     assert sens.passed is False
     assert "as strong as 'w'" in sens.detail and "fragile" in sens.detail
+    # the other refuters cannot see hidden confounding: they pass
+    assert all(r.passed for r in a.refutations if r.refuter != "unobserved_confounder_sensitivity")
+
+
+def test_a_large_unconfounded_effect_is_robust() -> None:
+    a = estimate_effect(_confounded(7, 3000, effect=3.0, hidden=0.0), parse_graph(edges=CONFOUNDED_EDGES), "t", "y",
+                        n_bootstrap=5, refuter_simulations=5, seed=1)
+    sens = {r.refuter: r for r in a.refutations}["unobserved_confounder_sensitivity"]
+    assert sens.passed is True and "robust" in sens.detail
 
 
 def test_hidden_confounder_check_warns() -> None:
-    rng = np.random.default_rng(8)
-    n = 2000
-    w, u = rng.normal(size=n), rng.normal(size=n)
-    t = (rng.random(n) < 1 / (1 + np.exp(-(w + u)))).astype(int)
-    y = w + u + rng.normal(size=n)
-    df = pd.DataFrame({"w": w, "t": t, "y": y, "label": (y > 0).astype(int)})
+    df = _confounded(8, 2000, effect=0.0, hidden=1.0)
     model = LogisticRegression().fit(df[["w"]], df["label"])
     ctx = context_from_frames(model, df, target="label", positive_label=1, features=["w"],
-                              causal={"edges": [["w", "t"], ["w", "y"], ["t", "y"]], "treatment": "t", "outcome": "y"},
+                              causal={"edges": [list(e) for e in CONFOUNDED_EDGES], "treatment": "t", "outcome": "y"},
                               policy={"causal": {"n_bootstrap": 5, "refuter_simulations": 5}}, seed=1)
     r = run_check(get_check("causal.treatment_effect"), ctx)
     assert r.verdict is Verdict.WARN
