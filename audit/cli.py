@@ -22,7 +22,7 @@ from typing import Any, NoReturn
 
 from audit.exceptions import TrustAuditError, UsageError
 
-__all__ = ["main", "build_parser"]
+__all__ = ["build_parser", "main"]
 
 _PLUGIN_MODULES = ("causal.cli_commands", "federated.cli_commands", "audit.privacy_cli", "dashboard.cli_commands")
 
@@ -185,7 +185,7 @@ def _report_targets(args: argparse.Namespace) -> dict[str, Path]:
 def _progress_runner(quiet: bool):
     from contextlib import nullcontext
 
-    if quiet or not sys.stderr.isatty() and os.environ.get("TRUSTAUDIT_PROGRESS") != "1":
+    if quiet or (not sys.stderr.isatty() and os.environ.get("TRUSTAUDIT_PROGRESS") != "1"):
         # plain lines on a non-terminal (CI logs), nothing when quiet
         if quiet:
             return nullcontext(None)

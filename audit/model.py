@@ -156,10 +156,7 @@ class SklearnAdapter(_Base):
 
     @property
     def has_native_proba(self) -> bool:
-        try:
-            getattr(self.estimator, "predict_proba")
-        except AttributeError:
-            return False
+        """Whether the estimator itself gives probabilities (not derived from decision_function)."""
         return hasattr(self.estimator, "predict_proba")
 
 
@@ -358,7 +355,7 @@ class OnnxAdapter(_Base):
             except json.JSONDecodeError:
                 pass
         try:
-            import onnx  # noqa: F401
+            import onnx
         except ImportError:  # pragma: no cover
             pass
         model_bytes = getattr(self, "_model_bytes", None)
@@ -384,10 +381,10 @@ class OnnxAdapter(_Base):
         opts.log_severity_level = 3
         try:
             sess = ort.InferenceSession(data, sess_options=opts, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own exception types
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
             raise ModelLoadError(f"not a valid ONNX model: {str(exc).splitlines()[0][:200]}") from None
         obj = cls.__new__(cls)
-        obj._model_bytes = data
+        obj._model_bytes = data  # type: ignore[attr-defined]
         cls.__init__(obj, sess, feature_names)
         return obj
 

@@ -29,7 +29,7 @@ __all__ = [
 SCHEMA_VERSION = "1.0"
 
 
-class Verdict(str, enum.Enum):
+class Verdict(enum.StrEnum):
     """Outcome of one check. Order of severity: ERROR > FAIL > WARN > PASS > SKIPPED."""
 
     PASS = "PASS"

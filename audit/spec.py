@@ -43,8 +43,8 @@ __all__ = [
     "AuditSpec",
     "CausalPolicy",
     "CausalSpec",
-    "DataSpec",
     "DPClaim",
+    "DataSpec",
     "ExplainPolicy",
     "FairnessPolicy",
     "ModelSpec",
@@ -238,6 +238,16 @@ class DPClaim(_Strict):
     ``batch_size / dataset_size``), a number of ``steps`` (or ``epochs``, giving
     ``ceil(epochs / q)`` steps), and the claimed (ε, δ) under ``accountant``. Impossible values
     (q > 1, σ ≤ 0, δ outside (0, 1), a batch larger than the data set) are refused here.
+    In a spec file::
+
+        [privacy.dp_claim]
+        epsilon = 3.0
+        delta = 1e-5
+        noise_multiplier = 1.1
+        batch_size = 256          # or sample_rate = 0.0075
+        dataset_size = 34189
+        epochs = 5                # or steps = 670
+        accountant = "prv"        # rdp (default), prv or gdp
     """
 
     epsilon: float = Field(..., gt=0, allow_inf_nan=False)

@@ -16,6 +16,7 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+import builtins
 from typing import Any
 
 from audit.exceptions import StoreError
@@ -185,7 +186,7 @@ class HistoryStore:
             raise StoreError(f"audit {rows[0]['audit_id']} in the history store is corrupted (hash mismatch)")
         return AuditReport.from_dict(json.loads(text))
 
-    def findings(self, audit_id: str) -> list[dict[str, Any]]:
+    def findings(self, audit_id: str) -> builtins.list[dict[str, Any]]:
         with self._connect() as conn:
             return [dict(r) for r in conn.execute(
                 "SELECT check_id, family, verdict, summary FROM findings WHERE audit_id = ? ORDER BY rowid",

@@ -32,8 +32,8 @@ from audit.registry import needs_sensitive_features, register_check
 from audit.results import CheckResult, EvidenceTable, PlotSpec, Provenance, Verdict
 
 __all__ = [
-    "BootstrapTables",
     "CI_METRICS",
+    "BootstrapTables",
     "bootstrap_disparities",
     "difference_verdict",
     "ratio_verdict",
@@ -444,7 +444,7 @@ def _parity_check(check_id: str, ctx: AuditContext) -> CheckResult:
         reference=getattr(pol, kind0[1]) if kind0[1] else None,
     )
     table = tuple(r for r in records if r["metric"] == kind0[0])
-    evidence = (
+    evidence: tuple[EvidenceTable, ...] = (
         EvidenceTable("disparities", table, plot, "Estimate, bootstrap interval, policy limit per grouping."),
     )
     if len(records) > len(table):

@@ -150,8 +150,7 @@ def render_html(report: AuditReport) -> str:
 <body><header><h1>trustaudit report <span class="badge {report.verdict.value}">{report.verdict.value}</span></h1>
 <p>audit {_e(report.audit_id)} · {_e(report.created_at)} · {report.seconds:.1f} s · schema {_e(report.schema_version)}</p></header>
 <main>
-<p class="counts"><span>✅ {c['PASS']} passed</span><span>❌ {c['FAIL']} failed</span><span>⚠️ {c['WARN']} warnings</span>
-<span>💥 {c['ERROR']} errors</span><span>⏭️ {c['SKIPPED']} skipped</span></p>
+<p class="counts">{''.join(f'<span><span class="badge {v}">{c[v]}</span> {label}</span>' for v, label in (("PASS", "passed"), ("FAIL", "failed"), ("WARN", "warnings"), ("ERROR", "errors"), ("SKIPPED", "skipped")))}</p>
 <h2>Inputs</h2>{_kv(inputs)}
 <h2>Findings</h2><table><tr><th>check</th><th>verdict</th><th>summary</th></tr>{overview}</table>
 {''.join(body)}

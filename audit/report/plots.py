@@ -11,7 +11,7 @@ from typing import Any
 
 from audit.results import EvidenceTable, PlotSpec
 
-__all__ = ["figure_for", "png_data_uri", "plot_png"]
+__all__ = ["figure_for", "plot_png", "png_data_uri"]
 
 
 def _mpl():

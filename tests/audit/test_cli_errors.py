@@ -227,8 +227,8 @@ def test_unknown_flag(capsys):
 def test_pickle_refused_without_flag(case, capsys, tmp_path):
     import joblib
 
-    from tests.audit.helpers import lr_pipeline
     from audit.datasets import make_lending_data
+    from tests.audit.helpers import lr_pipeline
 
     p = tmp_path / "model.joblib"
     joblib.dump(lr_pipeline(make_lending_data(300, 0, 0, seed=1)), p)

@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from audit.datasets import LendingSCM, TrueScoreModel, _structural, counterfactual, ground_truth, make_lending_data, sample
+from audit.datasets import (
+    LendingSCM,
+    TrueScoreModel,
+    _structural,
+    counterfactual,
+    ground_truth,
+    make_lending_data,
+    sample,
+)
 
 
 @pytest.fixture(scope="module")

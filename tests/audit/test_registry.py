@@ -20,7 +20,7 @@ def test_duplicate_name_refused():
         raise AssertionError
 
     try:
-        with pytest.raises(ValueError, match="check 'fairness.tmp_dup' is already registered"):
+        with pytest.raises(ValueError, match=r"check 'fairness\.tmp_dup' is already registered"):
             register_check("fairness.tmp_dup", family="fairness")(a)
     finally:
         unregister_check("fairness.tmp_dup")

@@ -8,8 +8,16 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from audit.report import load_report, render_html, render_json, render_junit, render_markdown, render_sarif
-from audit.report import validate_report_dict, write_reports
+from audit.report import (
+    load_report,
+    render_html,
+    render_json,
+    render_junit,
+    render_markdown,
+    render_sarif,
+    validate_report_dict,
+    write_reports,
+)
 from audit.results import AuditReport
 from audit.runner import run_audit
 from tests.audit.helpers import lr_pipeline
