@@ -75,6 +75,7 @@ sensitive = ["sex", "age_group"]
 
 [causal]
 treatment = "sex"
+outcome = "{data.target}"
 mediators = ["income", "debt_ratio"]
 edges = [
   {edges}
@@ -120,26 +121,31 @@ def run_demo(
         store.record(report, label="demo")
     truth = data.truth.to_dict()
     pop = population_dp_difference(model, data)
-    dp = report.result("fairness.demographic_parity")
-    est = dp.metrics.get("sex.demographic_parity_difference", float("nan"))
-    lo = dp.metrics.get("sex.demographic_parity_difference.ci_low", float("nan"))
-    hi = dp.metrics.get("sex.demographic_parity_difference.ci_high", float("nan"))
+    try:
+        dp_metrics = dict(report.result("fairness.demographic_parity").metrics)
+    except KeyError:  # the fairness family was not selected
+        dp_metrics = {}
+    nan = float("nan")
+    est = dp_metrics.get("sex.demographic_parity_difference", nan)
+    lo = dp_metrics.get("sex.demographic_parity_difference.ci_low", nan)
+    hi = dp_metrics.get("sex.demographic_parity_difference.ci_high", nan)
     covered = bool(lo <= pop["demographic_parity_difference"] <= hi)
     truth_doc = {
         "generator": truth,
         "generator_params": data.params(),
         "model_population": {**pop, "rows": POPULATION_ROWS},
         "audit_estimate": {"demographic_parity_difference": est, "ci_low": lo, "ci_high": hi},
-        "ci_contains_truth": covered,
+        "ci_contains_truth": covered if dp_metrics else None,
     }
     write_text_atomic(out / "truth.json", json.dumps(truth_doc, indent=2))
     if not quiet:
         _print_summary(report, written)
-        print(
-            f"demographic parity difference (sex): audit {est:.4f}, 95% CI [{lo:.4f}, {hi:.4f}]; "
-            f"true value for this model {pop['demographic_parity_difference']:.4f} "
-            f"({POPULATION_ROWS:,} fresh draws) -> {'inside' if covered else 'OUTSIDE'} the interval"
-        )
+        if dp_metrics:
+            print(
+                f"demographic parity difference (sex): audit {est:.4f}, 95% CI [{lo:.4f}, {hi:.4f}]; "
+                f"true value for this model {pop['demographic_parity_difference']:.4f} "
+                f"({POPULATION_ROWS:,} fresh draws) -> {'inside' if covered else 'OUTSIDE'} the interval"
+            )
         print(f"audit verdict {report.verdict.value} (`trustaudit audit` would exit {report.exit_code()}); "
               f"truth: {out / 'truth.json'}; spec to re-run: {spec_path}")
         sys.stdout.flush()

@@ -149,8 +149,8 @@ def _load_frames(args: argparse.Namespace) -> tuple[Any, Any, Any, str, Any, lis
     positive = positive.item() if hasattr(positive, "item") else positive
     rng = np.random.default_rng(args.seed)
     perm = rng.permutation(len(df))
-    n_test = int(round(args.test_fraction * len(df)))
-    n_hold = int(round(args.holdout_fraction * len(df)))
+    n_test = round(args.test_fraction * len(df))
+    n_hold = round(args.holdout_fraction * len(df))
     test = df.iloc[perm[:n_test]].reset_index(drop=True)
     hold = df.iloc[perm[n_test:n_test + n_hold]].reset_index(drop=True)
     train = df.iloc[perm[n_test + n_hold:]].reset_index(drop=True)
@@ -192,7 +192,7 @@ def _cmd_train_dp(args: argparse.Namespace) -> int:
         sensitive=sensitive, epsilons=epsilons, out_dir=out, config=config, features=features,
     )
     report["data"] = {"source": source, "train": "train.csv", "holdout": "holdout.csv", "test": "test.csv",
-                      "n_holdout": int(len(hold))}
+                      "n_holdout": len(hold)}
     write_text_atomic(out / "train_dp.json", json.dumps(report, indent=2, default=str))
     if not args.quiet:
         _print_table(report, out)

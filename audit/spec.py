@@ -99,13 +99,13 @@ class ExplainPolicy(_Strict):
     blackbox_sample_size: int = Field(100, ge=5, le=100_000)  # rows for the permutation explainer
     blackbox_permutations: int = Field(6, ge=1, le=1000)  # feature orderings per row (model-agnostic SHAP)
     tree_feature_perturbation: Literal["tree_path_dependent", "interventional"] = "tree_path_dependent"
-    n_jobs: int = Field(2, ge=1, le=64)  # processes for large TreeSHAP runs
+    n_jobs: int = Field(2, ge=1, le=64)  # processes for large TreeSHAP runs (idle cores only)
     parallel_min_rows: int = Field(4000, ge=100, le=10_000_000)  # split TreeSHAP over n_jobs from here
     n_bootstrap: int = Field(200, ge=20, le=10_000)
     confidence_level: float = Field(0.95, gt=0.5, lt=1)
     # -- LIME ---------------------------------------------------------------------------------
-    lime_sample_size: int = Field(30, ge=5, le=10_000)  # rows explained by LIME (twice: stability)
-    lime_num_samples: int = Field(1000, ge=100, le=100_000)  # perturbations per row
+    lime_sample_size: int = Field(25, ge=5, le=10_000)  # rows explained by LIME (twice: stability)
+    lime_num_samples: int = Field(800, ge=100, le=100_000)  # perturbations per row
     lime_stability_min_spearman: float = Field(0.6, ge=-1, le=1)
     # -- permutation importance ---------------------------------------------------------------
     permutation_sample_size: int = Field(1000, ge=50, le=1_000_000)

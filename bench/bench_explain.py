@@ -21,7 +21,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,9 +76,11 @@ def context(pipe, train, test, policy=None):
 
 
 def timed(fn):
-    t0 = time.perf_counter()
+    """Wall seconds, this process's CPU seconds (a fair proxy for an idle machine's wall time when
+    other jobs share the cores: the work is single-threaded) and the result."""
+    t0, c0 = time.perf_counter(), time.process_time()
     out = fn()
-    return time.perf_counter() - t0, out
+    return time.perf_counter() - t0, time.process_time() - c0, out
 
 
 def shap_step(ctx):
@@ -113,38 +114,45 @@ def main() -> int:
 
     pipe, train, test = build()
     print(f"Adult: train {len(train)} rows, audited {len(test)} rows; "
-          f"one-hot width {pipe[:-1].transform(test.head(5)).shape[1]}")
-    ours, bare = [], []
+          f"one-hot width {pipe[:-1].transform(test.head(5)).shape[1]}; "
+          f"load average at start {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    ours, bare, ours_cpu, bare_cpu = [], [], [], []
     for _ in range(args.repeats):
         ctx = context(pipe, train, test)
-        t, a = timed(lambda c=ctx: shap_step(c))
+        t, c, a = timed(lambda c=ctx: shap_step(c))
         ours.append(t)
+        ours_cpu.append(c)
         Z = pipe[:-1].transform(shared(ctx).X)
-        tb, _ = timed(lambda z=Z: bare_call(pipe, z))
+        tb, cb, _ = timed(lambda z=Z: bare_call(pipe, z))
         bare.append(tb)
-    mo, mb = statistics.median(ours), statistics.median(bare)
-    print(f"SHAP step on {len(a.local)} sampled rows: ours {mo:.2f} s, bare TreeExplainer on the same "
-          f"{len(a.local)} rows {mb:.2f} s, ratio {mo / mb:.2f} (target <= 1.2); "
+        bare_cpu.append(cb)
+    med = statistics.median
+    print(f"SHAP step on {len(a.local)} sampled rows: ours {med(ours):.2f} s (CPU {med(ours_cpu):.2f} s), "
+          f"bare TreeExplainer on the same rows {med(bare):.2f} s (CPU {med(bare_cpu):.2f} s); ratio "
+          f"{med(ours) / med(bare):.2f} wall, {med(ours_cpu) / med(bare_cpu):.2f} CPU (target <= 1.2); "
           f"additivity max error {a.metrics['additivity_max_abs_error']:.1e}")
-    fam = []
+    fam, fam_cpu = [], []
     for _ in range(args.repeats):
         ctx = context(pipe, train, test)
-        t, results = timed(lambda c=ctx: run_checks(c, ["explain"]))
+        t, c, results = timed(lambda c=ctx: run_checks(c, ["explain"]))
         fam.append(t)
-    print(f"whole explanation family: median {statistics.median(fam):.2f} s over {args.repeats} runs "
-          f"(target <= 10 s); runs: {', '.join(f'{x:.2f}' for x in fam)}")
+        fam_cpu.append(c)
+    print(f"whole explanation family: median {med(fam):.2f} s wall, {med(fam_cpu):.2f} s CPU over "
+          f"{args.repeats} runs (target <= 10 s); wall runs: {', '.join(f'{x:.2f}' for x in fam)}; "
+          f"load average now {os.getloadavg()[0]:.1f}")
     for r in results:
         print(f"  {r.check_id:28s} {r.verdict.value:7s} {r.provenance.seconds:6.2f} s  {r.summary}")
     if args.full:
         ctx = context(pipe, train, test, {"sample_size": len(test)})
-        t, a = timed(lambda: shap_step(ctx))
+        t, c, a = timed(lambda: shap_step(ctx))
         Z = pipe[:-1].transform(test.drop(columns=["income"]))
-        tb, _ = timed(lambda: bare_call(pipe, Z))
-        print(f"SHAP on all {len(test)} rows: ours {t:.2f} s (n_jobs={a.params['n_jobs']}), bare "
-              f"TreeExplainer {tb:.2f} s, ratio {t / tb:.2f}")
+        tb, cb, _ = timed(lambda: bare_call(pipe, Z))
+        print(f"SHAP on all {len(test)} rows: ours {t:.2f} s wall (n_jobs={a.params['n_jobs']}), bare "
+              f"TreeExplainer {tb:.2f} s wall (CPU {cb:.2f} s), ratio {t / tb:.2f}")
         ctx1 = context(pipe, train, test, {"sample_size": len(test), "n_jobs": 1})
-        t1, _ = timed(lambda: shap_step(ctx1))
-        print(f"  same, one process: ours {t1:.2f} s, ratio {t1 / tb:.2f}")
+        t1, c1, _ = timed(lambda: shap_step(ctx1))
+        print(f"  same, one process: ours {t1:.2f} s wall (CPU {c1:.2f} s), ratio {t1 / tb:.2f} wall, "
+              f"{c1 / cb:.2f} CPU")
     return 0
 
 

@@ -36,7 +36,7 @@ import contextlib
 import functools
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
@@ -49,8 +49,6 @@ __all__ = [
     "NotIdentifiedError",
     "SCMPlan",
     "fit_scm",
-    "is_categorical",
-    "plain_objects",
     "plan_scm",
     "treatment_levels",
 ]
@@ -136,11 +134,12 @@ def seeded_global_numpy(seed: int) -> Iterator[None]:
 
 @contextlib.contextmanager
 def single_threaded_blas() -> Iterator[None]:
-    """One BLAS thread for the many small regressions here: on a busy 2-core machine OpenBLAS'
-    own threading made a 10,000 x 9 SVD 35 times slower (150 ms instead of 4 ms)."""
+    """One thread for BLAS and OpenMP during the many small fits and predictions here. On a busy
+    2-core machine OpenBLAS' own threading made a 10,000 x 9 SVD 35 times slower (150 ms instead of
+    4 ms), and OpenMP threads of a gradient-boosting model's ``predict_proba`` spun for minutes."""
     from threadpoolctl import threadpool_limits
 
-    with threadpool_limits(limits=1, user_api="blas"):
+    with threadpool_limits(limits=1):
         yield
 
 
@@ -245,6 +244,62 @@ def plan_scm(graph: CausalGraph, treatment: str, inputs: Sequence[str], data: pd
     )
 
 
+@functools.cache
+def _least_squares_class() -> type:
+    """A gcm PredictionModel doing ordinary least squares with its own one-hot coding.
+
+    Same fit as gcm's ``create_linear_regressor()`` (scikit-learn's LinearRegression after a
+    OneHotEncoder), but the coding is a NumPy lookup instead of an encoder call with its input
+    validation on every fit and prediction: the SCM is refitted and evaluated hundreds of times per
+    bootstrap, where that overhead was most of the cost.
+    """
+    from dowhy.gcm.ml.prediction_model import PredictionModel
+
+    class LeastSquaresModel(PredictionModel):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self._levels: list[list[Any] | None] = []
+            self._coef: np.ndarray | None = None
+
+        def _design(self, X: np.ndarray) -> np.ndarray:
+            X = X.reshape(len(X), -1)
+            parts = [np.ones((len(X), 1))]
+            for j, levels in enumerate(self._levels):
+                col = X[:, j]
+                if levels is None:
+                    parts.append(col.astype(float).reshape(-1, 1))
+                else:
+                    index = {v: i for i, v in enumerate(levels)}
+                    codes = np.fromiter((index.get(v, -1) for v in col), dtype=np.int64, count=len(col))
+                    onehot = np.zeros((len(col), len(levels)))
+                    hit = codes >= 0  # unseen values code to no level (all zeros)
+                    onehot[np.flatnonzero(hit), codes[hit]] = 1.0
+                    parts.append(onehot[:, 1:])  # first level is the reference
+            return np.hstack(parts)
+
+        def fit(self, X: np.ndarray, Y: np.ndarray) -> None:
+            X = X.reshape(len(X), -1)
+            self._levels = []
+            for j in range(X.shape[1]):
+                col = X[:, j]
+                if len(col) and isinstance(col[0], (str, bool, np.bool_)):
+                    self._levels.append(sorted(set(col.tolist()), key=str))
+                else:
+                    self._levels.append(None)
+            self._coef, *_ = np.linalg.lstsq(self._design(X), np.asarray(Y, dtype=float).reshape(-1), rcond=None)
+
+        def predict(self, X: np.ndarray) -> np.ndarray:
+            assert self._coef is not None
+            return (self._design(X) @ self._coef).reshape(-1, 1)
+
+        def clone(self) -> LeastSquaresModel:
+            return LeastSquaresModel()
+
+        def __str__(self) -> str:
+            return "least squares (one-hot coded categories)"
+
+    return LeastSquaresModel
+
+
 def _mechanism(kind: str, categorical: bool) -> tuple[Any, str]:
     from dowhy import gcm
 
@@ -260,7 +315,7 @@ def _mechanism(kind: str, categorical: bool) -> tuple[Any, str]:
         return gcm.AdditiveNoiseModel(gcm.ml.create_hist_gradient_boost_regressor(max_iter=100)), (
             "AdditiveNoiseModel(hist gradient boosting)"
         )
-    return gcm.AdditiveNoiseModel(gcm.ml.create_linear_regressor()), "AdditiveNoiseModel(linear regression)"
+    return gcm.AdditiveNoiseModel(_least_squares_class()()), "AdditiveNoiseModel(linear regression)"
 
 
 @dataclass
@@ -272,7 +327,7 @@ class FittedSCM:
     mechanisms: dict[str, str]
     n_rows: int
     kind: str
-    _inv: bool = field(default=True)
+    invertible: bool = True
 
     # -- what-if queries ----------------------------------------------------------------------
 
@@ -290,7 +345,7 @@ class FittedSCM:
         """The same individuals had the treatment been ``value`` (noise recovered from data)."""
         from dowhy import gcm
 
-        self._require_invertible()
+        self.require_invertible()
         with _quiet():
             return gcm.counterfactual_samples(
                 self.scm, {self.plan.treatment: _const(value)}, observed_data=rows[list(self.plan.nodes)]
@@ -300,7 +355,7 @@ class FittedSCM:
         """Each individual's noise: observed values of roots, residuals of additive-noise nodes."""
         from dowhy.graph import get_ordered_predecessors
 
-        self._require_invertible()
+        self.require_invertible()
         g = self.scm.graph
         noise = pd.DataFrame(index=rows.index)
         with _quiet():
@@ -333,7 +388,8 @@ class FittedSCM:
                     out[node] = mech.evaluate(out[parents].to_numpy(), noise[node].to_numpy()).reshape(-1)
         return out
 
-    def _require_invertible(self) -> None:
+    def require_invertible(self) -> None:
+        """Raise ``NotIdentifiedError`` when a modelled descendant is categorical (no abduction)."""
         bad = self.plan.non_invertible
         if bad:
             raise NotIdentifiedError(

@@ -153,9 +153,10 @@ def _sample(ctx: AuditContext, n: int, name: str) -> tuple[pd.DataFrame, pd.Data
 
 
 def _graph_table(g: CausalGraph, **roles: Any) -> EvidenceTable:
+    marked = [roles.get("treatment"), roles.get("outcome"), *roles.get("mediators", ())]
     return EvidenceTable(
         "causal_graph",
-        ({"dot": g.to_dot(**roles)},),
+        ({"dot": g.to_dot(**roles), "highlight": ",".join(str(n) for n in marked if n)},),
         PlotSpec(kind="graph", title="Causal graph"),
         "The causal graph the analysis assumes (dashed: latent nodes).",
     )
@@ -463,6 +464,12 @@ def counterfactual_fairness_check(ctx: AuditContext) -> CheckResult:
 # --- causal.treatment_effect --------------------------------------------------------------------
 
 
+def _passed_word(passed: bool | None, status: str) -> str:
+    if passed is None:
+        return "error" if status == "error" else "not run"
+    return "passed" if passed else "FAILED"
+
+
 def _estimators_disagree(a: EffectAnalysis) -> list[str]:
     ok = [r for r in a.estimates if r.status == "ok" and math.isfinite(r.ci_low) and math.isfinite(r.ci_high)]
     bad = []
@@ -503,10 +510,11 @@ def treatment_effect_check(ctx: AuditContext) -> CheckResult:
     refs = {r.refuter: r for r in a.refutations}
     hard = [r for k, r in refs.items() if k != "unobserved_confounder_sensitivity" and r.passed is False]
     fragile = refs["unobserved_confounder_sensitivity"].passed is False
+    errored = [r for r in a.refutations if r.status == "error"]
     disagree = _estimators_disagree(a)
     if hard:
         verdict = Verdict.FAIL
-    elif fragile or disagree:
+    elif fragile or disagree or errored:
         verdict = Verdict.WARN
     else:
         verdict = Verdict.PASS
@@ -520,6 +528,8 @@ def treatment_effect_check(ctx: AuditContext) -> CheckResult:
         tail = "the sensitivity analysis finds it fragile to unobserved confounding"
     elif disagree:
         tail = "estimators disagree (" + "; ".join(disagree) + ")"
+    elif errored:
+        tail = "refuter(s) could not run: " + ", ".join(r.refuter.replace("_", " ") for r in errored)
     else:
         tail = f"{n_pass} of {n_ran} refuters passed"
     summary = (
@@ -538,19 +548,19 @@ def treatment_effect_check(ctx: AuditContext) -> CheckResult:
         metrics[f"estimate.{short}"] = r.estimate
         metrics[f"estimate.{short}.ci_low"] = r.ci_low
         metrics[f"estimate.{short}.ci_high"] = r.ci_high
-    for r in a.refutations:
-        metrics[f"refuter.{r.refuter}.passed"] = math.nan if r.passed is None else float(r.passed)
-        metrics[f"refuter.{r.refuter}.p_value"] = r.p_value
-        metrics[f"refuter.{r.refuter}.new_effect"] = r.new_effect
+    for ref in a.refutations:
+        metrics[f"refuter.{ref.refuter}.passed"] = math.nan if ref.passed is None else float(ref.passed)
+        metrics[f"refuter.{ref.refuter}.p_value"] = ref.p_value
+        metrics[f"refuter.{ref.refuter}.new_effect"] = ref.new_effect
     est_tab = pd.DataFrame([{
         "method": r.method, "strategy": r.strategy, "kind": r.kind, "estimate": r.estimate, "ci_low": r.ci_low,
         "ci_high": r.ci_high, "interval": r.ci_method, "status": r.status, "seconds": r.seconds,
     } for r in a.estimates])
     ref_tab = pd.DataFrame([{
-        "refuter": r.refuter, "passed": {True: "passed", False: "FAILED", None: "not run"}[r.passed],
-        "what_passing_means": r.meaning, "p_value": r.p_value, "original_effect": r.original_effect,
-        "new_effect": r.new_effect, "simulations": r.simulations, "detail": r.detail, "seconds": r.seconds,
-    } for r in a.refutations])
+        "refuter": ref.refuter, "passed": _passed_word(ref.passed, ref.status),
+        "what_passing_means": ref.meaning, "p_value": ref.p_value, "original_effect": ref.original_effect,
+        "new_effect": ref.new_effect, "simulations": ref.simulations, "detail": ref.detail, "seconds": ref.seconds,
+    } for ref in a.refutations])
     ident = pd.DataFrame([{
         "strategy": k, "identified": v is not None, "variables": ", ".join(v) if v else "",
     } for k, v in a.identified.items()])

@@ -9,8 +9,10 @@ the public ``flwr.simulation.run_simulation`` wrapper that 1.42 deprecates. The 
 private in Flower; the version is pinned (``flwr[simulation]~=1.42.0``) and this module is the
 only place that touches it.
 
-Tuning (see bench/bench_federated.py): one Ray actor per CPU (``client_cpus = 1``), torch
-limited to one thread per actor, Flower's and Ray's logs kept off the console.
+Tuning (see bench/bench_federated.py): by default one core is left to the driver (ServerApp and
+the engine's per-message bookkeeping) and the others host Ray actors (``auto_client_cpus``);
+torch runs one thread per actor; clients reuse their model object and batch by slicing;
+Flower's and Ray's logs stay off the console.
 """
 
 from __future__ import annotations
@@ -28,15 +30,29 @@ from audit.exceptions import ConfigError, MissingExtraError
 from federated._config import FederatedConfig
 from federated._run import FederatedRun, ProgressFn
 
-__all__ = ["backend_config", "simulate", "simulate_many"]
+__all__ = ["auto_client_cpus", "backend_config", "simulate", "simulate_many"]
 
 
-def backend_config(client_cpus: float = 1.0, ray_cpus: int | None = None) -> dict[str, Any]:
-    """The simulation backend settings: resources per client and Ray's CPU budget."""
+def auto_client_cpus(ray_cpus: int | None = None) -> float:
+    """CPUs per simulated client so that one core stays with the ServerApp and the engine.
+
+    The engine's per-message work (link state, queues, serialisation) runs in the driver process;
+    a small client's own work is a few milliseconds. With N cores, N - 1 actors (at least one):
+    on two cores, one actor of two CPUs, which measured twice as fast as two actors of one CPU
+    (bench/bench_federated.py).
+    """
+    n = int(ray_cpus or os.cpu_count() or 1)
+    actors = max(1, n - 1)
+    return n / actors
+
+
+def backend_config(client_cpus: float | None = None, ray_cpus: int | None = None) -> dict[str, Any]:
+    """The simulation backend settings: resources per client (None: automatic) and Ray's CPU budget."""
     init: dict[str, Any] = {"logging_level": "ERROR", "log_to_driver": False, "include_dashboard": False}
     if ray_cpus:
         init["num_cpus"] = int(ray_cpus)
-    return {"client_resources": {"num_cpus": float(client_cpus), "num_gpus": 0.0}, "init_args": init}
+    cpus = auto_client_cpus(ray_cpus) if client_cpus is None else float(client_cpus)
+    return {"client_resources": {"num_cpus": cpus, "num_gpus": 0.0}, "init_args": init}
 
 
 @contextmanager
@@ -56,7 +72,7 @@ def _quiet(verbose: bool) -> Iterator[None]:
 def simulate(
     config: FederatedConfig | dict[str, Any],
     *,
-    client_cpus: float = 1.0,
+    client_cpus: float | None = None,
     ray_cpus: int | None = None,
     progress: ProgressFn | None = None,
     verbose: bool = False,
@@ -73,7 +89,7 @@ def simulate(
 def simulate_many(
     configs: Sequence[FederatedConfig | dict[str, Any]],
     *,
-    client_cpus: float = 1.0,
+    client_cpus: float | None = None,
     ray_cpus: int | None = None,
     progress: ProgressFn | None = None,
     verbose: bool = False,
@@ -109,7 +125,9 @@ def simulate_many(
     from federated.server_app import make_server_app
 
     results: list[FederatedRun] = []
-    engine = {"backend": "ray", "client_cpus": client_cpus, "ray_cpus": ray_cpus or os.cpu_count(),
+    backend = backend_config(client_cpus, ray_cpus)
+    engine = {"backend": "ray", "client_cpus": backend["client_resources"]["num_cpus"],
+              "ray_cpus": ray_cpus or os.cpu_count(),
               "num_supernodes": sizes[0], "runs_in_simulation": len(cfgs)}
     server = make_server_app(results.append, progress=progress, engine=engine, write_outputs=False, configs=cfgs)
     context = Context(run_id=secrets.randbits(63), node_id=0, node_config={}, state=RecordDict(),
@@ -122,11 +140,16 @@ def simulate_many(
             client_app=client_app,
             server_app=server,
             backend_name="ray",
-            backend_config=backend_config(client_cpus, ray_cpus),  # type: ignore[arg-type]
+            backend_config=backend,  # type: ignore[arg-type]
             server_app_context=context,
             verbose_logging=verbose,
         )
-    wall = time.perf_counter() - t0
+    t1 = time.perf_counter()
     if len(results) != len(cfgs):
         raise RuntimeError("the Flower simulation ended without a result; rerun with verbose logging to see why")
-    return [dataclasses.replace(r, timings={**r.timings, "simulation_wall_seconds": wall}) for r in results]
+    # when the ServerApp started its first run and ended its last, relative to the engine call:
+    # before = engine start-up seen by the server thread, after = engine shutdown (Ray, actors)
+    first, last = results[0].timings["_started_at"], results[-1].timings["_ended_at"]
+    shared = {"simulation_wall_seconds": t1 - t0, "engine_start_seconds": first - t0, "engine_stop_seconds": t1 - last}
+    return [dataclasses.replace(r, timings={**{k: v for k, v in r.timings.items() if not k.startswith("_")}, **shared})
+            for r in results]

@@ -21,6 +21,10 @@ __all__ = ["render_run_report"]
 
 
 def _png(fig: Any) -> str:
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in fig.axes:  # every x axis here is a round or a client id
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
     import matplotlib.pyplot as plt
@@ -54,7 +58,7 @@ def _plots(run: FederatedRun) -> list[tuple[str, str]]:
 
     out: list[tuple[str, str]] = []
     rf = run.rounds_frame()
-    fig, ax = plt.subplots(1, 2, figsize=(10, 3.2))
+    fig, ax = plt.subplots(1, 2, figsize=(10, 3.2), layout="constrained")
     ax[0].plot(rf["round"], rf["global_accuracy"], marker="o")
     ax[0].set(xlabel="round", ylabel="accuracy", title="Global model, test rows")
     ax[1].plot(rf["round"], rf["global_loss"], marker="o", color="tab:red")
@@ -76,7 +80,7 @@ def _plots(run: FederatedRun) -> list[tuple[str, str]]:
     gf = run.groups_frame()
     if not gf.empty:
         attrs = sorted(gf["attribute"].unique())
-        fig, axes = plt.subplots(len(attrs), 2, figsize=(10, 3 * len(attrs)), squeeze=False)
+        fig, axes = plt.subplots(len(attrs), 2, figsize=(10, 3 * len(attrs)), squeeze=False, layout="constrained")
         for i, attr in enumerate(attrs):
             sub = gf[gf["attribute"] == attr]
             for g, part in sub.groupby("group"):

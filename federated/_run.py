@@ -83,7 +83,7 @@ class RunRecorder:
         return self.rounds.setdefault(r, {
             "round": r, "sampled": [], "answered": [], "dropped": [], "failed": {}, "timed_out": [],
             "aggregated": r == 0, "clients": {}, "global": {}, "groups": [], "fairness": {},
-            "epsilon": None, "epsilon_no_amplification": None, "seconds": 0.0,
+            "epsilon": None, "epsilon_no_amplification": None, "seconds": 0.0, "latency": 0.0,
         })
 
     def pid(self, node_id: int) -> int:
@@ -97,24 +97,33 @@ class RunRecorder:
 
     def train_replies(self, r: int, replies: Sequence[Any]) -> list[Any]:
         """Record Message-API train replies; return the ones to aggregate."""
-        from federated.client_app import DROPOUT_ERROR_CODE
+        from federated._faults import is_late
+        from federated.client_app import DROPOUT_ERROR_CODE, LATE_ERROR_CODE
 
         rec = self._round(r)
         valid = []
         seen = set()
+        late = []
         for msg in replies:
             pid = self.pid(msg.metadata.src_node_id)
             seen.add(pid)
             if msg.has_error():
                 if msg.error.code == DROPOUT_ERROR_CODE:
                     rec["dropped"].append(pid)
+                elif msg.error.code == LATE_ERROR_CODE:
+                    late.append(pid)
                 else:
                     rec["failed"][pid] = str(msg.error.reason)[:300]
                 continue
-            valid.append(msg)
             metrics = dict(next(iter(msg.content.metric_records.values())))
+            delay = float(metrics.get("delay", 0.0))
+            if is_late(delay, self.cfg.round_timeout):
+                late.append(pid)  # the round closed before this answer arrived
+                continue
+            rec["latency"] = max(rec.get("latency", 0.0), delay)
+            valid.append(msg)
             self._client_train(r, pid, metrics)
-        rec["timed_out"] = sorted(set(rec["sampled"]) - seen)
+        rec["timed_out"] = sorted(set(rec["sampled"]) - seen) + late
         return valid
 
     def legacy_fit(self, r: int, results: Sequence[Any], failures: Sequence[Any]) -> None:
@@ -134,6 +143,8 @@ class RunRecorder:
                 rec["dropped"].append(pid)
             else:
                 rec["timed_out"].append(pid)
+        for _, fitres in results:
+            rec["latency"] = max(rec.get("latency", 0.0), float(fitres.metrics.get("delay", 0.0)))
         rec["failures_reported"] = len(failures)
 
     def _client_train(self, r: int, pid: int, metrics: dict[str, Any]) -> None:
@@ -260,15 +271,23 @@ class FederatedRun:
     def dp_claim(self) -> dict[str, Any] | None:
         """The DP claim block the audit's privacy checks read (None without DP).
 
-        Central DP: a client-level claim (the ``dataset_size`` is the number of clients, a step
-        is a round). Local DP only: the record-level claim of the worst client.
+        A claim has one noise multiplier, so it must be recomputable from (noise_multiplier,
+        sample_rate, steps). Central DP: a client-level claim (``dataset_size`` is the number of
+        clients, a step is a released round) at the smallest effective multiplier of any round,
+        an upper bound on the run's exact composition when drop-outs varied it. Local DP only:
+        the record-level claim of the worst client.
         """
         p = self.privacy
         if "central" in p:
+            from federated._privacy import epsilon_from_rdp, rdp_of
+
             c = p["central"]
-            return {"epsilon": c["epsilon"], "delta": c["delta"], "noise_multiplier": c["noise_multiplier"],
-                    "sample_rate": c["sample_rate"], "steps": c["releases"], "dataset_size": c["num_clients"],
-                    "batch_size": c["clients_per_round"], "accountant": "rdp"}
+            z = min(c["effective_noise_multipliers"]) if c["effective_noise_multipliers"] else c["noise_multiplier"]
+            steps = max(1, int(c["releases"]))
+            eps = epsilon_from_rdp(rdp_of(c["sample_rate"], z, steps), c["delta"])
+            return {"epsilon": eps, "delta": c["delta"], "noise_multiplier": z, "sample_rate": c["sample_rate"],
+                    "steps": steps, "dataset_size": c["num_clients"], "batch_size": c["clients_per_round"],
+                    "accountant": "rdp"}
         if "local" in p and p["local"].get("epsilon_max") is not None:
             loc = p["local"]
             return {"epsilon": loc["epsilon_max"], "delta": loc["delta"], "noise_multiplier": loc["noise_multiplier"],
@@ -301,7 +320,7 @@ class FederatedRun:
             "rounds": list(self.rounds),
             "encoder": self.encoder,
             "privacy": self.privacy,
-            "timings": self.timings,
+            "timings": {k: v for k, v in self.timings.items() if not k.startswith("_")},
             "engine": self.engine,
         })
 
@@ -322,6 +341,7 @@ class FederatedRun:
             eps_local = [c["epsilon"] for c in r["clients"] if "epsilon" in c]
             row["epsilon_local_max"] = max(eps_local) if eps_local else None
             row["seconds"] = r["seconds"]
+            row["simulated_latency"] = r.get("latency", 0.0)
             rows.append(row)
         return pd.DataFrame(rows)
 
@@ -334,7 +354,8 @@ class FederatedRun:
             status.update({f["partition_id"]: "failed" for f in r["failed"]})
             by_pid = {c["partition_id"]: c for c in r["clients"]}
             for pid in sorted(set(status) | set(by_pid)):
-                rows.append({"round": r["round"], "partition_id": pid, "status": status.get(pid, "not_sampled"),
+                default = "initial_model" if r["round"] == 0 else "not_sampled"
+                rows.append({"round": r["round"], "partition_id": pid, "status": status.get(pid, default),
                              **{k: v for k, v in by_pid.get(pid, {}).items() if k != "partition_id"}})
         return pd.DataFrame(rows)
 

@@ -212,4 +212,17 @@ def make_legacy_strategy(
         min_available_clients=cfg.num_clients,
         initial_parameters=ndarrays_to_parameters(list(initial)),
         accept_failures=True,
+        # per-client metrics are kept by the recorder; Flower's history gets weighted means
+        fit_metrics_aggregation_fn=_weighted_mean,
+        evaluate_metrics_aggregation_fn=_weighted_mean,
     )
+
+
+def _weighted_mean(results: list[tuple[int, dict[str, Any]]]) -> dict[str, Any]:
+    """Example-weighted mean of the numeric metrics every client reported."""
+    total = sum(n for n, _ in results)
+    if not results or total == 0:
+        return {}
+    keys = set.intersection(*(set(m) for _, m in results))
+    return {k: sum(n * float(m[k]) for n, m in results) / total for k in sorted(keys)
+            if all(isinstance(m[k], (int, float)) for _, m in results)}

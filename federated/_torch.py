@@ -64,6 +64,39 @@ class LocalDP:
     delta: float
 
 
+class _PlainSGD:
+    """``torch.optim.SGD`` without momentum or weight decay, minus its per-instance set-up cost."""
+
+    def __init__(self, params: list[Any], lr: float) -> None:
+        self.params, self.lr = params, lr
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        for p in self.params:
+            if p.grad is not None:
+                p.add_(p.grad, alpha=-self.lr)
+
+
+class _Batches:
+    """Shuffled mini-batches of (X, y) tensors, reshuffled on every pass (seeded generator)."""
+
+    def __init__(self, X: torch.Tensor, y: torch.Tensor, batch_size: int, generator: torch.Generator) -> None:
+        self.X, self.y, self.bs, self.g = X, y, batch_size, generator
+
+    def __len__(self) -> int:
+        return -(-len(self.X) // self.bs)
+
+    def __iter__(self) -> Any:
+        perm = torch.randperm(len(self.X), generator=self.g)
+        for i in range(0, len(perm), self.bs):
+            idx = perm[i : i + self.bs]
+            yield self.X[idx], self.y[idx]
+
+
 @dataclass(frozen=True)
 class TrainOutcome:
     loss: float
@@ -95,18 +128,23 @@ def train_local(
     g = torch.Generator().manual_seed(int(seed))
     Xt = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
     yt = torch.from_numpy(np.asarray(y, dtype=np.float32)).reshape(-1, 1)
-    loader: Any = torch.utils.data.DataLoader(
-        torch.utils.data.TensorDataset(Xt, yt), batch_size=max(1, min(batch_size, n)), shuffle=True, generator=g
-    )
+    bs = max(1, min(batch_size, n))
     params = [p for p in model.parameters()]
     anchor = [p.detach().clone() for p in params] if proximal_mu > 0 else []
-    opt: Any = torch.optim.SGD(params, lr=lr)
+    opt: Any = _PlainSGD(params, lr) if dp is None else torch.optim.SGD(params, lr=lr)
     module: Any = model
-    sample_rate = 1.0 / max(len(loader), 1)
     model.train()
-    if dp is not None:
+    loader: Any
+    if dp is None:
+        # shuffled mini-batches by slicing a permutation: what DataLoader(shuffle=True) does,
+        # without its per-row fetch and collate (most of a small client's time)
+        loader = _Batches(Xt, yt, bs, g)
+        sample_rate = 1.0 / len(loader)
+    else:
         from opacus import PrivacyEngine
 
+        loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(Xt, yt), batch_size=bs, shuffle=True,
+                                             generator=g)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             engine = PrivacyEngine(accountant="rdp")
@@ -118,7 +156,8 @@ def train_local(
                 max_grad_norm=dp.max_grad_norm,
                 noise_generator=torch.Generator().manual_seed(int(seed) + 1),
             )
-        sample_rate = float(getattr(loader, "sample_rate", sample_rate))
+        # Opacus samples each row independently with probability 1 / (number of batches)
+        sample_rate = float(getattr(loader, "sample_rate", 1.0 / -(-n // bs)))
     loss_fn = nn.BCEWithLogitsLoss()
     module.train()
     with warnings.catch_warnings():

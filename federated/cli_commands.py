@@ -64,8 +64,8 @@ _HELP: dict[str, str] = {
     "secagg_quant_range": "SecAgg+ quantisation range",
     "dropout": "probability that a sampled client drops out of a round",
     "stragglers": "fraction of clients that are slow",
-    "straggler_delay": "seconds a straggler waits before answering",
-    "round_timeout": "seconds the server waits for replies per round (0: wait for all)",
+    "straggler_delay": "extra seconds a straggler takes to answer (simulated clock)",
+    "round_timeout": "round deadline in simulated seconds: later answers are left out (0: wait for all)",
     "malicious": "fraction of clients that attack",
     "attack": "label-flip or scale",
     "attack_scale": "factor applied to a scaling attacker's update",
@@ -97,7 +97,8 @@ def add_commands(subparsers: Any) -> None:
         else:
             sim.add_argument(flag, dest=f.name, metavar=f.name.split("_")[-1].upper(), help=_HELP.get(f.name))
     sim.add_argument("--out", dest="output_dir", metavar="DIR", help="alias of --output-dir")
-    sim.add_argument("--client-cpus", type=float, default=1.0, help="CPUs per simulated client (Ray actor size)")
+    sim.add_argument("--client-cpus", type=float, default=None,
+                     help="CPUs per simulated client, i.e. Ray actor size (default: leave one core to the server)")
     sim.add_argument("--ray-cpus", type=int, default=None, help="CPUs Ray may use (default: all)")
     sim.add_argument("--strict", action="store_true", help="with --audit, exit 1 on WARN too")
     sim.add_argument("--verbose", action="store_true", help="show Flower's and Ray's logs")
@@ -171,7 +172,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     from federated.export import audit_run, write_audit_reports, write_run_outputs
 
     cfg = _config_from_args(args)
-    if args.client_cpus <= 0:
+    if args.client_cpus is not None and args.client_cpus <= 0:
         raise ConfigError(f"--client-cpus must be a positive number; got {args.client_cpus}")
     load_run_data(cfg.data_setup_json())  # data and partition errors exit 2 before the engine starts
     with _Progress(cfg.num_rounds, args.quiet) as bar:

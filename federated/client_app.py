@@ -27,13 +27,16 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from federated._faults import fault_roles, is_dropped
+from federated._faults import fault_roles, is_dropped, is_late
 
-__all__ = ["DROPOUT_ERROR_CODE", "app", "maybe_secaggplus_mod"]
+__all__ = ["DROPOUT_ERROR_CODE", "LATE_ERROR_CODE", "app", "maybe_secaggplus_mod"]
 
 #: Error code of a simulated drop-out reply (Flower's own codes are 0-8).
 DROPOUT_ERROR_CODE = 901
 DROPOUT_REASON = "simulated drop-out"
+#: Error code of a simulated straggler that missed the round's deadline (SecAgg+ path).
+LATE_ERROR_CODE = 902
+LATE_REASON = "simulated straggler missed the round deadline"
 
 app = ClientApp()
 
@@ -109,6 +112,18 @@ def _arrays_for(config: dict[str, Any], context: Context) -> tuple[np.ndarray, .
                     str(nc.get("data-path", "") or ""), int(nc.get("num-partitions", 0)))
 
 
+@lru_cache(maxsize=8)
+def _cached_model(kind: str, width: int, hidden: int) -> Any:
+    """One module per shape and process, reused by every message (weights are always overwritten).
+
+    A Ray actor serves one message at a time, so reuse is safe; DP-SGD gets a fresh module because
+    Opacus attaches hooks to it.
+    """
+    from federated._torch import build_model
+
+    return build_model(kind, width, hidden)
+
+
 # --- message layouts ------------------------------------------------------------------------
 
 
@@ -147,6 +162,13 @@ def _pack_evaluate(msg: Message, loss: float, n: int, metrics: dict[str, Any], l
         res = EvaluateRes(Status(Code.OK, "ok"), float(loss), n, metrics)
         return Message(compat.evaluateres_to_recorddict(res), reply_to=msg)
     return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)
+
+
+def _delay(config: dict[str, Any], pid: int) -> float:
+    """This client's simulated extra latency (stragglers only)."""
+    _, stragglers = fault_roles(int(config["seed"]), int(config["num-clients"]), int(config["malicious"]),
+                                int(config["stragglers"]))
+    return float(config["straggler-delay"]) if pid in stragglers else 0.0
 
 
 def _dropout_reply(msg: Message) -> Message:
@@ -188,8 +210,11 @@ def _secagg_dropout_mod(msg: Message, context: Context, call_next: Any) -> Messa
     if configs.get(Key.STAGE) == Stage.COLLECT_MASKED_VECTORS:
         # a client that shared its keys and then vanishes: SecAgg+ must recover the sum without it
         cfg = dict(msg.content.config_records["fitins.config"])
-        if is_dropped(int(cfg["seed"]), int(cfg["server-round"]), _partition_id(context), float(cfg["dropout"])):
+        pid = _partition_id(context)
+        if is_dropped(int(cfg["seed"]), int(cfg["server-round"]), pid, float(cfg["dropout"])):
             return _dropout_reply(msg)
+        if is_late(_delay(cfg, pid), float(cfg["round-timeout"])):
+            return Message(Error(code=LATE_ERROR_CODE, reason=LATE_REASON), reply_to=msg)
     return secaggplus_mod(msg, context, call_next)
 
 
@@ -207,12 +232,14 @@ def train(msg: Message, context: Context) -> Message:
     rnd = int(config["server-round"])
     if not legacy and is_dropped(seed, rnd, pid, float(config["dropout"])):
         return _dropout_reply(msg)
-    malicious, stragglers = fault_roles(seed, int(config["num-clients"]), int(config["malicious"]),
-                                        int(config["stragglers"]))
+    malicious, _ = fault_roles(seed, int(config["num-clients"]), int(config["malicious"]),
+                               int(config["stragglers"]))
     from federated._torch import LocalDP, build_model, evaluate_arrays, get_weights, set_weights, train_local
 
     Xtr, ytr, Xval, yval = _arrays_for(config, context)
-    model = build_model(str(config["model"]), Xtr.shape[1], int(config["hidden"]))
+    local_dp = bool(config["local-dp"])
+    shape = (str(config["model"]), Xtr.shape[1], int(config["hidden"]))
+    model = build_model(*shape) if local_dp else _cached_model(*shape)
     set_weights(model, arrays)
     Xe, ye = (Xval, yval) if len(yval) else (Xtr, ytr)
     pre_loss, pre_acc = evaluate_arrays(model, Xe, ye)
@@ -220,7 +247,7 @@ def train(msg: Message, context: Context) -> Message:
     attack = str(config["attack"])
     y_fit = (1.0 - ytr) if (is_bad and attack == "label-flip") else ytr
     dp = None
-    if bool(config["local-dp"]):
+    if local_dp:
         dp = LocalDP(float(config["local-noise"]), float(config["local-clip"]), float(config["local-delta"]))
     out = train_local(
         model, Xtr, y_fit,
@@ -246,8 +273,7 @@ def train(msg: Message, context: Context) -> Message:
     if dp is not None:
         metrics["epsilon"] = _local_epsilon(context, str(config["run-key"]), out.sample_rate, dp, out.steps)
         metrics["sample-rate"] = out.sample_rate
-    if pid in stragglers and float(config["straggler-delay"]) > 0:
-        time.sleep(float(config["straggler-delay"]))
+    metrics["delay"] = _delay(config, pid)
     metrics["fit-seconds"] = time.perf_counter() - t0
     return _pack_fit(msg, new, len(ytr), metrics, legacy)
 
@@ -271,10 +297,10 @@ def _local_epsilon(context: Context, run_key: str, sample_rate: float, dp: Any, 
 def evaluate(msg: Message, context: Context) -> Message:
     """Accuracy and loss of the global parameters on the local validation rows."""
     arrays, config, legacy = _unpack(msg, "evaluate")
-    from federated._torch import build_model, evaluate_arrays, set_weights
+    from federated._torch import evaluate_arrays, set_weights
 
     Xtr, ytr, Xval, yval = _arrays_for(config, context)
-    model = build_model(str(config["model"]), Xtr.shape[1], int(config["hidden"]))
+    model = _cached_model(str(config["model"]), Xtr.shape[1], int(config["hidden"]))
     set_weights(model, arrays)
     Xe, ye = (Xval, yval) if len(yval) else (Xtr, ytr)
     loss, acc = evaluate_arrays(model, Xe, ye)

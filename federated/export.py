@@ -40,8 +40,13 @@ def export_model(run: FederatedRun, path: str | Path) -> Path:
 
 
 def audit_run(run: FederatedRun, model_path: str | Path, *, checks: tuple[str, ...] = (),
+              policy: dict[str, Any] | None = None,
               progress: Callable[[str, str, int, int], None] | None = None) -> Any:
-    """Audit the exported model file on the run's test rows (train and holdout given too)."""
+    """Audit the exported model file on the run's test rows (train and holdout given too).
+
+    ``checks`` selects families or check ids (default: all); ``policy`` overrides thresholds and
+    budgets (``{"fairness": {"n_bootstrap": 200}}``), as in an audit spec.
+    """
     from audit.io import load_model
     from audit.runner import run_audit
     from federated._data import load_run_data
@@ -56,6 +61,8 @@ def audit_run(run: FederatedRun, model_path: str | Path, *, checks: tuple[str, .
     }
     if checks:
         spec["checks"] = list(checks)
+    if policy:
+        spec["policy"] = dict(policy)
     loaded = load_model(model_path)
     return run_audit(spec, model=loaded, frames={"test": data.test, "train": data.train, "holdout": data.holdout},
                      progress=progress)
@@ -77,6 +84,7 @@ def write_audit_reports(report: Any, out_dir: str | Path) -> dict[str, Path]:
 
 
 def write_run_outputs(run: FederatedRun, out_dir: str | Path, *, audit: bool = False,
+                      policy: dict[str, Any] | None = None,
                       progress: Callable[[str, str, int, int], None] | None = None) -> dict[str, Path]:
     """Write metrics (JSON + CSV), the run report, the model and optionally the audit; returns paths."""
     from audit.io import write_text_atomic
@@ -91,7 +99,7 @@ def write_run_outputs(run: FederatedRun, out_dir: str | Path, *, audit: bool = F
     written["model"] = export_model(run, out / MODEL_FILE)
     written["report"] = write_text_atomic(out / "report.html", render_run_report(run))
     if audit:
-        report = audit_run(run, written["model"], checks=run.config.audit_checks, progress=progress)
+        report = audit_run(run, written["model"], checks=run.config.audit_checks, policy=policy, progress=progress)
         for kind, path in write_audit_reports(report, out).items():
             written[f"audit_{kind}"] = Path(path)
     return written

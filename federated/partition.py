@@ -6,9 +6,9 @@ schemes of Flower Datasets' partitioners (``IidPartitioner``, ``DirichletPartiti
 ``NaturalIdPartitioner``, size-skewed partitioners) but run on an in-memory table:
 
 * ``iid``: a random permutation cut into near-equal parts.
-* ``dirichlet``: label skew. For each class, the class's rows are split among clients by
-  proportions drawn from Dirichlet(alpha); small alpha gives clients dominated by one label.
-  Draws are repeated (up to ``max_draws``) until every client has ``min_size`` rows.
+* ``dirichlet``: label skew (Hsu et al. 2019). Each client's label mix is drawn from
+  Dirichlet(alpha x pooled label shares); clients keep near-equal sizes, so no client is empty
+  even at tiny alpha. Small alpha gives clients dominated by one label.
 * ``column``: one client per value of a column (a region, a site, a sensitive attribute). With
   more clients than values, clients are allotted to values in proportion to their rows (each
   value gets at least one) and split IID within; with fewer, values are dealt to the client with
@@ -62,29 +62,42 @@ def dirichlet_partition(
     rng: np.random.Generator,
     *,
     min_size: int = 1,
-    max_draws: int = 200,
 ) -> list[np.ndarray]:
-    """Label skew: each class's rows are split among clients with Dirichlet(alpha) proportions."""
+    """Label skew: each client's label mix is drawn from Dirichlet(alpha * pooled label shares).
+
+    The scheme of Hsu, Qi and Brown (2019): clients get near-equal numbers of rows (size skew is
+    the ``quantity`` scheme's job) and client k draws its label distribution
+    q_k ~ Dirichlet(alpha * p), p the pooled label shares, then takes rows of each class in those
+    proportions from what is left (when a class runs out, the client fills up with the classes it
+    favours next). alpha -> infinity gives IID partitions, alpha -> 0 one label per client. Every
+    client gets at least ``floor(n / num_clients)`` rows, so no client is empty whatever alpha.
+    """
     if not alpha > 0:
         raise ConfigError(MSG_ALPHA.format(got=alpha))
     y = np.asarray(labels)
     _check(len(y), num_clients, min_size)
-    classes = np.unique(y)
-    for _ in range(max_draws):
-        parts: list[list[np.ndarray]] = [[] for _ in range(num_clients)]
-        for c in classes:
-            idx = rng.permutation(np.flatnonzero(y == c))
-            props = rng.dirichlet(np.full(num_clients, alpha))
-            cuts = (np.cumsum(props) * len(idx)).astype(int)[:-1]
-            for k, chunk in enumerate(np.split(idx, cuts)):
-                parts[k].append(chunk)
-        out = [np.sort(np.concatenate(p)) for p in parts]
-        if min(len(p) for p in out) >= min_size:
-            return out
-    raise ConfigError(
-        f"dirichlet partitioning with alpha={alpha} left a client with fewer than {min_size} row(s) in "
-        f"{max_draws} draws; raise alpha, lower num-clients or lower min-partition-size"
-    )
+    classes, counts = np.unique(y, return_counts=True)
+    prior = counts / counts.sum()
+    pools = [list(rng.permutation(np.flatnonzero(y == c))) for c in classes]
+    sizes = [len(p) for p in np.array_split(np.arange(len(y)), num_clients)]
+    out: list[np.ndarray | None] = [None] * num_clients
+    for k in rng.permutation(num_clients):
+        q = rng.dirichlet(np.maximum(alpha * prior, 1e-3))
+        want = rng.multinomial(sizes[k], q)
+        take = [min(int(w), len(pool)) for w, pool in zip(want, pools, strict=True)]
+        short = sizes[k] - sum(take)
+        for c in np.argsort(-q, kind="stable"):  # fill up from the favoured classes still available
+            if short == 0:
+                break
+            extra = min(short, len(pools[c]) - take[c])
+            take[c] += extra
+            short -= extra
+        rows = []
+        for c, t in enumerate(take):
+            rows.extend(pools[c][:t])
+            del pools[c][:t]
+        out[k] = np.sort(np.asarray(rows, dtype=np.int64))
+    return [p for p in out if p is not None]
 
 
 def column_partition(

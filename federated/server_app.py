@@ -41,6 +41,9 @@ log = logging.getLogger("trustaudit.federated")
 
 #: Seconds the server waits for the configured number of nodes to connect (deployment).
 NODE_WAIT_SECONDS = 600.0
+#: Wall-clock limit on waiting for replies in a round (a safety net for nodes that vanish in a
+#: deployment; simulated stragglers are judged against ``round-timeout`` on a simulated clock).
+REPLY_TIMEOUT_SECONDS = 3600.0
 
 
 def _wait_for_nodes(grid: Grid, n: int, timeout: float) -> list[int]:
@@ -78,10 +81,19 @@ def _setup_phase(grid: Grid, cfg: FederatedConfig) -> dict[str, Any]:
             columns = cols
         elif cols != columns:
             raise ConfigError("clients report different feature columns; every site needs the same columns")
-    if len(set(node_to_pid.values())) != len(node_to_pid):
-        raise ConfigError("two nodes report the same partition-id")
+    if sorted(node_to_pid.values()) != list(range(len(node_to_pid))):
+        # a deployment: nodes report their node ids; number the clients 0..N-1 by that order
+        order = sorted(node_to_pid, key=lambda n: (node_to_pid[n], n))
+        renumber = {node_to_pid[n]: i for i, n in enumerate(order)}
+        for s in summaries:
+            s["partition_id"] = renumber[s["partition_id"]]
+        node_to_pid = {n: i for i, n in enumerate(order)}
     encoder = encoder_from_stats(stats, columns or [])
     summaries.sort(key=lambda s: s["partition_id"])
+    # label skew is relative to the pooled label rate, which only the server can know
+    pooled = sum(s["positives"] for s in summaries) / max(1, sum(s["rows"] for s in summaries))
+    for s in summaries:
+        s["label_tv"] = abs(s["positive_rate"] - pooled) if s["rows"] else float("nan")
     return {"node_to_pid": node_to_pid, "encoder": encoder, "summaries": summaries}
 
 
@@ -126,6 +138,7 @@ def _train_config(cfg: FederatedConfig, encoder: Any, run_key: str) -> dict[str,
         "malicious": cfg.num_malicious,
         "stragglers": cfg.num_stragglers,
         "straggler-delay": cfg.straggler_delay,
+        "round-timeout": cfg.round_timeout,
         "attack": cfg.attack,
         "attack-scale": cfg.attack_scale,
         "local-dp": cfg.local_dp,
@@ -151,6 +164,10 @@ def run_server(grid: Grid, context: Context, *, config: FederatedConfig | None =
     from federated._torch import build_model, get_weights
 
     t0 = time.perf_counter()
+    if isinstance(getattr(grid, "pull_interval", None), float):
+        # the simulation's in-memory grid polls for replies every 0.1 s by default; a round of
+        # small clients takes about that long, so poll more often
+        grid.pull_interval = min(grid.pull_interval, 0.02)  # type: ignore[attr-defined]
     cfg = config if config is not None else FederatedConfig.from_mapping(dict(context.run_config))
     run_key = f"{run_index}-" + hashlib.sha256(json.dumps(cfg.to_run_config(), sort_keys=True).encode()).hexdigest()[:12]
     data = load_run_data(cfg.data_setup_json())
@@ -178,7 +195,7 @@ def run_server(grid: Grid, context: Context, *, config: FederatedConfig | None =
             grid=grid,
             initial_arrays=ArrayRecord([np.asarray(a) for a in initial]),
             num_rounds=cfg.num_rounds,
-            timeout=cfg.round_timeout if cfg.round_timeout > 0 else 7 * 24 * 3600.0,
+            timeout=REPLY_TIMEOUT_SECONDS,
             train_config=ConfigRecord(base),
             evaluate_config=ConfigRecord(base),
             evaluate_fn=evaluate_fn,
@@ -198,7 +215,8 @@ def run_server(grid: Grid, context: Context, *, config: FederatedConfig | None =
         final_arrays=tuple(np.asarray(a, dtype=np.float32) for a in final),
         round_arrays=tuple(kept) if kept is not None else (),
         privacy=privacy,
-        timings={"setup_seconds": t_setup, "server_seconds": time.perf_counter() - t0},
+        timings={"setup_seconds": t_setup, "server_seconds": time.perf_counter() - t0,
+                 "_started_at": t0, "_ended_at": time.perf_counter()},
         engine=dict(engine or {}),
     )
 
@@ -226,7 +244,7 @@ def _run_secagg(grid: Grid, context: Context, cfg: FederatedConfig, setup: dict[
             max_weight=max_weight,
             clipping_range=float(cfg.secagg_clip_range),
             quantization_range=int(cfg.secagg_quant_range),
-            timeout=cfg.round_timeout if cfg.round_timeout > 0 else None,
+            timeout=REPLY_TIMEOUT_SECONDS,
         )
     )
     workflow(grid, legacy)
@@ -306,9 +324,13 @@ def make_server_app(sink: Callable[[FederatedRun], None] | None = None, *, progr
         for i, cfg in enumerate(plan):
             run = run_server(grid, context, config=cfg, run_index=i, progress=progress, engine=engine)
             if write_outputs and run.config.output_dir:
+                from pathlib import Path
+
                 from federated.export import write_run_outputs
 
-                write_run_outputs(run, run.config.output_dir, audit=run.config.audit)
+                written = write_run_outputs(run, run.config.output_dir, audit=run.config.audit)
+                logging.getLogger("flwr").info("trustaudit: run outputs written to %s (%s)",
+                                               Path(run.config.output_dir).resolve(), ", ".join(written))
             if sink is not None:
                 sink(run)
 
@@ -316,4 +338,4 @@ def make_server_app(sink: Callable[[FederatedRun], None] | None = None, *, progr
 
 
 #: The ServerApp ``flwr run`` loads: writes its outputs (and audits, if asked) itself.
-app = make_server_app()
+app = make_server_app(engine={"runner": "flwr run"})

@@ -14,6 +14,7 @@ importance) so that agreement intervals can be bootstrapped the same way.
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from audit.checks._explain_space import ModelView, TabularCodec, model_view, pos
 from audit.checks._explain_stats import bootstrap_means, interval, spearman_rows, stratified_sample
 
 __all__ = [
+    "METHODS",
     "METHOD_LABELS",
     "Attribution",
     "Outcome",
@@ -52,6 +54,8 @@ METHODS = ("shap", "lime", "permutation", "gradients")
 
 @dataclass(frozen=True)
 class Attribution:
+    """One method's attributions over the submitted columns (see the module docstring)."""
+
     method: str
     features: tuple[str, ...]
     importance: np.ndarray  # global importance per feature
@@ -129,7 +133,8 @@ def _build_shared(ctx: Any) -> Shared:
     brng = ctx.rng("explain.background")
     full_idx = np.sort(brng.choice(bsplit.n, size=min(bsplit.n, 20_000), replace=False))
     background_full = bsplit.X.iloc[full_idx].reset_index(drop=True)
-    bidx = brng.choice(len(background_full), size=min(len(background_full), pol.background_size), replace=False)
+    n_bg = min(len(background_full), pol.background_size)
+    bidx = brng.choice(len(background_full), size=n_bg, replace=False)
     background = background_full.iloc[np.sort(bidx)].reset_index(drop=True)
     encoder = getattr(ctx.model, "encoder", None)
     categorical = (
@@ -177,7 +182,9 @@ def outcome(ctx: Any, method: str) -> Outcome:
     return ctx.memo(f"explain.method.{method}", run)
 
 
-def _summarise(ctx: Any, units: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _summarise(
+    ctx: Any, units: np.ndarray, name: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Global importance = mean of units; percentile bootstrap over units."""
     pol = ctx.policy.explain
     imp = units.mean(0)
@@ -226,96 +233,134 @@ def _pick_class(values: Any, base: Any, pos: int, n_rows: int) -> tuple[np.ndarr
     return values, np.full(n_rows, b)
 
 
-def compute_shap(ctx: Any) -> Attribution:
+def _free_cores(wanted: int) -> int:
+    """Processes worth starting: at most ``wanted``, and only on cores that are idle now (on a busy
+    machine extra processes only add start-up cost). The values do not depend on it."""
+    cores = os.cpu_count() or 1
+    try:
+        busy = os.getloadavg()[0]
+    except (AttributeError, OSError):  # pragma: no cover - platforms without a load average
+        busy = 0.0
+    return max(1, min(wanted, cores, int(cores - busy + 0.5)))
+
+
+def _exact_shap(
+    ctx: Any, sh: Shared, params: dict[str, Any]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, str, str]:
+    """TreeSHAP / linear SHAP on the final estimator's input, summed back to input columns."""
     import shap
 
-    t0 = time.perf_counter()
-    sh = shared(ctx)
     pol = ctx.policy.explain
     view = sh.view
     p = len(sh.columns)
+    assert view.transform is not None and view.raw_output is not None
+    Z = view.transform(sh.X)
+    if view.kind == "tree":
+        fp = pol.tree_feature_perturbation
+        bg = view.transform(sh.background) if fp == "interventional" else None
+        n_jobs = _free_cores(pol.n_jobs) if len(Z) >= pol.parallel_min_rows else 1
+        if n_jobs > 1:
+            from joblib import Parallel, delayed
+
+            chunks = np.array_split(Z, n_jobs)
+            parts = Parallel(n_jobs=n_jobs, backend="loky")(
+                delayed(_tree_shap_chunk)(view.final, fp, bg, c) for c in chunks
+            )
+            raw_values = np.concatenate([np.asarray(v) for v, _ in parts], axis=0)
+            expected = parts[0][1]
+        else:
+            raw_values, expected = _tree_shap_chunk(view.final, fp, bg, Z)
+        name = "TreeExplainer"
+        why = (
+            "exact TreeSHAP with tree_path_dependent perturbation: no background sample is needed "
+            "(the trees' training cover stands in for it), the result has no sampling noise and it "
+            "is the fastest exact algorithm"
+            if fp == "tree_path_dependent"
+            else "exact interventional TreeSHAP against the background sample: features are "
+            "replaced by background values independently of each other, true to the model"
+        )
+        params.update({"feature_perturbation": fp, "n_jobs": n_jobs,
+                       "background_rows": len(bg) if bg is not None else 0})
+    else:
+        Zfull = view.transform(sh.background_full)
+        mean = Zfull.mean(axis=0)
+        explainer = shap.LinearExplainer(view.final, masker=(mean, None))
+        raw_values = explainer.shap_values(Z)
+        expected = explainer.expected_value
+        name = "LinearExplainer"
+        why = (
+            "exact linear SHAP: coef * (x - E[x]) with E[x] the mean of "
+            f"{len(Zfull)} {sh.background_role} rows (features treated as independent, interventional)"
+        )
+        params.update({"feature_perturbation": "interventional", "background_rows": len(Zfull)})
+    values_z, base = _pick_class(raw_values, expected, sh.pos, len(Z))
+    output = view.raw_output(Z)
+    local = values_z @ view.group_matrix(p)
+    params["output"] = view.output_space
+    params["transformed_columns"] = int(Z.shape[1])
+    params["mapping"] = (
+        f"{Z.shape[1]} transformed columns summed back into {p} input columns"
+        if Z.shape[1] != p
+        else f"one transformed column per input column ({p})"
+    )
+    return local, base, output, name, why
+
+
+def _blackbox_shap(
+    ctx: Any, sh: Shared, reason: str, params: dict[str, Any]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, str, str]:
+    """shap's PermutationExplainer over the input columns, on the positive-class probability."""
+    import shap
+
+    pol = ctx.policy.explain
+    p = len(sh.columns)
+    n = min(len(sh.X), pol.blackbox_sample_size)
+    A = sh.codec.encode(sh.X.iloc[:n])
+    B = sh.codec.encode(sh.background)
+    seed = ctx.seed_for("explain.shap.permutation")
+    masker = shap.maskers.Independent(B, max_samples=len(B))
+    max_evals = pol.blackbox_permutations * (2 * p + 1)
+    with _numpy_global_seed(seed):
+        explainer = shap.PermutationExplainer(sh.predict_encoded, masker, seed=seed % (2**32))
+        ex = explainer(A, max_evals=max_evals, silent=True)
+    local = np.asarray(ex.values, dtype=np.float64)
+    base = np.asarray(ex.base_values, dtype=np.float64).reshape(-1)
+    output = sh.predict_encoded(A)
+    why = (
+        f"model-agnostic: {reason}; {pol.blackbox_permutations} antithetic feature orderings per row "
+        f"against {len(B)} background rows (exactly additive by construction)"
+    )
+    params.update({"max_evals": max_evals, "permutations": pol.blackbox_permutations,
+                   "background_rows": len(B), "output": "probability of the positive class"})
+    return local, base, output, "PermutationExplainer", why
+
+
+def compute_shap(ctx: Any) -> Attribution:
+    """SHAP values per input column: the exact explainer the model allows, else the permutation
+    explainer (also when the exact one raises: its error is kept in the reason)."""
+    t0 = time.perf_counter()
+    sh = shared(ctx)
+    pol = ctx.policy.explain
     params: dict[str, Any] = {
-        "background_rows": len(sh.background),
         "background_split": sh.background_role,
-        "output": view.output_space,
         "n_bootstrap": pol.n_bootstrap,
         "confidence_level": pol.confidence_level,
     }
-    if view.kind in ("tree", "linear"):
-        assert view.transform is not None and view.raw_output is not None
-        X = sh.X
-        Z = view.transform(X)
-        if view.kind == "tree":
-            fp = pol.tree_feature_perturbation
-            bg = view.transform(sh.background) if fp == "interventional" else None
-            n_jobs = min(pol.n_jobs, max(1, len(Z) // max(1, pol.parallel_min_rows // 2)))
-            if n_jobs > 1 and len(Z) >= pol.parallel_min_rows:
-                from joblib import Parallel, delayed
-
-                chunks = np.array_split(Z, n_jobs)
-                parts = Parallel(n_jobs=n_jobs, backend="loky")(
-                    delayed(_tree_shap_chunk)(view.final, fp, bg, c) for c in chunks
-                )
-                raw_values = np.concatenate([np.asarray(v) for v, _ in parts], axis=0)
-                expected = parts[0][1]
-            else:
-                raw_values, expected = _tree_shap_chunk(view.final, fp, bg, Z)
-            explainer_name = "TreeExplainer"
-            why = (
-                "exact TreeSHAP with tree_path_dependent perturbation: no background sample is needed "
-                "(the trees' training cover stands in for it), the result has no sampling noise and it "
-                "is the fastest exact algorithm"
-                if fp == "tree_path_dependent"
-                else "exact interventional TreeSHAP against the background sample: features are "
-                "replaced by background values independently of each other, true to the model"
-            )
-            params.update({"feature_perturbation": fp, "n_jobs": n_jobs})
-        else:
-            Zfull = view.transform(sh.background_full)
-            mean = Zfull.mean(axis=0)
-            explainer = shap.LinearExplainer(view.final, masker=(mean, None))
-            raw_values = explainer.shap_values(Z)
-            expected = explainer.expected_value
-            explainer_name = "LinearExplainer"
-            why = (
-                "exact linear SHAP: coef * (x - E[x]) with E[x] the mean of "
-                f"{len(Zfull)} {sh.background_role} rows (features treated as independent, interventional)"
-            )
-            params.update({"feature_perturbation": "interventional", "mean_rows": len(Zfull)})
-        values_z, base = _pick_class(raw_values, expected, sh.pos, len(Z))
-        output = view.raw_output(Z)
-        G = view.group_matrix(p)
-        local = values_z @ G
-        params["transformed_columns"] = int(Z.shape[1])
-        params["mapping"] = (
-            f"{Z.shape[1]} transformed columns summed back into {p} input columns"
-            if Z.shape[1] != p
-            else f"one transformed column per input column ({p})"
-        )
+    if sh.view.kind in ("tree", "linear"):
+        try:
+            local, base, output, name, why = _exact_shap(ctx, sh, params)
+        except Exception as exc:  # noqa: BLE001 - e.g. a tree type shap cannot parse
+            msg = " ".join(str(exc).split())[:200]
+            reason = f"the exact explainer failed on {sh.view.estimator_name} ({type(exc).__name__}: {msg})"
+            params = {k: v for k, v in params.items() if k in ("background_split", "n_bootstrap",
+                                                                  "confidence_level")}
+            local, base, output, name, why = _blackbox_shap(ctx, sh, reason, params)
     else:
-        n = min(len(sh.X), pol.blackbox_sample_size)
-        X = sh.X.iloc[:n]
-        A = sh.codec.encode(X)
-        B = sh.codec.encode(sh.background)
-        seed = ctx.seed_for("explain.shap.permutation")
-        masker = shap.maskers.Independent(B, max_samples=len(B))
-        max_evals = pol.blackbox_permutations * (2 * p + 1)
-        with _numpy_global_seed(seed):
-            explainer = shap.PermutationExplainer(sh.predict_encoded, masker, seed=seed % (2**32))
-            ex = explainer(A, max_evals=max_evals, silent=True)
-        local = np.asarray(ex.values, dtype=np.float64)
-        base = np.asarray(ex.base_values, dtype=np.float64).reshape(-1)
-        output = sh.predict_encoded(A)
-        explainer_name = "PermutationExplainer"
-        why = (
-            f"model-agnostic: {view.reason}; {pol.blackbox_permutations} antithetic feature orderings "
-            f"per row against {len(B)} background rows (exactly additive by construction)"
-        )
-        params.update({"max_evals": max_evals, "permutations": pol.blackbox_permutations})
+        local, base, output, name, why = _blackbox_shap(ctx, sh, sh.view.reason, params)
     additivity = np.abs(local.sum(1) + base - output)
     units = np.abs(local)
     imp, lo, hi, boot = _summarise(ctx, units, "shap")
-    params.update({"explainer": explainer_name, "why": why, "rows": len(local)})
+    params.update({"explainer": name, "why": why, "rows": len(local)})
     return Attribution(
         method="shap",
         features=sh.columns,
@@ -380,9 +425,21 @@ def _lime_run(ctx: Any, sh: Shared, A: np.ndarray, train: np.ndarray, seed: int)
     fn = _lime_predict_fn(ctx, sh)
     W = np.zeros((len(A), p))
     for i, row in enumerate(A):
-        exp = explainer.explain_instance(
-            row, fn, labels=(sh.pos,), num_features=p, num_samples=pol.lime_num_samples
-        )
+        try:
+            exp = explainer.explain_instance(
+                row, fn, labels=(sh.pos,), num_features=p, num_samples=pol.lime_num_samples
+            )
+        except NotImplementedError as exc:  # LIME's refusal of a model without probabilities
+            from audit.exceptions import ModelOutputError
+
+            est: Any = getattr(ctx.model, "estimator", None)
+            steps = getattr(est, "steps", None)
+            name = type(steps[-1][1] if steps else est).__name__
+            raise ModelOutputError(
+                f"LIME explains class probabilities and this model has none: {name} has no "
+                "predict_proba, only decision_function; calibrate it (e.g. CalibratedClassifierCV) "
+                "to explain it with LIME"
+            ) from exc
         for j, w in exp.as_map()[sh.pos]:
             W[i, j] = w
     return W

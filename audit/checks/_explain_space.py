@@ -18,6 +18,7 @@ back to the model-agnostic explainer over the input columns, and says why.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -219,7 +220,7 @@ def _is_linear(est: Any) -> bool:
         any(module.startswith(m) for m in _LINEAR_MODULES)
         and hasattr(est, "coef_")
         and hasattr(est, "intercept_")
-        and np.ndim(getattr(est, "coef_", None)) in (1, 2)
+        and np.ndim(np.asarray(getattr(est, "coef_", 0.0))) in (1, 2)
         and not hasattr(est, "support_vectors_")  # kernel SVMs are not linear in the input
     )
 
@@ -232,7 +233,23 @@ def _pick(arr: np.ndarray, pos: int, *, binary_margin_axis: bool) -> np.ndarray:
     return arr[..., pos]
 
 
+def _quiet(fn: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
+    """The explainer's matrix has no column names: silence scikit-learn's warning about it."""
+
+    def call(Z: np.ndarray) -> np.ndarray:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="X does not have valid feature names")
+            return fn(Z)
+
+    return call
+
+
 def _raw_output_fn(est: Any, pos: int, n_classes: int) -> tuple[Callable[[np.ndarray], np.ndarray], str]:
+    fn, space = _raw_output(est, pos, n_classes)
+    return _quiet(fn), space
+
+
+def _raw_output(est: Any, pos: int, n_classes: int) -> tuple[Callable[[np.ndarray], np.ndarray], str]:
     name = _type_name(est)
     if name in _PROBA_TREES:
         return (lambda Z: np.asarray(est.predict_proba(Z), dtype=np.float64)[:, pos]), (
@@ -289,7 +306,9 @@ def _column_transformer_owner(ct: Any, columns: Sequence[str]) -> np.ndarray:
         try:
             src = [index[c] for c in in_cols]
         except KeyError as exc:
-            raise _Unmappable(f"transformer {name!r} reads column {exc.args[0]!r}, not a model input") from None
+            raise _Unmappable(
+                f"transformer {name!r} reads column {exc.args[0]!r}, not a model input"
+            ) from None
         width = sl.stop - sl.start
         if len(src) == 1:
             owner[sl] = src[0]
@@ -336,7 +355,9 @@ def _probe_changes(
     return changed
 
 
-def _pipeline_owner(pre: Any, columns: Sequence[str], probe: pd.DataFrame, rng: np.random.Generator) -> np.ndarray:
+def _pipeline_owner(
+    pre: Any, columns: Sequence[str], probe: pd.DataFrame, rng: np.random.Generator
+) -> np.ndarray:
     """Map the preprocessor's outputs to input columns: structure first, always probe-verified."""
     transform = pre.transform
     changed = _probe_changes(transform, probe, rng)
@@ -385,6 +406,14 @@ def model_view(
         )
     pre, final = _split_pipeline(est)
     name = _type_name(final)
+    if _is_tree(final) and np.any(getattr(final, "is_categorical_", None) is not None
+                                  and np.asarray(final.is_categorical_)):
+        return ModelView(
+            "blackbox",
+            f"{name} uses native categorical splits, which shap's TreeExplainer does not read (its "
+            "values would not add up to the model output): the permutation explainer runs instead",
+            estimator_name=name,
+        )
     if _is_tree(final):
         kind = "tree"
     elif _is_linear(final):

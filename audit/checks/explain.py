@@ -33,6 +33,7 @@ import pandas as pd
 
 from audit.checks._explain_methods import (
     METHOD_LABELS,
+    METHODS,
     Attribution,
     Outcome,
     outcome,
@@ -98,9 +99,9 @@ def _importance_table(a: Attribution, name: str, title: str, ylabel: str) -> Evi
     return EvidenceTable.from_frame(
         name,
         frame,
-        PlotSpec("bar", x="feature", y="importance", lo="lo", hi="hi", title=title, xlabel="feature",
-                 ylabel=ylabel),
-        description=f"global importance per input column, {a.label}; lo/hi: bootstrap interval",
+        PlotSpec("bar", x="feature", y="importance", lo="lo", hi="hi", title=title, ylabel=ylabel),
+        description=f"global importance per input column, {a.label} ({a.params.get('output', '')}); "
+        "lo/hi: bootstrap interval",
     )
 
 
@@ -176,8 +177,7 @@ def shap_check(ctx: Any) -> CheckResult:
                         "model_output": float(output[i]),
                         "additivity_error": abs(total + float(a.base_values[i]) - float(output[i]))})
     evidence = (
-        _importance_table(a, "global_importance", "SHAP global importance (mean |SHAP|)",
-                          f"mean |SHAP| ({a.params['output']})"),
+        _importance_table(a, "global_importance", "SHAP global importance", "mean |SHAP|"),
         EvidenceTable(
             "beeswarm",
             tuple(swarm),
@@ -302,7 +302,8 @@ def gradients_check(ctx: Any) -> CheckResult:
     params = {"integrated_gradients": ig.params, "gradient_shap": gs.params,
               "infidelity": f"normalised, Gaussian perturbations sd {ig.extra['infidelity_noise_sd']} "
               f"(encoded space), {pol.infidelity_perturbations} per row",
-              "sensitivity_max": f"radius {pol.sensitivity_radius}, {pol.sensitivity_perturbations} perturbations"}
+              "sensitivity_max": f"radius {pol.sensitivity_radius}, "
+              f"{pol.sensitivity_perturbations} perturbations"}
     return CheckResult(
         check_id="explain.gradients",
         verdict=verdict,
@@ -365,10 +366,10 @@ def _methods_that_ran(ctx: Any) -> tuple[dict[str, Attribution], dict[str, str]]
     """Every attribution method that produced a result, and the error text of those that failed."""
     ran: dict[str, Attribution] = {}
     failed: dict[str, str] = {}
-    methods = ["shap", "lime", "permutation"]
-    if getattr(ctx.model, "torch_module", None) is not None:
-        methods.append("gradients")
-    for m in methods:
+    is_torch = getattr(ctx.model, "torch_module", None) is not None
+    for m in METHODS:
+        if m == "gradients" and not is_torch:
+            continue
         out: Outcome = outcome(ctx, m)
         if out.error is not None:
             if isinstance(out.error, CheckNotApplicable):
@@ -431,12 +432,12 @@ def agreement_check(ctx: Any) -> CheckResult:
             by_method.append({"feature": f, "method": lab[m], "share": float(pos_imp[j] / total),
                               "importance": float(a.importance[j]), "rank": int(r[j])})
     matrix = []
-    names = list(ran)
     rho = {(p.a, p.b): p.spearman for p in pairs}
-    for a_ in names:
-        for b_ in names:
-            v = 1.0 if a_ == b_ else rho.get((a_, b_), rho.get((b_, a_)))
-            matrix.append({"method_a": lab[a_], "method_b": lab[b_], "spearman": float(v)})
+    rho.update({(p.b, p.a): p.spearman for p in pairs})
+    for a_ in ran:
+        for b_ in ran:
+            matrix.append({"method_a": lab[a_], "method_b": lab[b_],
+                           "spearman": 1.0 if a_ == b_ else float(rho[(a_, b_)])})
     pair_rows = [
         {"pair": f"{lab[p.a]} ~ {lab[p.b]}", "method_a": lab[p.a], "method_b": lab[p.b],
          "spearman": p.spearman, "lo": p.spearman_lo, "hi": p.spearman_hi, "kendall": p.kendall,
@@ -530,7 +531,8 @@ def faithfulness_check(ctx: Any) -> CheckResult:
             res = faithfulness(sh.predict_encoded, A, a.local[:n], pred_pos, reference,
                                pol.faithfulness_random_orders, ctx.rng(f"explain.faithfulness.{m}"))
         for kind, gap_rows in (("deletion", res.deletion_gap_rows), ("insertion", res.insertion_gap_rows)):
-            boot = bootstrap_means(gap_rows[:, None], pol.n_bootstrap, ctx.rng(f"explain.boot.faith.{m}.{kind}"))
+            rng = ctx.rng(f"explain.boot.faith.{m}.{kind}")
+            boot = bootstrap_means(gap_rows[:, None], pol.n_bootstrap, rng)
             lo, hi = interval(boot[:, 0], pol.confidence_level)
             point = float(gap_rows.mean())
             gaps.append({"method": lab[m], "curve": kind, "gap": point, "lo": float(lo), "hi": float(hi),
@@ -551,21 +553,24 @@ def faithfulness_check(ctx: Any) -> CheckResult:
                 curves.append({"fraction": float(x), "probability": float(y), "curve": f"{lab[m]} {name}"})
     verdict = _worst([v for _, v, *_ in per_method])
     worst = min(per_method, key=lambda t: t[2])
-    state = {
-        Verdict.PASS: "are more faithful than random orders",
-        Verdict.WARN: "are not clearly more faithful than random orders",
-        Verdict.FAIL: "are no more faithful than random orders",
-    }[verdict]
-    summary = (
-        f"Attributions {state}: removing features in attribution order lowers the predicted-class "
-        f"probability faster than at random (weakest: {lab[worst[0]]}, deletion AUC gap {worst[2]:.3f}, "
-        f"{_pct(pol.confidence_level)} CI {worst[3]:.3f} to {worst[4]:.3f}; minimum "
-        f"{pol.faithfulness_min_auc_gap:g})"
-        + (f"; missing: {', '.join(lab.get(m, m) for m in failed)}" if failed else "") + "."
-    )
-    if verdict is not Verdict.PASS:
-        summary = summary.replace("lowers the predicted-class probability faster than at random",
-                                  "was compared with random orders")
+    ci = (f"deletion AUC gap {worst[2]:.3f}, {_pct(pol.confidence_level)} CI {worst[3]:.3f} to "
+          f"{worst[4]:.3f}, minimum {pol.faithfulness_min_auc_gap:g}")
+    if verdict is Verdict.PASS:
+        summary = (
+            "Attributions are more faithful than random orders: removing features in attribution order "
+            f"lowers the predicted-class probability faster than at random (weakest: {lab[worst[0]]}, {ci})"
+        )
+    elif verdict is Verdict.WARN:
+        summary = (
+            f"Attributions are not clearly more faithful than random orders ({lab[worst[0]]}: {ci}; the "
+            "interval reaches the minimum)"
+        )
+    else:
+        summary = (
+            f"Attributions are no more faithful than random orders: removing features in "
+            f"{lab[worst[0]]}'s order does not lower the predicted-class probability faster ({ci})"
+        )
+    summary += (f"; missing: {', '.join(lab.get(m, m) for m in failed)}" if failed else "") + "."
     evidence = (
         EvidenceTable(
             "curves",
@@ -715,7 +720,8 @@ def sensitive_reliance_check(ctx: Any) -> CheckResult:
             "proxies",
             tuple(proxy_rows),
             PlotSpec("bar", x="feature", y="auc", lo="lo", hi="hi", group="sensitive",
-                     reference=pol.proxy_auc_min, title="How well each feature predicts a sensitive attribute",
+                     reference=pol.proxy_auc_min,
+                     title="How well each feature predicts a sensitive attribute",
                      ylabel="out-of-fold AUC"),
             description="AUC of a seeded, cross-fitted one-feature classifier for each sensitive attribute",
         ),

@@ -596,7 +596,11 @@ def mitigation(ctx: AuditContext) -> CheckResult:
             base = _WeightedPipeline(clone(est))
             eg = ExponentiatedGradient(base, constraints=DemographicParity(), max_iter=pol.mitigation_max_iter,
                                        eps=0.01, nu=1e-6)
-            with warnings.catch_warnings():
+            from threadpoolctl import threadpool_limits
+
+            # one native thread: many small refits gain nothing from OpenMP and suffer badly
+            # from it when the machine is busy
+            with warnings.catch_warnings(), threadpool_limits(1):
                 warnings.simplefilter("ignore")
                 eg.fit(Xtr, ytr, sensitive_features=str_)
                 pred = np.asarray(eg.predict(test.X, random_state=ctx.seed_for("fairness.mitigation.egp"))).astype(int)

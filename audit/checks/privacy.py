@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -194,13 +193,14 @@ def _reference_phi(
 ) -> tuple[np.ndarray | None, np.ndarray | None, dict[str, Any]]:
     """Cross-fitted reference models on the holdout rows; φ_ref for the audited rows.
 
-    The holdout rows are split in two folds; reference models trained on (80 % subsamples of)
-    one fold score the audited non-members of the other fold, and a random half of the members
-    each. No reference model ever scores a row it trained on. Returns (φ members, φ non-members,
+    The holdout rows are split in two folds; reference models trained on random subsamples of
+    one fold (80 % of it, at most as many rows as the training set and ``max_rows``) score the
+    audited non-members of the other fold, and a random half of the members each. No reference
+    model ever scores a row it trained on. Returns (φ members, φ non-members,
     provenance) with φ arrays of shape (rows, models per fold), or Nones when not possible.
     """
     from audit.privacy.attacks import logit_confidence
-    from audit.privacy.reference import fit_clone_predict, fit_proxy_predict
+    from audit.privacy.reference import PROXY_HIDDEN, fit_clone_predict, fit_proxy_predict
 
     train, hold = ctx.train, ctx.holdout
     assert train is not None and hold is not None
@@ -224,14 +224,14 @@ def _reference_phi(
     note = ""
     phi_m = np.full((len(mem_idx), per_fold), np.nan)
     phi_nm = np.full((len(nm_idx), per_fold), np.nan)
-    t0 = time.perf_counter()
     for f in (0, 1):
         fold_rows = np.flatnonzero(fold_of_holdout == f)
         pm, pnm = mem_idx[scorer_m == f], nm_idx[scorer_nm == f]
         X_pred = pd.concat([train.X.iloc[pm], hold.X.iloc[pnm]], ignore_index=True)
         y_pred = np.concatenate([train.y[pm], hold.y[pnm]])
         for j in range(per_fold):
-            sub = np.sort(rng.choice(fold_rows, size=max(10, int(0.8 * len(fold_rows))), replace=False))
+            size = max(10, min(int(0.8 * len(fold_rows)), train.n, ctx.policy.privacy.max_rows))
+            sub = np.sort(rng.choice(fold_rows, size=size, replace=False))
             if len(np.unique(hold.y[sub])) < 2:
                 sub = fold_rows
             seed = int(rng.integers(2**31 - 1))
@@ -241,7 +241,8 @@ def _reference_phi(
                     p = fit_clone_predict(est, hold.X.iloc[sub], hold.y[sub], X_pred, seed)
                 except Exception as exc:  # noqa: BLE001 - any estimator may refuse a refit
                     kind = "proxy"
-                    note = f"clone refit failed ({type(exc).__name__}: {str(exc)[:120]}); used the proxy"
+                    note = (f"clone refit failed ({type(exc).__name__}: {str(exc)[:120]}); "
+                            f"the proxy was used from then on ({info['n_reference_models']} clones before)")
             if p is None:
                 if encoder is None:
                     from audit.model import TabularEncoder
@@ -255,11 +256,10 @@ def _reference_phi(
             info["n_reference_models"] += 1
     info["reference"] = (
         f"clone of {type(est).__name__} refit on holdout folds" if kind == "clone"
-        else "proxy torch MLP (64, 64) on the model's input encoding, trained on holdout folds"
+        else f"proxy torch MLP {PROXY_HIDDEN} on the model's input encoding, trained on holdout folds"
     )
     if note:
         info["reference_note"] = note
-    info["reference_seconds"] = round(time.perf_counter() - t0, 3)
     info["reference_models_per_fold"] = per_fold
     return phi_m, phi_nm, info
 
@@ -331,6 +331,7 @@ def membership_inference(ctx: AuditContext) -> CheckResult:
 
     reliable = [r for r in audit.groups if r["reliable"] and r["attack"] == audit.best_attack
                 and math.isfinite(r["auc"])]
+    group_bound = {r["label"]: r["epsilon_lower_bound"] for r in audit.groups if r["attack"] == bound.attack}
     leakiest = max(reliable, key=lambda r: r["auc"]) if reliable else None
     summary = (
         f"Best attack ({best['attack']}) AUC {_g(best['auc'])} [{_g(best['auc_lo'])}, {_g(best['auc_hi'])}], "
@@ -361,8 +362,9 @@ def membership_inference(ctx: AuditContext) -> CheckResult:
         for k in keys:
             metrics[f"{rec['attack']}.{k}"] = rec[k]
     for rec in reliable:
-        for k in ("auc", "auc_lo", "auc_hi", "tpr_at_1pct_fpr", "epsilon_lower_bound"):
+        for k in ("auc", "auc_lo", "auc_hi", "tpr_at_1pct_fpr"):
             metrics[f"group.{rec['label']}.{k}"] = rec[k]
+        metrics[f"group.{rec['label']}.epsilon_lower_bound"] = group_bound[rec["label"]]
 
     bound_rec = {
         "attack": bound.attack,
@@ -405,7 +407,7 @@ def membership_inference(ctx: AuditContext) -> CheckResult:
                 "groups", tuple(audit.groups),
                 PlotSpec("bar", x="label", y="auc", lo="auc_lo", hi="auc_hi", group="attack",
                          reference=pol.attack_auc_max, title="Attack AUC per sensitive group",
-                         ylabel="ROC AUC"),
+                         xlabel="ROC AUC"),
                 "The same attack scores on each group's rows; TPR/FPR at the overall thresholds; "
                 "'reliable' when both sides have at least min_group_size rows.",
             ),

@@ -21,6 +21,14 @@ lower bound on ε (:func:`epsilon_from_rates`, Jagielski, Ullman & Oprea 2020).
 Thresholds that a figure *optimises* (the ε bound and balanced accuracy) are chosen on one half
 of the rows (selection) and evaluated on the other half (evaluation), so the reported intervals
 keep their coverage; threshold-free figures (AUC) and fixed-FPR figures use every row.
+
+What the ε bound assumes: members and non-members come from one random split of the same data,
+so every audited row's membership is a coin flip independent of the row; averaging the
+per-example DP inequality over rows then bounds the aggregate rates. The Clopper–Pearson
+intervals treat the rows' outcomes as independent trials, which holds for the split but only
+approximately for one jointly trained model (Steinke, Nasr & Jagielski 2023 make the one-run
+argument rigorous with randomly inserted canaries). Natural data give a *weak* bound: a DP model
+usually shows far less leakage than its ε allows, so a bound below a claim does not confirm it.
 """
 
 from __future__ import annotations
@@ -151,7 +159,7 @@ def threshold_at_fpr(nonmember: np.ndarray, fpr: float) -> float:
     t is the (floor(fpr * n) + 1)-th largest non-member score; with ties the achieved FPR is lower.
     """
     s = np.sort(np.asarray(nonmember, dtype=np.float64))[::-1]
-    k = int(math.floor(fpr * len(s) + 1e-9))
+    k = math.floor(fpr * len(s) + 1e-9)
     return float(s[k]) if k < len(s) else -math.inf
 
 

@@ -22,10 +22,10 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["fit_clone_predict", "fit_proxy_predict", "torch_threads"]
+__all__ = ["PROXY_HIDDEN", "fit_clone_predict", "fit_proxy_predict", "torch_threads"]
 
 PROXY_HIDDEN = (64, 64)
-PROXY_MAX_STEPS = 600
+PROXY_MAX_STEPS = 300
 PROXY_MAX_EPOCHS = 20
 PROXY_BATCH = 256
 PROXY_LR = 1e-3
@@ -58,14 +58,18 @@ def _positive_proba(est: Any, X: Any) -> np.ndarray:
 def fit_clone_predict(estimator: Any, X_fit: Any, y_fit: np.ndarray, X_pred: Any, seed: int) -> np.ndarray:
     """Refit a clone of ``estimator`` on (X_fit, y_fit ∈ {0, 1}); P(positive) on X_pred."""
     from sklearn.base import clone
+    from threadpoolctl import threadpool_limits
 
     est = clone(estimator)
     params = est.get_params(deep=True)
     reseed = {k: int(seed) for k in params if k == "random_state" or k.endswith("__random_state")}
     if reseed:
         est.set_params(**reseed)
-    est.fit(X_fit, np.asarray(y_fit, dtype=int))
-    return _positive_proba(est, X_pred)
+    # one native thread: OpenMP estimators (HistGradientBoosting...) on a busy machine spin-wait
+    # many times slower than a single thread on these small refits
+    with threadpool_limits(limits=1):
+        est.fit(X_fit, np.asarray(y_fit, dtype=int))
+        return _positive_proba(est, X_pred)
 
 
 def fit_proxy_predict(Z_fit: np.ndarray, y_fit: np.ndarray, Z_pred: np.ndarray, seed: int) -> np.ndarray:

@@ -17,6 +17,16 @@ from audit.results import Verdict
 from audit.runner import context_from_frames, run_check
 from audit.spec import DPClaim, spec_from_mapping
 
+
+def _script(module):
+    """TorchScript a module (deprecated in torch 2.13 but what the model format uses)."""
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return torch.jit.script(module)
+
+
 BASE = {"model": {"path": "m.skops"}, "data": {"test": "t.csv", "target": "y", "positive_label": 1}}
 
 
@@ -78,13 +88,18 @@ def test_recompute_matches_a_real_opacus_training_run(small):
 
     X = small.train[list(small.features)]
     Z = TabularEncoder.fit(X).transform(X)
-    for acc in ("rdp", "prv"):
-        t = train_mlp(Z, small.train[small.target].to_numpy(), target_epsilon=2.0,
-                      config=DPTrainConfig(epochs=2, batch_size=64, accountant=acc, seed=1))
-        claim = DPClaim.model_validate(t.dp_claim)
+    y = small.train[small.target].to_numpy()
+    # RDP: Opacus searches the noise for a target ε (make_private_with_epsilon)
+    t = train_mlp(Z, y, target_epsilon=2.0, config=DPTrainConfig(epochs=2, batch_size=16, accountant="rdp", seed=1))
+    # PRV: a given noise multiplier (make_private); the PRV search itself is slow
+    u = train_mlp(Z, y, target_epsilon=2.0, noise_multiplier=1.3,
+                  config=DPTrainConfig(epochs=2, batch_size=16, accountant="prv", seed=1))
+    for acc, run in (("rdp", t), ("prv", u)):
+        claim = DPClaim.model_validate(run.dp_claim)
         assert claim.accountant == acc
-        assert claim.epsilon <= 2.0
+        assert claim.sample_rate == pytest.approx(1 / 19) and claim.steps == 38  # 300 rows, batch 16
         assert recompute_claim(claim)[acc].epsilon == pytest.approx(claim.epsilon, abs=1e-6)
+    assert t.dp_claim["epsilon"] <= 2.0
 
 
 def test_epochs_and_batch_size_derive_rate_and_steps():
@@ -264,7 +279,7 @@ def test_claim_from_model_metadata_is_used(small):
     feats = list(small.features)
     enc = TabularEncoder.fit(small.train[feats])
     torch.manual_seed(0)
-    net = torch.jit.script(torch.nn.Sequential(torch.nn.Linear(enc.width, 2)))
+    net = _script(torch.nn.Sequential(torch.nn.Linear(enc.width, 2)))
     base = {"delta": 1e-5, "noise_multiplier": 0.8, "sample_rate": 0.05, "steps": 200, "accountant": "prv"}
     eps = recompute_claim(DPClaim(epsilon=1, **base))["prv"].epsilon
     adapter = TorchAdapter(net, {"encoder": enc.to_dict(), "classes": [0, 1], "dp_claim": {**base, "epsilon": eps}})

@@ -174,3 +174,22 @@ def test_categorical_descendant_blocks_counterfactuals_but_not_interventions(mod
     assert s.verdict is not Verdict.ERROR and s.metrics["total_effect"] > 0
     mech = {rec["node"]: rec["mechanism"] for rec in s.table("scm_mechanisms").records}
     assert mech["high_income"] == "ClassifierFCM(logistic regression)"
+
+
+def test_the_contrast_can_be_named() -> None:
+    from causal import parse_graph, scm_effects
+
+    data = make_lending_data(0, 0, 800, seed=8)
+    m = TrueScoreModel()
+    cols = list(m.feature_names_in_)
+
+    def score(X):
+        return m.predict_proba(X[cols])[:, 1]
+
+    g = parse_graph(edges=data.edges)
+    default = scm_effects(data.test, data.test[cols], score, g, "sex", n_bootstrap=0, seed=1)
+    flipped = scm_effects(data.test, data.test[cols], score, g, "sex", control_value="male", n_bootstrap=0, seed=1)
+    assert (default.control, default.treated) == ("female", ("male",))
+    assert (flipped.control, flipped.treated) == ("male", ("female",))
+    assert flipped.total["female"].estimate == pytest.approx(-default.total["male"].estimate, abs=1e-12)
+    assert math.isnan(default.total["male"].ci_low)  # no bootstrap, no interval

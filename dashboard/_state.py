@@ -1,0 +1,180 @@
+"""Session state, bounded caches and small display helpers shared by the pages.
+
+Caches are bounded: parsed data frames in ``st.cache_data`` (``max_entries`` and ``ttl``), loaded
+models in ``st.cache_resource`` (``max_entries`` and ``ttl``), both keyed on the upload's sha256 so
+a rerun (every widget change) reuses them. The last report lives in ``st.session_state`` and is
+never recomputed by a rerun.
+
+Uploads are kept per session in "slots" (name, sha256, bytes) so a visitor can go to the findings
+and come back without uploading again; a slot changes only when its file widget changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+
+from audit.exceptions import TrustAuditError
+from audit.io import LoadedModel
+from audit.results import AuditReport
+from dashboard._intake import (
+    check_upload_size,
+    display_name,
+    load_model_upload,
+    read_table_upload,
+    sha256_hex,
+)
+from dashboard._settings import DashboardSettings
+
+__all__ = [
+    "FINDINGS_TAB_KEY",
+    "REPORT_KEY",
+    "REPORT_ORIGIN_KEY",
+    "VERDICT_STYLE",
+    "Upload",
+    "cached_model",
+    "cached_table",
+    "current_report",
+    "error_line",
+    "get_settings",
+    "get_store",
+    "load_model_slot",
+    "load_table_slot",
+    "set_current_report",
+    "upload_slot",
+    "verdict_badge",
+]
+
+CACHE_TTL_SECONDS = 3600
+MODEL_CACHE_ENTRIES = 4
+DATA_CACHE_ENTRIES = 8
+REPORT_KEY = "trustaudit_report"
+REPORT_ORIGIN_KEY = "trustaudit_report_origin"
+FINDINGS_TAB_KEY = "findings_tab"
+
+#: verdict -> (Streamlit colour, icon)
+VERDICT_STYLE: dict[str, tuple[str, str]] = {
+    "PASS": ("green", ":material/check_circle:"),
+    "WARN": ("orange", ":material/warning:"),
+    "FAIL": ("red", ":material/cancel:"),
+    "ERROR": ("violet", ":material/error:"),
+    "SKIPPED": ("gray", ":material/skip_next:"),
+}
+
+
+def verdict_badge(verdict: str) -> str:
+    """Markdown for a coloured verdict badge."""
+    colour, icon = VERDICT_STYLE.get(verdict, ("gray", ""))
+    return f":{colour}-badge[{icon} {verdict}]"
+
+
+def error_line(exc: BaseException) -> str:
+    """One readable line for any exception: the message of ours, type and first line otherwise."""
+    if isinstance(exc, TrustAuditError):
+        return exc.message
+    text = " ".join(str(exc).split())[:400]
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def get_settings() -> DashboardSettings:
+    """The server's settings (from the environment the command line prepared)."""
+    try:
+        return DashboardSettings.from_env()
+    except TrustAuditError as exc:
+        st.error(f"The dashboard is misconfigured: {exc.message}")
+        st.stop()
+        raise  # unreachable: st.stop() ends the run
+
+
+def get_store(settings: DashboardSettings) -> Any:
+    from audit.store import HistoryStore
+
+    return HistoryStore(settings.store_path)
+
+
+def current_report() -> AuditReport | None:
+    return st.session_state.get(REPORT_KEY)
+
+
+def set_current_report(report: AuditReport, origin: str) -> None:
+    """Show ``report`` on the Findings page (from its Overview tab)."""
+    st.session_state[REPORT_KEY] = report
+    st.session_state[REPORT_ORIGIN_KEY] = origin
+    st.session_state.pop(FINDINGS_TAB_KEY, None)
+
+
+# --- uploads ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Upload:
+    """An uploaded file held for the session: the shown name, its hash and its bytes."""
+
+    name: str
+    sha256: str
+    data: bytes
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+
+def _slot_key(slot: str) -> str:
+    return f"trustaudit_slot_{slot}"
+
+
+def _on_upload_change(slot: str, widget_key: str) -> None:
+    f = st.session_state.get(widget_key)
+    if f is None:
+        st.session_state.pop(_slot_key(slot), None)
+        return
+    data = f.getvalue()
+    st.session_state[_slot_key(slot)] = Upload(display_name(f.name), sha256_hex(data), data)
+
+
+def upload_slot(slot: str, label: str, *, help: str, max_mb: int, container: Any = None) -> Upload | None:
+    """A file widget whose upload stays with the session until replaced or removed."""
+    where = container or st
+    widget_key = f"upload_{slot}"
+    where.file_uploader(label, key=widget_key, help=help, max_upload_size=max_mb,
+                        on_change=_on_upload_change, args=(slot, widget_key))
+    current = st.session_state.get(widget_key)
+    held: Upload | None = st.session_state.get(_slot_key(slot))
+    if current is not None and held is None:
+        _on_upload_change(slot, widget_key)  # first run after an upload, before any callback
+        held = st.session_state.get(_slot_key(slot))
+    if held is not None and current is None:
+        c1, c2 = where.columns([4, 1], vertical_alignment="center")
+        c1.caption(f"Using **{held.name}** ({held.size / 1024:,.0f} KB), uploaded earlier in this session.")
+        if c2.button("Remove", key=f"remove_{slot}", type="tertiary"):
+            st.session_state.pop(_slot_key(slot), None)
+            st.rerun()
+    return held
+
+
+@st.cache_resource(max_entries=MODEL_CACHE_ENTRIES, ttl=CACHE_TTL_SECONDS, show_spinner=False)
+def cached_model(sha256: str, name: str, allow_unsafe_pickle: bool, _data: bytes) -> LoadedModel:
+    """A model loaded through the audit's safe intake, once per (content, name, pickle switch)."""
+    return load_model_upload(_data, name, allow_unsafe_pickle=allow_unsafe_pickle)
+
+
+@st.cache_data(max_entries=DATA_CACHE_ENTRIES, ttl=CACHE_TTL_SECONDS, show_spinner=False)
+def cached_table(sha256: str, kind: str, na_values: tuple[str, ...], uploads_dir: str, _data: bytes,
+                 _name: str) -> tuple[Any, str]:
+    """An uploaded table stored under a generated name and parsed by content, once per content."""
+    frame, path = read_table_upload(_data, _name, Path(uploads_dir), na_values=na_values, kind=kind)
+    return frame, path.name
+
+
+def load_model_slot(upload: Upload, settings: DashboardSettings) -> LoadedModel:
+    check_upload_size("model file", upload.name, upload.size, settings.max_upload_mb)
+    return cached_model(upload.sha256, upload.name, settings.allow_unsafe_pickle, upload.data)
+
+
+def load_table_slot(upload: Upload, settings: DashboardSettings, kind: str,
+                    na_values: tuple[str, ...] = ("?",)) -> tuple[Any, str]:
+    check_upload_size("data file", upload.name, upload.size, settings.max_upload_mb)
+    return cached_table(upload.sha256, kind, na_values, str(settings.uploads_dir), upload.data, upload.name)
