@@ -94,6 +94,7 @@ def one_session(browser, url: str, paths: dict[str, Path]) -> tuple[float, float
     page.goto(url)
     expect(page.get_by_role("heading", name="New audit")).to_be_visible()
     page.locator(".st-key-upload_spec input[type=file]").set_input_files(paths["spec"])
+    expect(page.get_by_text("Spec bench.toml read")).to_be_visible()
     page.locator(".st-key-upload_model input[type=file]").set_input_files(paths["model"])
     expect(page.get_by_text("Model model.skops: skops")).to_be_visible()
     t0 = time.perf_counter()

@@ -10,6 +10,7 @@ derive new ones.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -138,7 +139,7 @@ def render_downloads(report: AuditReport, key: str) -> None:
     cols = st.columns(len(kinds))
     for col, (label, fn, ext, mime) in zip(cols, kinds, strict=True):
         col.download_button(
-            label, data=lambda fn=fn: fn(report), file_name=f"{stem}.{ext}", mime=mime,
+            label, data=functools.partial(fn, report), file_name=f"{stem}.{ext}", mime=mime,
             key=f"{key}_dl_{ext}_{report.audit_id}", on_click="ignore", icon=":material/download:",
             width="stretch",
         )
@@ -212,7 +213,7 @@ def _fairness_section(report: AuditReport, results: Sequence[CheckResult], key: 
         if small:
             st.caption("Groups below the minimum size (estimates unreliable): " + ", ".join(small))
         shown.add(("fairness.group_metrics", "by_group"))
-    rows = []
+    rows: list[dict[str, Any]] = []
     for r in results:
         t = _table(r, "disparities")
         if t is not None:
@@ -321,7 +322,7 @@ def _privacy_section(report: AuditReport, results: Sequence[CheckResult], key: s
     attacks = _table(mi, "attacks")
     if attacks is not None and attacks.records:
         st.markdown("#### True-positive rate at low false-positive rates")
-        rows = []
+        rows: list[dict[str, Any]] = []
         for rec in attacks.records:
             row: dict[str, Any] = {"attack": rec.get("attack"), "AUC": rec.get("auc")}
             for pct, label in (("0.1pct", "0.1%"), ("1pct", "1%")):

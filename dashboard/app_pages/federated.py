@@ -122,6 +122,19 @@ def _simulate(cfg: Any, events: queue.Queue) -> None:
         events.put(("done", run))
 
 
+def _label_run_inputs(report: Any, run_id: str) -> Any:
+    """Name the audited model and rows after the run, not after server paths (visitors see these)."""
+    import dataclasses
+
+    roles = {"test": "test rows", "train": "training rows (all clients)", "holdout": "holdout rows"}
+    inputs = {k: (dict(v) if isinstance(v, dict) else v) for k, v in report.inputs.items()}
+    data = {role: {**dict(info), "path": f"federated run {run_id[:12]}: {roles.get(role, role)}"}
+            for role, info in dict(inputs.get("data", {})).items()}
+    inputs["data"] = data
+    model = {**dict(report.model), "path": f"federated run {run_id[:12]}: model.pt"}
+    return dataclasses.replace(report, model=model, inputs=inputs)
+
+
 def _round_chart(rows: list[dict[str, Any]]) -> Any:
     frame = pd.DataFrame(rows).set_index("round")
     return frame[[c for c in ("accuracy", "loss") if c in frame.columns]]
@@ -170,6 +183,7 @@ if submitted:
             st.error(f"The simulation failed: {msg}", icon=":material/block:")
         else:
             run = payload
+            live.empty()  # the per-round charts below show the whole run
             bar.progress(1.0, text=f"Finished in {time.perf_counter() - t0:.0f} s")
             st.session_state[RUN_KEY] = run
             st.session_state.pop(AUDIT_KEY, None)
@@ -197,6 +211,7 @@ if submitted:
                 except Exception as exc:  # noqa: BLE001
                     st.error(f"The audit could not run: {error_line(exc)}", icon=":material/block:")
                 else:
+                    report = _label_run_inputs(report, out.name)
                     abar.progress(1.0, text=f"Audit: {report.verdict.value}")
                     try:
                         get_store(settings).record(report, label=f"dashboard: federated {cfg.strategy}, "
@@ -228,27 +243,32 @@ if claim is not None:
     m4.metric("ε (DP)", f"{claim['epsilon']:.3g}", help=f"at δ = {claim['delta']:g}")
 
 st.markdown("#### Per round")
-perf = [c for c in ("global_accuracy", "global_loss") if c in rounds.columns]
+by_round = trained.set_index("round")
+perf = {c: c.removeprefix("global_") for c in ("global_accuracy", "global_loss") if c in rounds.columns}
 if perf:
-    st.line_chart(trained.set_index("round")[perf], x_label="round")
-spread = [c for c in ("clients_min", "clients_p10", "clients_mean", "clients_max") if c in rounds.columns]
-if spread and trained[spread].notna().any().any():
+    st.markdown("Global model on the test rows")
+    st.line_chart(by_round[list(perf)].rename(columns=perf), x_label="round")
+spread = {c: n for c, n in (("clients_min", "worst client"), ("clients_p10", "10th percentile"),
+                            ("clients_mean", "mean"), ("clients_max", "best client")) if c in rounds.columns}
+if spread and by_round[list(spread)].notna().any().any():
     st.markdown("Accuracy of the global model on each client's validation rows (spread across clients)")
-    st.line_chart(trained.set_index("round")[spread], x_label="round")
+    st.line_chart(by_round[list(spread)].rename(columns=spread), x_label="round")
 gaps = [c for c in rounds.columns if c.endswith(("demographic_parity_difference", "equalized_odds_difference"))]
 if gaps:
     st.markdown("Fairness gaps of the global model on the test rows")
-    st.line_chart(trained.set_index("round")[gaps], x_label="round")
+    names = {c: c.replace("_demographic_parity_difference", ": demographic parity")
+                .replace("_equalized_odds_difference", ": equalized odds") for c in gaps}
+    st.line_chart(by_round[gaps].rename(columns=names), x_label="round")
 if "epsilon" in rounds.columns and rounds["epsilon"].notna().any():
     st.markdown("Privacy loss ε spent so far")
-    st.line_chart(trained.set_index("round")[["epsilon"]], x_label="round")
+    st.line_chart(by_round[["epsilon"]], x_label="round")
 with st.expander("Round table"):
     st.dataframe(rounds, hide_index=True)
 with st.expander("Partitions (rows and positive rate per client)"):
     st.dataframe(run.partitions_frame(), hide_index=True)
-out = st.session_state.get(OUT_KEY)
-if out:
-    st.caption(f"Metrics, report and model written under the server's data folder ({len(out)} files).")
+run_files = st.session_state.get(OUT_KEY)
+if run_files:
+    st.caption(f"Metrics, report and model written under the server's data folder ({len(run_files)} files).")
     st.download_button("metrics.json", data=lambda: json.dumps(run.to_dict(), indent=2),
                        file_name="federated-metrics.json", mime="application/json", on_click="ignore",
                        icon=":material/download:")

@@ -141,13 +141,13 @@ columns = [str(c) for c in test.columns]
 spec_data = dict(spec_base.get("data", {}))
 feats = set(map(str, model.adapter.feature_names or ()))
 not_inputs = [c for c in columns if c not in feats]
-default_target = spec_data.get("target") if spec_data.get("target") in columns else (
+default_target: str = str(spec_data["target"]) if spec_data.get("target") in columns else (
     "approved" if "approved" in not_inputs else (not_inputs[-1] if not_inputs else columns[-1]))
 
 st.subheader("What to audit")
 c1, c2, c3 = st.columns(3)
-target = c1.selectbox("Target column", columns, index=columns.index(default_target), key=f"form_target_{form_id}",
-                      help="the outcome the model predicts")
+target = str(c1.selectbox("Target column", columns, index=columns.index(default_target),
+                          key=f"form_target_{form_id}", help="the outcome the model predicts"))
 values = sorted(map(str, test[target].dropna().astype(str).unique()))
 if len(values) > 50:
     positive = c2.text_input("Positive label", value=str(spec_data.get("positive_label", "")),

@@ -39,10 +39,13 @@ def test_upload_audit_and_findings_in_chromium(browser_available, tmp_path, skop
             page.locator(".st-key-upload_model input[type=file]").set_input_files(tmp_path / "model.pkl")
             expect(page.get_by_text("model file model.pkl is a pickle/joblib file")).to_be_visible()
 
+            # one file at a time, as a person would: each upload reruns the page before the next
             page.locator(".st-key-upload_spec input[type=file]").set_input_files(tmp_path / "quick.toml")
+            expect(page.get_by_text("Spec quick.toml read")).to_be_visible()
             page.locator(".st-key-upload_model input[type=file]").set_input_files(tmp_path / "model.skops")
-            page.locator(".st-key-upload_data input[type=file]").set_input_files(tmp_path / "applicants.csv")
             expect(page.get_by_text("Model model.skops: skops")).to_be_visible()
+            page.locator(".st-key-upload_data input[type=file]").set_input_files(tmp_path / "applicants.csv")
+            expect(page.get_by_text("Preview of applicants.csv")).to_be_visible()
             run = page.get_by_role("button", name="Run the audit")
             expect(run).to_be_enabled()
             run.click()

@@ -79,5 +79,6 @@ def test_real_simulation_and_audit(dash_env):
     assert [m.label for m in at.metric][:2] == ["Final accuracy", "Final loss"]
     report = at.session_state["trustaudit_federated_audit"]
     assert report.results and report.model["format"] == "torchscript"
+    assert report.model["path"].startswith("federated run ") and report.model["path"].endswith(": model.pt")
     files = list((dash_env / "federated").iterdir())
     assert len(files) == 1 and (files[0] / "model.pt").is_file()
