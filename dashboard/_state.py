@@ -31,6 +31,7 @@ from dashboard._settings import DashboardSettings
 
 __all__ = [
     "FINDINGS_TAB_KEY",
+    "NOTICE_KEY",
     "REPORT_KEY",
     "REPORT_ORIGIN_KEY",
     "VERDICT_STYLE",
@@ -54,6 +55,8 @@ DATA_CACHE_ENTRIES = 8
 REPORT_KEY = "trustaudit_report"
 REPORT_ORIGIN_KEY = "trustaudit_report_origin"
 FINDINGS_TAB_KEY = "findings_tab"
+#: a message for the next page to show (a page that switches away cannot show it itself)
+NOTICE_KEY = "trustaudit_notice"
 
 #: verdict -> (Streamlit colour, icon)
 VERDICT_STYLE: dict[str, tuple[str, str]] = {

@@ -114,9 +114,17 @@ class BootstrapTables:
     score_sq: dict[str, np.ndarray]  # view -> per-group sum of (score - y)^2
 
 
+def _join_columns(frame: pd.DataFrame, cols: Sequence[str], sep: str) -> pd.Series:
+    """Row-wise join of string columns, vectorised (a row-by-row .agg is 1000x slower)."""
+    out = frame[cols[0]].astype(str)
+    for c in cols[1:]:
+        out = out.str.cat(frame[c].astype(str), sep=sep)
+    return out
+
+
 def _views(sensitive: pd.DataFrame, intersections: bool) -> tuple[np.ndarray, list[View]]:
     cols = list(sensitive.columns)
-    key = sensitive[cols].astype(str).agg("\x1f".join, axis=1) if len(cols) > 1 else sensitive[cols[0]].astype(str)
+    key = _join_columns(sensitive, cols, "\x1f")
     finest_labels, finest = np.unique(key.to_numpy(), return_inverse=True)
     parts = [lab.split("\x1f") for lab in finest_labels]
     views: list[View] = []
@@ -276,7 +284,7 @@ def group_metrics(ctx: AuditContext) -> CheckResult:
     }
     for view in tabs.views:
         if "×" in view.name:
-            sf = split.sensitive[list(view.name.split("×"))].astype(str).agg("|".join, axis=1)
+            sf = _join_columns(split.sensitive, view.name.split("×"), "|")
         else:
             sf = split.sensitive[view.name]
         with warnings.catch_warnings():

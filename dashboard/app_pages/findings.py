@@ -5,9 +5,12 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard._findings import render_report
-from dashboard._state import REPORT_ORIGIN_KEY, current_report
+from dashboard._state import NOTICE_KEY, REPORT_ORIGIN_KEY, current_report
 
 st.title("Findings")
+notice = st.session_state.pop(NOTICE_KEY, None)
+if notice:
+    st.warning(notice)
 report = current_report()
 if report is None:
     st.info("No audit to show yet: run one, or open an earlier one from the history.", icon=":material/info:")

@@ -17,6 +17,7 @@ from dashboard._intake import (
     with_upload_provenance,
 )
 from dashboard._state import (
+    NOTICE_KEY,
     error_line,
     get_settings,
     get_store,
@@ -253,6 +254,6 @@ if run:
         try:
             get_store(settings).record(report, label=f"dashboard: {uploads['test'].name}")
         except TrustAuditError as exc:
-            st.warning(f"The audit ran but could not be saved to the history: {exc.message}")
+            st.session_state[NOTICE_KEY] = f"The audit ran but could not be saved to the history: {exc.message}"
         set_current_report(report, "run")
         st.switch_page(FINDINGS_PAGE)

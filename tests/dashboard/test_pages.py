@@ -227,3 +227,21 @@ def test_real_audit_of_every_family_renders(dash_env, small_lending, skops_model
         md = _markdown(at)
         assert all(h in md for h in headings), (tab, [m for m in md if m.startswith("####")])
     assert len(at.get("graphviz_chart")) == 1
+
+
+def test_unusable_history_store_is_reported_not_fatal(dash_env, monkeypatch, tmp_path, skops_model, test_csv):
+    folder = tmp_path / "a-folder"
+    folder.mkdir()
+    monkeypatch.setenv("TRUSTAUDIT_STORE", str(folder))
+    at = new_app().run()
+    uploader(at, "upload_spec").set_value(("quick.toml", QUICK_SPEC, "application/toml"))
+    uploader(at, "upload_model").set_value(("model.skops", skops_model, "application/octet-stream"))
+    uploader(at, "upload_data").set_value(("applicants.csv", test_csv, "text/csv"))
+    at.run()
+    at.button(key="run_audit").click().run()
+    assert not at.exception
+    message = f"history store path {folder} is a folder; give a file path"
+    assert [t.value for t in at.title] == ["Findings"]
+    assert [w.value for w in at.warning] == [f"The audit ran but could not be saved to the history: {message}"]
+    at.switch_page(PAGES["history"]).run()
+    assert errors(at) == [message]
