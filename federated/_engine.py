@@ -9,9 +9,10 @@ the public ``flwr.simulation.run_simulation`` wrapper that 1.42 deprecates. The 
 private in Flower; the version is pinned (``flwr[simulation]~=1.42.0``) and this module is the
 only place that touches it.
 
-Tuning (see bench/bench_federated.py): Ray is started here, without the runtime environment
-Flower would give it (``_start_ray``); by default one core is left to the driver (ServerApp and
+Tuning (see bench/bench_federated.py): by default one core is left to the driver (ServerApp and
 the engine's per-message bookkeeping) and the others host Ray actors (``auto_client_cpus``);
+Ray is left to Flower to start, so that its start-up overlaps the ServerApp's (starting it
+beforehand, even without Flower's runtime environment, measured slower);
 torch runs one thread per actor; clients reuse their model object and batch by slicing;
 Flower's and Ray's logs stay off the console.
 """
@@ -68,27 +69,6 @@ def _quiet(verbose: bool) -> Iterator[None]:
     finally:
         for lg, lvl in zip(loggers, levels, strict=True):
             lg.setLevel(lvl)
-
-
-def _start_ray(init_args: dict[str, Any]) -> None:
-    """Start Ray before Flower's backend does (it then reuses it and shuts it down at the end).
-
-    Flower starts Ray with a ``runtime_env`` that carries the driver's ``sys.path`` to the
-    workers; creating the first actor through the runtime-env agent then costs seconds. Putting
-    the same path in ``PYTHONPATH`` before Ray starts gives the workers the same imports without
-    a runtime environment.
-    """
-    import sys
-
-    import ray
-
-    if ray.is_initialized():
-        return
-    path = os.pathsep.join(p for p in sys.path if p)
-    if os.environ.get("PYTHONPATH"):
-        path = f"{path}{os.pathsep}{os.environ['PYTHONPATH']}"
-    os.environ["PYTHONPATH"] = path
-    ray.init(**init_args)
 
 
 def simulate(
@@ -156,7 +136,6 @@ def simulate_many(
                       run_config=cfgs[0].to_run_config())
     t0 = time.perf_counter()
     with _quiet(verbose):
-        _start_ray(backend["init_args"])
         _run_simulation(
             num_supernodes=sizes[0],
             exit_event=EventType.PYTHON_API_RUN_SIMULATION_LEAVE,

@@ -83,19 +83,27 @@ def test_adult_selection_rates_match_fairlearn_quickstart(adult_ctx):
 
 
 def test_rates_agree_with_fairlearn_metricframe(lending):
-    from fairlearn.metrics import MetricFrame, false_positive_rate, selection_rate, true_positive_rate
+    from fairlearn.metrics import (
+        MetricFrame,
+        false_negative_rate,
+        false_positive_rate,
+        selection_rate,
+        true_positive_rate,
+    )
+    from sklearn.metrics import accuracy_score, precision_score
 
     model = lr_pipeline(lending)
     ctx = fairness_ctx(model, lending, sensitive=("sex", "age_group"))
     gm = by_id(run_checks(ctx, ["fairness.group_metrics"]))["fairness.group_metrics"]
-    mf = MetricFrame(metrics={"sr": selection_rate, "tpr": true_positive_rate, "fpr": false_positive_rate},
-                     y_true=ctx.test.y, y_pred=ctx.test.y_pred, sensitive_features=ctx.test.sensitive["age_group"])
-    for group, row in mf.by_group.iterrows():
-        assert gm.metrics[f"age_group={group}.selection_rate"] == pytest.approx(row["sr"], abs=1e-12)
-        assert gm.metrics[f"age_group={group}.tpr"] == pytest.approx(row["tpr"], abs=1e-12)
-        assert gm.metrics[f"age_group={group}.fpr"] == pytest.approx(row["fpr"], abs=1e-12)
-    # intersections are reported too
-    assert "sex×age_group=female|18-29.selection_rate" in gm.metrics
+    fl = {"selection_rate": selection_rate, "tpr": true_positive_rate, "fpr": false_positive_rate,
+          "fnr": false_negative_rate, "precision": precision_score, "accuracy": accuracy_score}
+    s = ctx.test.sensitive
+    views = {"age_group": s["age_group"], "sex": s["sex"], "sex×age_group": s["sex"] + "|" + s["age_group"]}
+    for view, sf in views.items():
+        mf = MetricFrame(metrics=fl, y_true=ctx.test.y, y_pred=ctx.test.y_pred, sensitive_features=sf)
+        for group, row in mf.by_group.iterrows():
+            for name in fl:
+                assert gm.metrics[f"{view}={group}.{name}"] == pytest.approx(row[name], abs=1e-12), (view, group, name)
 
 
 def test_ground_truth_threshold_rule_interval_covers_truth(lending):
