@@ -3,6 +3,8 @@
     python bench/bench_federated.py [--repeats 3] [--sections perf,skew,robust]
 
 * ``ray``: starting and stopping Ray alone (the bare library cost every simulation pays).
+* ``bare``: the same engine call with a trivial ClientApp (adds 1 to the parameters) and
+  Flower's FedAvg, 100 clients x 10 rounds: the framework's own cost, for the ratio.
 * ``perf``: 100 clients x 10 rounds of logistic regression on the lending generator (10,000
   training rows), with two CPUs per client (one Ray actor), one (two actors on two cores) and
   half a CPU (four actors). Wall time of the whole ``simulate`` call (median of ``--repeats``), and where it
@@ -46,6 +48,44 @@ def bench_ray(repeats: int) -> None:
         ray.shutdown()
         times.append(time.perf_counter() - t0)
     print(f"[ray] init + shutdown alone: median {statistics.median(times):.1f} s of {repeats} ({load()})")
+
+
+def bench_bare(repeats: int) -> None:
+    """The same engine call with a trivial ClientApp and Flower's FedAvg: the framework's own cost."""
+    import numpy as np
+    from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+    from flwr.clientapp import ClientApp
+    from flwr.serverapp import Grid, ServerApp
+    from flwr.serverapp.strategy import FedAvg
+    from flwr.simulation.run_simulation import _run_simulation
+    from flwr.supercore.telemetry import EventType
+
+    from federated._engine import _quiet, backend_config
+
+    client = ClientApp()
+
+    @client.train()
+    def _train(msg: Message, context: Context) -> Message:
+        arrays = [a + 1.0 for a in msg.content["arrays"].to_numpy_ndarrays()]
+        return Message(RecordDict({"arrays": ArrayRecord(arrays), "metrics": MetricRecord({"num-examples": 1})}),
+                       reply_to=msg)
+
+    server = ServerApp()
+
+    @server.main()
+    def _main(grid: Grid, context: Context) -> None:
+        FedAvg(fraction_evaluate=0.0, min_available_nodes=100).start(
+            grid=grid, initial_arrays=ArrayRecord([np.zeros(27, dtype=np.float32)]), num_rounds=10)
+
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        with _quiet(False):
+            _run_simulation(num_supernodes=100, exit_event=EventType.PYTHON_API_RUN_SIMULATION_LEAVE,
+                            client_app=client, server_app=server, backend_config=backend_config(2.0))
+        times.append(time.perf_counter() - t0)
+    print(f"[bare] trivial ClientApp, Flower FedAvg, 100 clients x 10 rounds, one actor: median "
+          f"{statistics.median(times):.1f} s of {repeats} ({load()})")
 
 
 def _breakdown(run: Any, wall: float) -> dict[str, float]:
@@ -136,12 +176,14 @@ def bench_robust() -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--sections", default="ray,perf,skew,robust")
+    ap.add_argument("--sections", default="ray,bare,perf,skew,robust")
     args = ap.parse_args()
     sections = args.sections.split(",")
     print(f"machine: {os.cpu_count()} CPUs; {load()}")
     if "ray" in sections:
         bench_ray(args.repeats)
+    if "bare" in sections:
+        bench_bare(args.repeats)
     if "perf" in sections:
         bench_perf(args.repeats)
     if "skew" in sections:

@@ -202,8 +202,24 @@ class RunRecorder:
             "source": "evaluate",
         }
 
+    def _close_halted_secagg_round(self, r: int) -> None:
+        """SecAgg+ stops a round (no aggregate, no call to the strategy) when too few clients are
+        left to unmask the sum; record who dropped out and that the round was halted."""
+        rec = self._round(r)
+        if not self.cfg.secagg or r == 0 or rec["aggregated"] or rec["answered"] or "failures_reported" in rec:
+            return
+        from federated._faults import is_dropped
+
+        rec["dropped"] = [p for p in rec["sampled"] if is_dropped(self.cfg.seed, r, p, self.cfg.dropout)]
+        reason = "SecAgg+ halted the round: too few clients left to reconstruct the masks"
+        rec["failed"] = {p: reason for p in rec["sampled"] if p not in rec["dropped"]}
+        rec["halted"] = True
+        if self.accountant is not None:
+            self.aggregated(r, False)
+
     def central(self, r: int, metrics: dict[str, float], groups: list[dict[str, Any]],
                 fairness: dict[str, dict[str, float]]) -> None:
+        self._close_halted_secagg_round(r)
         rec = self._round(r)
         rec["global"] = dict(metrics)
         rec["groups"] = groups
@@ -331,7 +347,8 @@ class FederatedRun:
         for r in self.rounds:
             row: dict[str, Any] = {"round": r["round"], "sampled": len(r["sampled"]), "answered": len(r["answered"]),
                                    "dropped": len(r["dropped"]), "timed_out": len(r["timed_out"]),
-                                   "failed": len(r["failed"]), "aggregated": r["aggregated"]}
+                                   "failed": len(r["failed"]), "aggregated": r["aggregated"],
+                                   "secagg_halted": bool(r.get("halted", False))}
             row.update({f"global_{k}": v for k, v in r["global"].items()})
             row.update({f"clients_{k}": v for k, v in r.get("client_fairness", {}).items()})
             for attr, gaps in r["fairness"].items():
