@@ -77,8 +77,10 @@ def add_commands(subparsers: Any) -> None:
     t.add_argument("--max-grad-norm", dest="max_grad_norm", type=float, default=1.0, help="per-sample clipping norm")
     t.add_argument("--delta", type=float, default=None, help="target δ (default min(1e-5, 1/(10 n)))")
     t.add_argument("--accountant", default="prv", choices=["rdp", "prv", "gdp"])
-    t.add_argument("--grad-sample-mode", dest="grad_sample_mode", default="hooks",
-                   choices=["hooks", "ew", "functorch", "ghost"], help="Opacus per-sample gradient mode")
+    t.add_argument("--grad-sample-mode", dest="grad_sample_mode", default="bk",
+                   choices=["bk", "hooks", "ew", "functorch", "ghost"],
+                   help="per-sample clipping: bk = book-keeping, one backward pass (default); "
+                   "hooks, ew, functorch, ghost = Opacus' own modes")
     t.add_argument("--holdout-fraction", dest="holdout_fraction", type=float, default=0.2)
     t.add_argument("--test-fraction", dest="test_fraction", type=float, default=0.2)
     t.add_argument("--seed", type=int, default=0)
