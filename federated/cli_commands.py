@@ -98,7 +98,7 @@ def add_commands(subparsers: Any) -> None:
             sim.add_argument(flag, dest=f.name, metavar=f.name.split("_")[-1].upper(), help=_HELP.get(f.name))
     sim.add_argument("--out", dest="output_dir", metavar="DIR", help="alias of --output-dir")
     sim.add_argument("--client-cpus", type=float, default=None,
-                     help="CPUs per simulated client, i.e. Ray actor size (default: leave one core to the server)")
+                     help="CPUs per simulated client, i.e. Ray actor size (default 1: one actor per core)")
     sim.add_argument("--ray-cpus", type=int, default=None, help="CPUs Ray may use (default: all)")
     sim.add_argument("--strict", action="store_true", help="with --audit, exit 1 on WARN too")
     sim.add_argument("--verbose", action="store_true", help="show Flower's and Ray's logs")

@@ -74,36 +74,90 @@ def _deployment_data(path: str, setup_json: str) -> Any:
     return X.iloc[tr], y[tr], X.iloc[val], y[val], X, y, sens
 
 
-def _frames(setup_json: str, pid: int, data_path: str, num_partitions: int) -> tuple[Any, ...]:
-    """(X_train, y_train, X_val, y_val, X_all, y_all, sensitive_all) as DataFrames / arrays."""
-    if data_path:
-        return _deployment_data(data_path, setup_json)
+def _sim_data(setup_json: str, num_partitions: int) -> Any:
+    """The simulated federation's data (cached per process), checked against the node count."""
     from federated._data import load_run_data
 
     data = load_run_data(setup_json)
     if num_partitions != len(data.parts):
         raise ValueError(f"the federation has {num_partitions} simulated nodes but the run is configured for "
                          f"{len(data.parts)} clients (num-clients)")
-    Xtr, ytr, Xval, yval = data.client_frame(pid)
-    idx = data.parts[pid]
-    X_all = data.train.loc[:, list(data.features)].iloc[idx]
-    sens = data.train.loc[:, list(data.sensitive)].iloc[idx]
-    return Xtr, ytr, Xval, yval, X_all, data.y_train[idx], sens
+    return data
 
 
-def _local_frames(setup_json: str, context: Context) -> tuple[Any, ...]:
+@lru_cache(maxsize=4)
+def _sim_columns(setup_json: str) -> tuple[Any, Any]:
+    """The training table's feature and sensitive columns as arrays, once per process.
+
+    Each simulated client still computes its statistics from its own rows only (by row index);
+    converting the shared table once spares a hundred clients pandas' per-call overhead.
+    """
+    from federated._data import load_run_data
+    from federated._encoder import ColumnarTable
+
+    data = load_run_data(setup_json)
+    feats = ColumnarTable.from_frame(data.train.loc[:, list(data.features)])
+    sens = (ColumnarTable.from_frame(data.train.loc[:, list(data.sensitive)], all_categorical=True)
+            if data.sensitive else None)
+    return feats, sens
+
+
+def _setup_reply(setup_json: str, context: Context) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
+    """(encoder statistics, summary, feature columns) of this client's rows."""
     nc = context.node_config
-    return _frames(setup_json, _partition_id(context), str(nc.get("data-path", "") or ""),
-                   int(nc.get("num-partitions", 0)))
+    pid = _partition_id(context)
+    data_path = str(nc.get("data-path", "") or "")
+    if data_path:
+        from federated._encoder import column_stats
+        from federated.partition import partition_summary
+
+        _, ytr, _, yval, X_all, y_all, sens = _deployment_data(data_path, setup_json)
+        summary = partition_summary([np.arange(len(y_all))], np.asarray(y_all), sens if sens.shape[1] else None)[0]
+        stats, columns = column_stats(X_all), [str(c) for c in X_all.columns]
+        n_train, n_val = len(ytr), len(yval)
+    else:
+        data = _sim_data(setup_json, int(nc.get("num-partitions", 0)))
+        feats, sens_cols = _sim_columns(setup_json)
+        rows = data.parts[pid]
+        yk = data.y_train[rows]
+        rate = float(yk.mean()) if len(rows) else float("nan")
+        # the record partition_summary gives for one client's own rows (label_tv is the server's)
+        summary = {"partition_id": pid, "rows": len(rows), "positives": int(yk.sum()), "positive_rate": rate,
+                   "label_tv": 0.0 if len(rows) else float("nan")}
+        if sens_cols is not None:
+            summary.update(sens_cols.group_counts(rows))
+        stats, columns = feats.column_stats(rows), list(feats.names)
+        n_train, n_val = len(data.splits[pid].train), len(data.splits[pid].val)
+    summary["partition_id"] = pid
+    summary["train_rows"] = n_train
+    summary["val_rows"] = n_val
+    return stats, summary, columns
+
+
+@lru_cache(maxsize=4)
+def _sim_encoded_table(setup_json: str, encoder_json: str) -> tuple[np.ndarray, np.ndarray]:
+    """The whole training table encoded once per process (the encoder works row by row)."""
+    from audit.model import TabularEncoder
+    from federated._data import load_run_data
+
+    data = load_run_data(setup_json)
+    enc = TabularEncoder.from_dict(json.loads(encoder_json))
+    return enc.transform(data.train.loc[:, list(data.features)]), np.asarray(data.y_train, dtype=np.float32)
 
 
 @lru_cache(maxsize=1024)
 def _encoded(setup_json: str, encoder_json: str, pid: int, data_path: str, num_partitions: int) -> tuple[np.ndarray, ...]:
-    from audit.model import TabularEncoder
+    """(X_train, y_train, X_val, y_val) of this client, encoded."""
+    if data_path:
+        from audit.model import TabularEncoder
 
-    enc = TabularEncoder.from_dict(json.loads(encoder_json))
-    Xtr, ytr, Xval, yval, *_ = _frames(setup_json, pid, data_path, num_partitions)
-    return (enc.transform(Xtr), np.asarray(ytr, dtype=np.float32), enc.transform(Xval), np.asarray(yval, dtype=np.float32))
+        enc = TabularEncoder.from_dict(json.loads(encoder_json))
+        Xtr, ytr, Xval, yval, *_ = _deployment_data(data_path, setup_json)
+        return (enc.transform(Xtr), np.asarray(ytr, dtype=np.float32), enc.transform(Xval),
+                np.asarray(yval, dtype=np.float32))
+    sp = _sim_data(setup_json, num_partitions).splits[pid]
+    Z, y = _sim_encoded_table(setup_json, encoder_json)
+    return Z[sp.train], y[sp.train], Z[sp.val], y[sp.val]
 
 
 def _arrays_for(config: dict[str, Any], context: Context) -> tuple[np.ndarray, ...]:
@@ -181,20 +235,13 @@ def _dropout_reply(msg: Message) -> Message:
 @app.query()
 def query(msg: Message, context: Context) -> Message:
     """Return encoder statistics and a summary of the local rows."""
-    from federated._encoder import column_stats
-    from federated.partition import partition_summary
-
     setup_json = str(msg.content.config_records["setup"]["setup"])
-    _, ytr, _, yval, X_all, y_all, sens = _local_frames(setup_json, context)
-    summary = partition_summary([np.arange(len(y_all))], np.asarray(y_all), sens if sens.shape[1] else None)[0]
-    summary["partition_id"] = _partition_id(context)
-    summary["train_rows"] = len(ytr)
-    summary["val_rows"] = len(yval)
+    stats, summary, columns = _setup_reply(setup_json, context)
     reply = ConfigRecord({
         "partition-id": _partition_id(context),
-        "stats": json.dumps(column_stats(X_all)),
+        "stats": json.dumps(stats),
         "summary": json.dumps(summary),
-        "columns": json.dumps([str(c) for c in X_all.columns]),
+        "columns": json.dumps(columns),
     })
     return Message(RecordDict({"setup": reply}), reply_to=msg)
 

@@ -148,3 +148,113 @@ def test_client_app_on_a_site_file_in_process(tmp_path) -> None:
     assert metrics["num-examples"] == 40 and metrics["pre-n"] == 10 and metrics["delay"] == 0.0
     new = reply.array_records["arrays"].to_numpy_ndarrays()
     assert [w.shape for w in new] == [w.shape for w in weights] and not np.allclose(new[0], weights[0])
+
+
+@pytest.mark.parametrize("source", ["generator", "adult"])
+def test_simulated_clients_answer_exactly_what_their_own_rows_give(source, tmp_path, request) -> None:
+    """The simulation's per-process column arrays give each client the statistics, summary and
+    encoded rows that pandas gives on that client's own rows (missing values included)."""
+    import json
+
+    from flwr.app import Context, RecordDict
+
+    from federated import FederatedConfig
+    from federated._data import load_run_data
+    from federated.client_app import _encoded, _setup_reply
+    from federated.partition import partition_summary
+
+    if source == "adult":
+        adult = request.getfixturevalue("adult").sample(3000, random_state=0)
+        assert adult.isna().any().any()  # '?' read as missing: the NaN paths are exercised
+        path = tmp_path / "adult.csv"
+        adult.to_csv(path, index=False)
+        cfg = FederatedConfig(num_clients=7, data=str(path), target="income", positive_label=">50K",
+                              sensitive="sex,race", partition="dirichlet", alpha=0.3, seed=3)
+    else:
+        cfg = FederatedConfig(num_clients=7, n_rows=1500, seed=3, partition="quantity")
+    setup_json = cfg.data_setup_json()
+    data = load_run_data(setup_json)
+    stats = []
+    for pid in range(cfg.num_clients):
+        ctx = Context(run_id=1, node_id=100 + pid, node_config={"partition-id": pid, "num-partitions": 7},
+                      state=RecordDict(), run_config={})
+        got_stats, got_summary, columns = _setup_reply(setup_json, ctx)
+        idx = data.parts[pid]
+        X_own = data.train.loc[:, list(data.features)].iloc[idx]
+        sens = data.train.loc[:, list(data.sensitive)].iloc[idx]
+        want = partition_summary([np.arange(len(idx))], data.y_train[idx], sens)[0]
+        sp = data.splits[pid]
+        want.update(partition_id=pid, train_rows=len(sp.train), val_rows=len(sp.val))
+        assert got_summary == want
+        assert got_stats == column_stats(X_own)  # bit-identical floats, same category counts
+        assert columns == list(data.features)
+        stats.append(got_stats)
+    enc = encoder_from_stats(stats, list(data.features))
+    enc_json = json.dumps(enc.to_dict())
+    for pid in range(cfg.num_clients):
+        sp = data.splits[pid]
+        X = data.train.loc[:, list(data.features)]
+        Xtr, ytr, Xval, yval = _encoded(setup_json, enc_json, pid, "", 7)
+        assert np.array_equal(Xtr, enc.transform(X.iloc[sp.train]))
+        assert np.array_equal(Xval, enc.transform(X.iloc[sp.val]))
+        assert np.array_equal(ytr, data.y_train[sp.train].astype(np.float32))
+        assert np.array_equal(yval, data.y_train[sp.val].astype(np.float32))
+
+
+def test_indexed_message_lookup_returns_what_flowers_own_lookup_returns() -> None:
+    """The link-state replacement used during our simulations hands each node the same messages,
+    in the same order, as Flower's ``InMemoryLinkState.get_message_ins`` (expired ones dropped)."""
+    import importlib
+
+    from flwr.app import ConfigRecord, Message, MessageType, RecordDict
+    from flwr.server.superlink.fleet.vce.vce_api import _register_nodes
+    from flwr.server.superlink.linkstate.in_memory_linkstate import InMemoryLinkState
+    from flwr.supercore.task_identity import TaskIdentity
+
+    from federated._engine import _indexed_get_message_ins, _indexed_message_ins
+
+    rs = importlib.import_module("flwr.simulation.run_simulation")  # the module, not the function
+
+    def federation() -> tuple[InMemoryLinkState, list[int]]:
+        # the set-up of Flower's own simulation loop (flwr.simulation.run_simulation._main_loop)
+        factory = rs.LinkStateFactory(rs.FLWR_IN_MEMORY_DB_NAME, rs.NoOpFederationManager(), rs.ObjectStoreFactory())
+        state = factory.state()
+        run = rs.Run.create_empty(run_id=rs.generate_rand_int_from_bytes(rs.RUN_ID_NUM_BYTES))
+        run.primary_task_id = rs.generate_rand_int_from_bytes(rs.TASK_ID_NUM_BYTES)
+        run.federation_id = rs.NOOP_FEDERATION_ID
+        TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, run.run_id, rs.SUPERLINK_NODE_ID
+        state.run_ids[run.run_id] = rs.RunRecord(run=run)
+        state.task_store[run.primary_task_id] = rs.Task(task_id=run.primary_task_id, run_id=run.run_id)
+        nodes = sorted(_register_nodes(num_nodes=5, state_factory=factory))
+        grid = rs.InMemoryGrid(state_factory=factory)
+        grid.set_run(run)
+        msgs = []
+        for k in range(12):  # nodes interleaved, several messages per node, two already expired
+            node = nodes[(3 * k) % 5]
+            m = Message(RecordDict({"c": ConfigRecord({"k": k})}), dst_node_id=node, message_type=MessageType.QUERY,
+                        ttl=1e-9 if k in (2, 7) else None)
+            msgs.append(m)
+        grid.push_messages(msgs)
+        return state, nodes
+
+    def drain(state: InMemoryLinkState, nodes: list[int], fn) -> list[list[tuple[int, int]]]:
+        sweeps = []
+        for _ in range(4):
+            got = []
+            for n in nodes:
+                got += [(n, int(m.content.config_records["c"]["k"])) for m in fn(state, n, 1)]
+            sweeps.append(got)
+        return sweeps
+
+    a, nodes_a = federation()
+    b, nodes_b = federation()
+    want = drain(a, nodes_a, lambda s, n, lim: InMemoryLinkState.get_message_ins(s, node_id=n, limit=lim))
+    rank = {n: i for i, n in enumerate(nodes_a)}
+    rank_b = {n: i for i, n in enumerate(nodes_b)}
+    got = drain(b, nodes_b, lambda s, n, lim: _indexed_get_message_ins(s, n, lim))
+    assert [[(rank[n], k) for n, k in sw] for sw in want] == [[(rank_b[n], k) for n, k in sw] for sw in got]
+    assert sum(len(sw) for sw in got) == 10 and not got[-1]  # 12 sent, 2 expired, all delivered once
+    assert all(k not in (2, 7) for sw in got for _, k in sw)
+    with _indexed_message_ins() as used:  # installed on the pinned Flower line, removed afterwards
+        assert used and InMemoryLinkState.get_message_ins is _indexed_get_message_ins
+    assert InMemoryLinkState.get_message_ins is not _indexed_get_message_ins
