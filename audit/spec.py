@@ -100,7 +100,7 @@ class ExplainPolicy(_Strict):
     blackbox_permutations: int = Field(6, ge=1, le=1000)  # feature orderings per row (model-agnostic SHAP)
     tree_feature_perturbation: Literal["tree_path_dependent", "interventional"] = "tree_path_dependent"
     n_jobs: int = Field(2, ge=1, le=64)  # processes for large TreeSHAP runs (idle cores only)
-    parallel_min_rows: int = Field(4000, ge=100, le=10_000_000)  # split TreeSHAP over n_jobs from here
+    parallel_min_rows: int = Field(400, ge=100, le=10_000_000)  # split TreeSHAP over n_jobs from here
     n_bootstrap: int = Field(200, ge=20, le=10_000)
     confidence_level: float = Field(0.95, gt=0.5, lt=1)
     # -- LIME ---------------------------------------------------------------------------------

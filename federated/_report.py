@@ -26,7 +26,7 @@ def _png(fig: Any) -> str:
     for ax in fig.axes:  # every x axis here is a round or a client id
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=90)  # constrained layout: no second "tight" draw
     import matplotlib.pyplot as plt
 
     plt.close(fig)
@@ -67,7 +67,7 @@ def _plots(run: FederatedRun) -> list[tuple[str, str]]:
 
     cf = run.clients_frame()
     if "accuracy" in cf.columns and cf["accuracy"].notna().any():
-        fig, ax = plt.subplots(figsize=(10, 3.2))
+        fig, ax = plt.subplots(figsize=(10, 3.2), layout="constrained")
         ok = cf[cf["accuracy"].notna()]
         ax.scatter(ok["round"], ok["accuracy"], s=10, alpha=0.5, label="one client")
         if "clients_min" in rf.columns:
@@ -91,7 +91,7 @@ def _plots(run: FederatedRun) -> list[tuple[str, str]]:
             axes[i][0].legend(fontsize=7)
         out.append(("Fairness across groups (global model, test rows)", _png(fig)))
 
-    fig, ax = plt.subplots(figsize=(10, 3))
+    fig, ax = plt.subplots(figsize=(10, 3), layout="constrained")
     tr = rf[rf["round"] > 0]
     ax.bar(tr["round"], tr["answered"], label="answered")
     ax.bar(tr["round"], tr["dropped"], bottom=tr["answered"], label="dropped out")
@@ -101,7 +101,7 @@ def _plots(run: FederatedRun) -> list[tuple[str, str]]:
     out.append(("Who answered", _png(fig)))
 
     if rf["epsilon"].notna().any() or rf["epsilon_local_max"].notna().any():
-        fig, ax = plt.subplots(figsize=(10, 3))
+        fig, ax = plt.subplots(figsize=(10, 3), layout="constrained")
         if rf["epsilon"].notna().any():
             ax.plot(rf["round"], rf["epsilon"], marker="o", label="central (client-level), amplified")
             ax.plot(rf["round"], rf["epsilon_no_amplification"], ls="--", label="central, no amplification")
@@ -112,7 +112,7 @@ def _plots(run: FederatedRun) -> list[tuple[str, str]]:
         out.append(("Privacy loss per round", _png(fig)))
 
     pf = run.partitions_frame()
-    fig, ax = plt.subplots(figsize=(10, 3))
+    fig, ax = plt.subplots(figsize=(10, 3), layout="constrained")
     ax.bar(pf["partition_id"], pf["rows"] - pf["positives"], label="negative")
     ax.bar(pf["partition_id"], pf["positives"], bottom=pf["rows"] - pf["positives"], label="positive")
     ax.set(xlabel="client (partition id)", ylabel="rows", title=f"Partitions ({run.config.partition})")

@@ -14,8 +14,11 @@ importance) so that agreement intervals can be bootstrapped the same way.
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import os
+import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -153,13 +156,30 @@ def _build_shared(ctx: Any) -> Shared:
     )
 
 
+_CONTROLLER: tuple[int, Any] | None = None
+
+
+def _threadpool_controller() -> Any:
+    """threadpoolctl's view of the loaded native thread pools, rebuilt only when modules were imported.
+
+    Building it walks every loaded shared library (about 50 ms with torch and scikit-learn loaded),
+    once per ``threadpool_limits`` call; new native pools arrive with new Python modules, so the
+    number of imported modules keys the cache.
+    """
+    global _CONTROLLER
+    from threadpoolctl import ThreadpoolController
+
+    key = len(sys.modules)
+    if _CONTROLLER is None or _CONTROLLER[0] != key:
+        _CONTROLLER = (key, ThreadpoolController())
+    return _CONTROLLER[1]
+
+
 @contextlib.contextmanager
 def single_threaded() -> Iterator[None]:
     """Explanations call the model many times on small batches: one native thread per call is
     faster than OpenMP/BLAS start-up, and stays fast on a busy machine (no oversubscription)."""
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=1):
+    with _threadpool_controller().limit(limits=1):
         yield
 
 
@@ -215,6 +235,66 @@ def _tree_shap_chunk(final: Any, perturbation: str, background: np.ndarray | Non
     return explainer.shap_values(Z, check_additivity=False), explainer.expected_value
 
 
+def _shap_in_child(explainer: Any, Z: np.ndarray, conn: Any) -> None:
+    """Runs in a forked child: TreeSHAP of its rows, sent back through the pipe."""
+    try:
+        conn.send(("ok", np.asarray(explainer.shap_values(Z, check_additivity=False))))
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent, which recomputes
+        with contextlib.suppress(Exception):
+            conn.send(("error", f"{type(exc).__name__}: {exc}"))
+    finally:
+        conn.close()
+
+
+def _tree_shap_forked(
+    final: Any, perturbation: str, background: np.ndarray | None, Z: np.ndarray, n_jobs: int
+) -> tuple[np.ndarray, Any, str]:
+    """Exact TreeSHAP with the rows split between this process and ``n_jobs - 1`` forked children.
+
+    shap's TreeSHAP is single-threaded C that holds the GIL, so threads cannot share it; a fork
+    starts in milliseconds with the explainer already built (a fresh worker process would first
+    spend a second importing shap and scikit-learn). The children only run TreeSHAP and send
+    arrays back. Values are the serial ones (TreeSHAP is exact per row; tested bit for bit). A
+    child that fails or does not answer within ten times this process's own share (at least
+    30 s) is stopped and its rows are computed here.
+    """
+    import shap
+
+    explainer = shap.TreeExplainer(final, data=background, feature_perturbation=perturbation)
+    chunks = np.array_split(np.arange(len(Z)), n_jobs)
+    mp = multiprocessing.get_context("fork")
+    children = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads (Python >= 3.12)
+        for idx in chunks[1:]:
+            recv, send = mp.Pipe(duplex=False)
+            proc = mp.Process(target=_shap_in_child, args=(explainer, Z[idx], send), daemon=True)
+            proc.start()
+            send.close()
+            children.append((proc, recv, idx))
+    t0 = time.perf_counter()
+    parts = [np.asarray(explainer.shap_values(Z[chunks[0]], check_additivity=False))]
+    budget = max(30.0, 10 * (time.perf_counter() - t0))
+    backend = "fork"
+    for proc, recv, idx in children:
+        status, payload = "timeout", None
+        try:
+            if recv.poll(budget):
+                status, payload = recv.recv()
+        except (EOFError, OSError):
+            status = "died"
+        recv.close()
+        proc.join(timeout=5)
+        if proc.is_alive():
+            proc.terminate()
+            proc.join(timeout=5)
+        if status != "ok":
+            payload = explainer.shap_values(Z[idx], check_additivity=False)
+            backend = f"fork (a child {status}: its rows were recomputed in-process)"
+        parts.append(np.asarray(payload))
+    return np.concatenate(parts, axis=0), explainer.expected_value, backend
+
+
 def _pick_class(values: Any, base: Any, pos: int, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
     """SHAP output for the positive class: (rows x columns) values and per-row base values.
 
@@ -234,11 +314,12 @@ def _pick_class(values: Any, base: Any, pos: int, n_rows: int) -> tuple[np.ndarr
 
 
 def _free_cores(wanted: int) -> int:
-    """Processes worth starting: at most ``wanted``, and only on cores that are idle now (on a busy
-    machine extra processes only add start-up cost). The values do not depend on it."""
+    """Processes worth running: at most ``wanted``, and only on cores that are idle now (on a busy
+    machine extra processes only add start-up cost). This process is itself part of the load
+    average, so one unit of it is not counted as someone else's. The values do not depend on it."""
     cores = os.cpu_count() or 1
     try:
-        busy = os.getloadavg()[0]
+        busy = max(0.0, os.getloadavg()[0] - 1.0)
     except (AttributeError, OSError):  # pragma: no cover - platforms without a load average
         busy = 0.0
     return max(1, min(wanted, cores, int(cores - busy + 0.5)))
@@ -259,7 +340,10 @@ def _exact_shap(
         fp = pol.tree_feature_perturbation
         bg = view.transform(sh.background) if fp == "interventional" else None
         n_jobs = _free_cores(pol.n_jobs) if len(Z) >= pol.parallel_min_rows else 1
-        if n_jobs > 1:
+        backend = "serial"
+        if n_jobs > 1 and "fork" in multiprocessing.get_all_start_methods():
+            raw_values, expected, backend = _tree_shap_forked(view.final, fp, bg, Z, n_jobs)
+        elif n_jobs > 1:
             from joblib import Parallel, delayed
 
             chunks = np.array_split(Z, n_jobs)
@@ -267,7 +351,7 @@ def _exact_shap(
                 delayed(_tree_shap_chunk)(view.final, fp, bg, c) for c in chunks
             )
             raw_values = np.concatenate([np.asarray(v) for v, _ in parts], axis=0)
-            expected = parts[0][1]
+            expected, backend = parts[0][1], "loky"
         else:
             raw_values, expected = _tree_shap_chunk(view.final, fp, bg, Z)
         name = "TreeExplainer"
@@ -279,7 +363,7 @@ def _exact_shap(
             else "exact interventional TreeSHAP against the background sample: features are "
             "replaced by background values independently of each other, true to the model"
         )
-        params.update({"feature_perturbation": fp, "n_jobs": n_jobs,
+        params.update({"feature_perturbation": fp, "n_jobs": n_jobs, "parallel_backend": backend,
                        "background_rows": len(bg) if bg is not None else 0})
     else:
         Zfull = view.transform(sh.background_full)

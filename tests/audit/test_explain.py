@@ -609,3 +609,29 @@ def test_adult_onehot_hgb_family(adult):
     assert not proxies["education"]["flagged"]
     assert results["explain.faithfulness"].verdict is Verdict.PASS
     assert all(r.verdict is not Verdict.ERROR for r in results.values())
+
+
+def test_forked_treeshap_equals_serial_and_recovers_from_a_failed_child(lending_small, monkeypatch):
+    """Rows split between this process and a forked child give the serial values bit for bit; a
+    child that fails has its rows recomputed in-process, and the report says so."""
+    import multiprocessing
+
+    from audit.checks import _explain_methods as em
+
+    if "fork" not in multiprocessing.get_all_start_methods():
+        pytest.skip("no fork on this platform (the loky path is used there)")
+    model = onehot_pipeline(HistGradientBoostingClassifier(max_iter=30, random_state=0))
+    model.fit(lending_small.train[LEND], lending_small.train["approved"])
+    final = model[-1]
+    Z = np.asarray(model[:-1].transform(lending_small.test[LEND].head(600)), dtype=np.float64)
+    serial, expected = em._tree_shap_chunk(final, "tree_path_dependent", None, Z)
+    forked, expected_f, backend = em._tree_shap_forked(final, "tree_path_dependent", None, Z, 3)
+    assert backend == "fork" and np.array_equal(np.asarray(serial), forked)
+    assert np.array_equal(np.asarray(expected), np.asarray(expected_f))
+
+    def broken_child(explainer, rows, conn):
+        raise SystemExit(3)  # dies without answering
+
+    monkeypatch.setattr(em, "_shap_in_child", broken_child)
+    recovered, _, backend = em._tree_shap_forked(final, "tree_path_dependent", None, Z, 2)
+    assert backend.startswith("fork (a child died") and np.array_equal(np.asarray(serial), recovered)
