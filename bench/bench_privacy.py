@@ -46,39 +46,30 @@ def load_adult(seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
     return df.iloc[perm[:n_train]].reset_index(drop=True), df.iloc[perm[n_train:]].reset_index(drop=True)
 
 
-def epoch_time(Z: np.ndarray, y: np.ndarray, *, mode: str | None, batch: int, threads: int,
-               batched: bool, epochs: int, repeats: int) -> tuple[float, float]:
-    """Median (wall, CPU) seconds per epoch, warm-up epoch dropped, over ``repeats`` runs.
-
-    CPU time (this process) is reported next to wall time because the machine is shared: other
-    processes inflate wall time, much less the CPU time of a single-threaded run.
-    """
-    wall, cpu = [], []
-    for r in range(repeats):
-        cfg = DPTrainConfig(epochs=epochs, batch_size=batch, threads=threads, seed=r,
-                            grad_sample_mode=mode or "hooks", accountant="rdp")
-        t = train_mlp(Z, y, target_epsilon=math.inf if mode is None else 3.0, config=cfg,
-                      noise_multiplier=None if mode is None else 1.0, batched_loader=batched)
-        wall.extend(t.epoch_seconds[1:])
-        cpu.extend(t.epoch_cpu_seconds[1:])
-    return statistics.median(wall), statistics.median(cpu)
-
-
 def bench_epochs(Z: np.ndarray, y: np.ndarray, quick: bool, settings: list[tuple[int, int, bool]],
                  modes: tuple[str, ...] = MODES) -> None:
-    epochs, repeats = (3, 1) if quick else (4, 3)
+    """Per setting, the runs of all modes are interleaved (non-private, mode 1, mode 2, ...,
+    repeated), so that a drift in the machine's speed hits every mode alike; each figure is the
+    median over the epochs after each run's warm-up epoch."""
+    epochs, repeats = (3, 1) if quick else (4, 5)
     print(f"\n## DP-SGD epoch time, Adult {Z.shape[0]} rows x {Z.shape[1]} inputs, MLP 64-64, Adam")
     print("wall s / CPU s per epoch (ratio to non-private on CPU time)\n")
     print("| batch | threads | loader | non-private | " + " | ".join(modes) + " |")
     print("|---|---|---|---|" + "---|" * len(modes))
     for batch, threads, batched in settings:
-        bw, bc = epoch_time(Z, y, mode=None, batch=batch, threads=threads, batched=batched,
-                            epochs=epochs, repeats=repeats)
-        cells = []
-        for m in modes:
-            w, c = epoch_time(Z, y, mode=m, batch=batch, threads=threads, batched=batched,
-                              epochs=epochs, repeats=repeats)
-            cells.append(f"{w:.3f} / {c:.3f} ({c / bc:.2f}x)")
+        wall: dict[str | None, list[float]] = {m: [] for m in (None, *modes)}
+        cpu: dict[str | None, list[float]] = {m: [] for m in (None, *modes)}
+        for r in range(repeats):
+            for m in (None, *modes):
+                cfg = DPTrainConfig(epochs=epochs, batch_size=batch, threads=threads, seed=r,
+                                    grad_sample_mode=m or "bk", accountant="rdp")
+                t = train_mlp(Z, y, target_epsilon=math.inf if m is None else 3.0, config=cfg,
+                              noise_multiplier=None if m is None else 1.0, batched_loader=batched)
+                wall[m].extend(t.epoch_seconds[1:])
+                cpu[m].extend(t.epoch_cpu_seconds[1:])
+        med = statistics.median
+        bw, bc = med(wall[None]), med(cpu[None])
+        cells = [f"{med(wall[m]):.3f} / {med(cpu[m]):.3f} ({med(cpu[m]) / bc:.2f}x)" for m in modes]
         loader = "batched" if batched else "TensorDataset"
         print(f"| {batch} | {threads} | {loader} | {bw:.3f} / {bc:.3f} | " + " | ".join(cells) + " |",
               flush=True)

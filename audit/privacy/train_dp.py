@@ -194,11 +194,19 @@ def train_mlp(
             else:
                 res = engine.make_private(noise_multiplier=float(noise_multiplier), **common)
             if config.grad_sample_mode == "bk":
-                from audit.privacy.bookkeeping import BookKeepingDPOptimizer, BookKeepingMLP
+                from audit.privacy.bookkeeping import (
+                    BookKeepingDPOptimizer,
+                    BookKeepingMLP,
+                    PoissonBatchSampler,
+                )
 
-                gsm, opacus_opt, _, loader = res
+                gsm, opacus_opt, _, dp_loader = res
                 gsm._close()  # no Opacus hooks on ``net``: book-keeping needs none
                 opt = BookKeepingDPOptimizer.replacing(opacus_opt)
+                # the same Poisson sampling (rows, rate, steps per epoch) as Opacus' loader
+                bs = dp_loader.batch_sampler
+                sampler = PoissonBatchSampler(bs.num_samples, bs.sample_rate, bs.steps, config.seed + 2)
+                loader = DataLoader(loader.dataset, batch_sampler=sampler, collate_fn=dp_loader.collate_fn)
                 bk = BookKeepingMLP(net, opt, config.max_grad_norm)
             elif config.grad_sample_mode == "ghost":
                 model, opt, criterion, loader = res

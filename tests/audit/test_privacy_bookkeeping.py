@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import warnings
 
@@ -143,3 +144,45 @@ def test_training_run_is_accounted_exactly_like_opacus_ghost_mode():
     with torch.no_grad():
         pred = mod(torch.from_numpy(np.asarray(Z, dtype=np.float32))).argmax(1).numpy()
     assert (pred == y).mean() > max(y.mean(), 1 - y.mean()) - 0.05  # at least near the majority rate
+
+
+def test_poisson_batches_include_each_row_independently_with_rate_q():
+    """Binomial batch sizes, every row at rate q, no repeats in a batch, Opacus' step count."""
+    from opacus.utils.uniform_sampler import UniformWithReplacementSampler
+
+    from audit.privacy.bookkeeping import PoissonBatchSampler
+
+    n, q, steps = 500, 0.04, 25
+    sampler = PoissonBatchSampler(n, q, steps, seed=11)
+    assert len(sampler) == len(UniformWithReplacementSampler(num_samples=n, sample_rate=q, steps=steps))
+    counts = np.zeros(n)
+    sizes = []
+    for _ in range(400):  # 400 epochs x 25 steps = 10,000 batches
+        for batch in sampler:
+            assert len(set(batch)) == len(batch) and all(0 <= i < n for i in batch)
+            counts[batch] += 1
+            sizes.append(len(batch))
+    sizes = np.asarray(sizes)
+    draws = 10_000
+    assert sizes.size == draws
+    # batch size ~ Binomial(500, 0.04): mean 20, variance 19.2 (sd of the mean 0.044)
+    assert abs(sizes.mean() - n * q) < 0.2
+    assert sizes.var() == pytest.approx(n * q * (1 - q), rel=0.06)
+    # every row is drawn with probability q per batch: counts ~ Binomial(10,000, 0.04), sd 19.6
+    z = (counts - draws * q) / np.sqrt(draws * q * (1 - q))
+    assert np.abs(z).max() < 4.5  # 500 rows: the largest |z| of 500 normals stays below 4.5
+    assert abs(z.mean()) < 4.5 / np.sqrt(n) and z.std() == pytest.approx(1.0, rel=0.1)
+    # consecutive batches are independent: overlap of successive batches ~ q * |batch|
+    seq = [set(b) for b in PoissonBatchSampler(n, q, 2000, seed=3)]
+    overlap = np.mean([len(a & b) for a, b in itertools.pairwise(seq)])
+    assert overlap == pytest.approx(n * q * q, rel=0.15)
+
+
+def test_poisson_sampler_gives_empty_batches_and_refuses_bad_parameters():
+    from audit.privacy.bookkeeping import PoissonBatchSampler
+
+    sizes = [len(b) for b in PoissonBatchSampler(20, 0.02, 5000, seed=0)]  # P(empty) = 0.98^20 = 0.67
+    assert np.mean([s == 0 for s in sizes]) == pytest.approx(0.98 ** 20, abs=0.03)
+    for bad in ((0, 0.1, 5), (10, 0.0, 5), (10, 1.5, 5), (10, 0.1, 0)):
+        with pytest.raises(ValueError, match="Poisson sampling needs"):
+            PoissonBatchSampler(*bad, seed=0)
