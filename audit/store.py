@@ -9,6 +9,7 @@ dashboard read while the CLI writes.
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import json
 import os
@@ -16,7 +17,6 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-import builtins
 from typing import Any
 
 from audit.exceptions import StoreError

@@ -125,6 +125,56 @@ def bench_membership(train: pd.DataFrame, hold: pd.DataFrame, quick: bool) -> No
                   f"[{rec['auc_lo']:.3f}, {rec['auc_hi']:.3f}] | {rec['tpr_at_0.1pct_fpr']:.4f} | "
                   f"{rec['tpr_at_1pct_fpr']:.4f} | {'' if math.isnan(lb) else f'{lb:.3f}'} |", flush=True)
         print(f"  -> {r.verdict.value}: {r.summary} (reference: {r.provenance.params.get('reference')})")
+        for kind in ("nn", "rf"):
+            art_row(label, adapter, train, hold, target, pos, kind)
+
+
+def art_row(label: str, adapter: object, train: pd.DataFrame, hold: pd.DataFrame, target: str, pos: str,
+            kind: str) -> None:
+    """The Adversarial Robustness Toolbox's black-box membership attack on the same model and rows.
+
+    Members are training rows, non-members holdout rows, balanced; ART's attack model (``kind``:
+    its default neural network, or a random forest) is fitted on one half of each and scored on
+    the other half, as our attacks' operating points are. Skipped when ART is not installed
+    (``pip install adversarial-robustness-toolbox``; not a dependency of the project).
+    """
+    try:
+        from art.attacks.inference.membership_inference import MembershipInferenceBlackBox
+        from art.estimators.classification import BlackBoxClassifier
+    except ImportError:
+        print(f"| {label} | | | ART ({kind}) | not installed | | | |")
+        return
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    feats = [c for c in train.columns if c != target]
+    rng = np.random.default_rng(0)
+    n = min(len(train), len(hold))
+    mem = train.iloc[rng.permutation(len(train))[:n]]
+    non = hold.iloc[rng.permutation(len(hold))[:n]]
+    half = n // 2
+
+    def pred_y(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        p = np.asarray(adapter.predict_proba(frame[feats]), dtype=np.float32)  # type: ignore[attr-defined]
+        return p, (frame[target] == pos).to_numpy().astype(int)
+
+    pm_fit, ym_fit = pred_y(mem.iloc[:half])
+    pn_fit, yn_fit = pred_y(non.iloc[:half])
+    pm_ev, ym_ev = pred_y(mem.iloc[half:])
+    pn_ev, yn_ev = pred_y(non.iloc[half:])
+    clf = BlackBoxClassifier(lambda x: np.zeros((len(x), 2), dtype=np.float32), input_shape=(1,), nb_classes=2)
+    t0 = time.perf_counter()
+    attack = MembershipInferenceBlackBox(clf, attack_model_type=kind)
+    dummy = np.zeros((half, 1), dtype=np.float32)
+    attack.fit(dummy, ym_fit, dummy, yn_fit, pred=pm_fit, test_pred=pn_fit)
+    sm = attack.infer(np.zeros((len(ym_ev), 1), dtype=np.float32), ym_ev, pred=pm_ev, probabilities=True)
+    sn = attack.infer(np.zeros((len(yn_ev), 1), dtype=np.float32), yn_ev, pred=pn_ev, probabilities=True)
+    seconds = time.perf_counter() - t0
+    score = np.concatenate([np.asarray(sm).reshape(len(ym_ev), -1)[:, -1], np.asarray(sn).reshape(len(yn_ev), -1)[:, -1]])
+    truth = np.concatenate([np.ones(len(ym_ev)), np.zeros(len(yn_ev))])
+    fpr, tpr, _ = roc_curve(truth, score)
+    at = {f: float(tpr[np.searchsorted(fpr, f, side="right") - 1]) for f in (0.001, 0.01)}
+    print(f"| {label} | {seconds:.2f} | | ART black-box ({kind}) | {roc_auc_score(truth, score):.3f} | "
+          f"{at[0.001]:.4f} | {at[0.01]:.4f} | |", flush=True)
 
 
 def main() -> None:

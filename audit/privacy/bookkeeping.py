@@ -160,6 +160,7 @@ class BookKeepingMLP:
         if [id(p) for p in optimizer._plist] != [id(p) for p in expected]:
             raise UsageError("the optimizer must hold the MLP's parameters, weights and biases in layer order")
         self.net, self.linears, self.optimizer = net, linears, optimizer
+        self._plan = [(m, isinstance(m, nn.Linear)) for m in net]
         self.max_grad_norm = float(max_grad_norm)
         # per-sample losses summed: row i of each output gradient is row i's own gradient
         self.loss = loss or (lambda out, y: nn.functional.cross_entropy(out, y, reduction="sum"))
@@ -171,23 +172,25 @@ class BookKeepingMLP:
             return 0.0
         a = xb
         inputs, outputs = [], []
-        for m in self.net:
-            if isinstance(m, nn.Linear):
+        for m, linear in self._plan:  # modules' forward directly: no hooks are wanted here
+            if linear:
                 inputs.append(a)
-                a = m(a)
+                a = nn.functional.linear(a, m.weight, m.bias)
                 outputs.append(a)
             else:
-                a = m(a)
+                a = m.forward(a)
         loss = self.loss(a, yb)
         grads = torch.autograd.grad(loss, outputs)
         with torch.no_grad():
-            norm2 = torch.zeros(len(xb), dtype=xb.dtype)
+            norm2 = None
             for ai, bi in zip(inputs, grads, strict=True):
-                norm2.addcmul_(torch.linalg.vecdot(ai, ai).add_(1.0), torch.linalg.vecdot(bi, bi))
-            coef = torch.reciprocal(norm2.sqrt_().add_(1e-6)).mul_(self.max_grad_norm).clamp_(max=1.0)
+                sq = torch.linalg.vecdot(ai, ai).add_(1.0).mul_(torch.linalg.vecdot(bi, bi))
+                norm2 = sq if norm2 is None else norm2.add_(sq)
+            assert norm2 is not None
+            coef = torch.clamp(self.max_grad_norm / norm2.sqrt_().add_(1e-6), max=1.0).unsqueeze_(1)
             views = self.optimizer.grad_views
             for k, (ai, bi) in enumerate(zip(inputs, grads, strict=True)):
-                bw = bi * coef[:, None]
+                bw = bi.mul_(coef)  # the output gradients are ours: scaled in place
                 torch.mm(bw.T, ai, out=views[2 * k])
                 torch.sum(bw, 0, out=views[2 * k + 1])
         return float(loss.detach())
