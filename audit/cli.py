@@ -11,6 +11,7 @@ Other packages add sub-commands through a module-level ``add_commands(subparsers
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import importlib.util
 import os
@@ -319,9 +320,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
 
-def entrypoint() -> NoReturn:  # pragma: no cover
-    sys.exit(main())
+def entrypoint() -> NoReturn:  # pragma: no cover - the console script; tests call main()
+    """The ``trustaudit`` command: run, then exit without the interpreter's final cycle collection.
+
+    Every report and store write is finished and closed when ``main`` returns, but at exit Python
+    would still walk every object for reference cycles: 1.3–2 s with torch, Ray and pandas
+    loaded, measured after a federated simulation. ``gc.freeze`` puts the survivors out of the
+    collector's reach (objects are still released by reference counting as modules unload).
+    """
+    rc = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    gc.freeze()
+    sys.exit(rc)
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    entrypoint()

@@ -25,8 +25,11 @@ def _png(fig: Any) -> str:
 
     for ax in fig.axes:  # every x axis here is a round or a client id
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    # fixed margins (sized for these 10-inch-wide panels): one draw per figure, where a
+    # constrained or "tight" layout draws everything twice
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.16, top=0.88, wspace=0.22, hspace=0.5)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)  # constrained layout: no second "tight" draw
+    fig.savefig(buf, format="png", dpi=90)
     import matplotlib.pyplot as plt
 
     plt.close(fig)
@@ -58,7 +61,7 @@ def _plots(run: FederatedRun) -> list[tuple[str, str]]:
 
     out: list[tuple[str, str]] = []
     rf = run.rounds_frame()
-    fig, ax = plt.subplots(1, 2, figsize=(10, 3.2), layout="constrained")
+    fig, ax = plt.subplots(1, 2, figsize=(10, 3.2))
     ax[0].plot(rf["round"], rf["global_accuracy"], marker="o")
     ax[0].set(xlabel="round", ylabel="accuracy", title="Global model, test rows")
     ax[1].plot(rf["round"], rf["global_loss"], marker="o", color="tab:red")
@@ -67,7 +70,7 @@ def _plots(run: FederatedRun) -> list[tuple[str, str]]:
 
     cf = run.clients_frame()
     if "accuracy" in cf.columns and cf["accuracy"].notna().any():
-        fig, ax = plt.subplots(figsize=(10, 3.2), layout="constrained")
+        fig, ax = plt.subplots(figsize=(10, 3.2))
         ok = cf[cf["accuracy"].notna()]
         ax.scatter(ok["round"], ok["accuracy"], s=10, alpha=0.5, label="one client")
         if "clients_min" in rf.columns:
@@ -80,7 +83,7 @@ def _plots(run: FederatedRun) -> list[tuple[str, str]]:
     gf = run.groups_frame()
     if not gf.empty:
         attrs = sorted(gf["attribute"].unique())
-        fig, axes = plt.subplots(len(attrs), 2, figsize=(10, 3 * len(attrs)), squeeze=False, layout="constrained")
+        fig, axes = plt.subplots(len(attrs), 2, figsize=(10, 3 * len(attrs)), squeeze=False)
         for i, attr in enumerate(attrs):
             sub = gf[gf["attribute"] == attr]
             for g, part in sub.groupby("group"):
@@ -91,7 +94,7 @@ def _plots(run: FederatedRun) -> list[tuple[str, str]]:
             axes[i][0].legend(fontsize=7)
         out.append(("Fairness across groups (global model, test rows)", _png(fig)))
 
-    fig, ax = plt.subplots(figsize=(10, 3), layout="constrained")
+    fig, ax = plt.subplots(figsize=(10, 3))
     tr = rf[rf["round"] > 0]
     ax.bar(tr["round"], tr["answered"], label="answered")
     ax.bar(tr["round"], tr["dropped"], bottom=tr["answered"], label="dropped out")
@@ -101,7 +104,7 @@ def _plots(run: FederatedRun) -> list[tuple[str, str]]:
     out.append(("Who answered", _png(fig)))
 
     if rf["epsilon"].notna().any() or rf["epsilon_local_max"].notna().any():
-        fig, ax = plt.subplots(figsize=(10, 3), layout="constrained")
+        fig, ax = plt.subplots(figsize=(10, 3))
         if rf["epsilon"].notna().any():
             ax.plot(rf["round"], rf["epsilon"], marker="o", label="central (client-level), amplified")
             ax.plot(rf["round"], rf["epsilon_no_amplification"], ls="--", label="central, no amplification")
@@ -112,7 +115,7 @@ def _plots(run: FederatedRun) -> list[tuple[str, str]]:
         out.append(("Privacy loss per round", _png(fig)))
 
     pf = run.partitions_frame()
-    fig, ax = plt.subplots(figsize=(10, 3), layout="constrained")
+    fig, ax = plt.subplots(figsize=(10, 3))
     ax.bar(pf["partition_id"], pf["rows"] - pf["positives"], label="negative")
     ax.bar(pf["partition_id"], pf["positives"], bottom=pf["rows"] - pf["positives"], label="positive")
     ax.set(xlabel="client (partition id)", ylabel="rows", title=f"Partitions ({run.config.partition})")
