@@ -32,7 +32,7 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -148,14 +148,17 @@ def simulate(
     ray_cpus: int | None = None,
     progress: ProgressFn | None = None,
     verbose: bool = False,
+    on_run: Callable[[FederatedRun], None] | None = None,
 ) -> FederatedRun:
     """Run the federated app on Flower's simulation engine and return the run record.
 
     Bad settings raise :class:`audit.exceptions.ConfigError` (or ``DataError``) before Ray starts:
-    the data is loaded and partitioned here first (and cached for the ServerApp).
+    the data is loaded and partitioned here first (and cached for the ServerApp). ``on_run`` is
+    called from the ServerApp's thread as soon as the run is recorded, while the engine is still
+    stopping (a couple of seconds); its run lacks only the engine's start/stop timings.
     """
     return simulate_many([config], client_cpus=client_cpus, ray_cpus=ray_cpus, progress=progress,
-                         verbose=verbose)[0]
+                         verbose=verbose, on_run=on_run)[0]
 
 
 def simulate_many(
@@ -165,6 +168,7 @@ def simulate_many(
     ray_cpus: int | None = None,
     progress: ProgressFn | None = None,
     verbose: bool = False,
+    on_run: Callable[[FederatedRun], None] | None = None,
 ) -> list[FederatedRun]:
     """Several runs one after the other on one federation: Ray and the clients start once.
 
@@ -201,7 +205,12 @@ def simulate_many(
     engine = {"backend": "ray", "client_cpus": backend["client_resources"]["num_cpus"],
               "ray_cpus": ray_cpus or os.cpu_count(),
               "num_supernodes": sizes[0], "runs_in_simulation": len(cfgs)}
-    server = make_server_app(results.append, progress=progress, engine=engine, write_outputs=False, configs=cfgs)
+    def sink(run: FederatedRun) -> None:
+        results.append(run)
+        if on_run is not None:
+            on_run(run)
+
+    server = make_server_app(sink, progress=progress, engine=engine, write_outputs=False, configs=cfgs)
     context = Context(run_id=secrets.randbits(63), node_id=0, node_config={}, state=RecordDict(),
                       run_config=cfgs[0].to_run_config())
     t0 = time.perf_counter()

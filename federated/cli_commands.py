@@ -9,8 +9,10 @@ With ``--audit`` the exit code is the audit's (0 pass, 1 a check failed); otherw
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
+import threading
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -167,6 +169,7 @@ class _Progress:
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
+    from audit.io import write_text_atomic
     from federated._data import load_run_data
     from federated._engine import simulate
     from federated.export import audit_run, write_audit_reports, write_run_outputs
@@ -175,10 +178,33 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     if args.client_cpus is not None and args.client_cpus <= 0:
         raise ConfigError(f"--client-cpus must be a positive number; got {args.client_cpus}")
     load_run_data(cfg.data_setup_json())  # data and partition errors exit 2 before the engine starts
-    with _Progress(cfg.num_rounds, args.quiet) as bar:
-        run = simulate(cfg, client_cpus=args.client_cpus, ray_cpus=args.ray_cpus, progress=bar, verbose=args.verbose)
     out = Path(cfg.output_dir)
-    written = write_run_outputs(run, out, audit=False)
+    early: dict[str, Any] = {}
+
+    def write_early(finished: Any) -> None:
+        """Write the outputs on a thread of their own while the engine stops (seconds of waiting)."""
+        def work() -> None:
+            try:
+                early["written"] = write_run_outputs(finished, out, audit=False)
+            except BaseException as exc:  # noqa: BLE001 - re-raised on the main thread below
+                early["error"] = exc
+
+        early["thread"] = threading.Thread(target=work, name="trustaudit-run-outputs")
+        early["thread"].start()
+
+    with _Progress(cfg.num_rounds, args.quiet) as bar:
+        run = simulate(cfg, client_cpus=args.client_cpus, ray_cpus=args.ray_cpus, progress=bar,
+                       verbose=args.verbose, on_run=write_early)
+    if "thread" in early:
+        early["thread"].join()
+    if "error" in early:
+        raise early["error"]
+    if "written" in early:
+        # the metrics again, now with the engine's start and stop timings
+        early["written"]["metrics"] = write_text_atomic(out / "metrics.json", json.dumps(run.to_dict(), indent=2))
+        written = early["written"]
+    else:
+        written = write_run_outputs(run, out, audit=False)
     report = None
     if cfg.audit:
         from audit.cli import _progress_runner
