@@ -57,7 +57,10 @@ def auto_client_cpus(ray_cpus: int | None = None) -> float:
 
 def backend_config(client_cpus: float | None = None, ray_cpus: int | None = None) -> dict[str, Any]:
     """The simulation backend settings: resources per client (None: automatic) and Ray's CPU budget."""
-    init: dict[str, Any] = {"logging_level": "ERROR", "log_to_driver": False, "include_dashboard": False}
+    # no idle workers prestarted at ray.init: they compete for the cores with the start-up itself,
+    # and the actors get workers of their own anyway
+    init: dict[str, Any] = {"logging_level": "ERROR", "log_to_driver": False, "include_dashboard": False,
+                            "_system_config": {"enable_worker_prestart": False}}
     if ray_cpus:
         init["num_cpus"] = int(ray_cpus)
     cpus = auto_client_cpus(ray_cpus) if client_cpus is None else float(client_cpus)
