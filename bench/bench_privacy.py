@@ -2,8 +2,8 @@
 
 1. DP-SGD epoch time against the non-private epoch on the same MLP and data: UCI Adult (train +
    test files, 70 % for training = 34,189 rows, one-hot encoded), two hidden layers of 64, batch
-   256, Adam. Modes: bk (book-keeping clipping, one backward pass, over Opacus' loader, optimizer
-   and accountant) and Opacus' hooks, ew (expanded weights), functorch, ghost (ghost clipping).
+   256, Adam. Modes: bk (book-keeping clipping, one backward pass, with Opacus' noise calibration,
+   noise and accountant) and Opacus' hooks, ew (expanded weights), functorch, ghost (ghost clipping).
    Two data pipelines: the stock ``TensorDataset`` loader (one Python call per row) and a batched
    loader (``__getitems__``: one indexing call per batch), at 1 and 2 torch threads, and a larger
    batch. Each figure is the median of the epochs after a warm-up epoch, over repeated runs.

@@ -46,9 +46,9 @@ __all__ = [
     "train_mlp",
 ]
 
-#: Per-sample-gradient modes: ``bk`` (book-keeping clipping in one backward pass over Opacus'
-#: loader, optimizer and accountant; see :mod:`audit.privacy.bookkeeping`) and Opacus' own hooks,
-#: expanded weights, functorch and ghost clipping.
+#: Per-sample-gradient modes: ``bk`` (book-keeping clipping in one backward pass, with Opacus'
+#: noise calibration, noise and accountant; see :mod:`audit.privacy.bookkeeping`) and Opacus' own
+#: hooks, expanded weights, functorch and ghost clipping.
 GRAD_SAMPLE_MODES: tuple[str, ...] = ("bk", "hooks", "ew", "functorch", "ghost")
 
 
@@ -184,8 +184,8 @@ def train_mlp(
                 noise_generator=torch.Generator().manual_seed(config.seed + 1),
             )
             if config.grad_sample_mode == "bk":
-                # Opacus' ghost set-up gives the Poisson loader, the calibrated optimizer and the
-                # accountant hook; the clipping itself is book-keeping (one backward pass)
+                # Opacus' ghost set-up gives the calibrated optimizer, the accountant hook and the
+                # sampling parameters; clipping (one backward pass) and batch sampling are ours
                 common["grad_sample_mode"] = "ghost"
             if noise_multiplier is None:
                 res = engine.make_private_with_epsilon(
