@@ -39,6 +39,9 @@ __all__ = [
 ]
 
 MISSING_GROUP = "<missing>"
+#: Where the resolved positive-class index lives on a context type without a field for it.
+POSITIVE_INDEX_MEMO = "audit.positive_index"
+_CONTEXT_HAS_POSITIVE_INDEX = "positive_index" in {f.name for f in dataclasses.fields(AuditContext)}
 ProgressCallback = Callable[[str, str, int, int], None]  # (event, check_id, index, total)
 
 _LIBS = (
@@ -274,6 +277,8 @@ def build_context(
     test = splits["test"]
     assert test is not None
     _validate_causal_graph(spec, test)
+    # the positive class is resolved here, once: checks read it from the context
+    resolved: dict[str, Any] = {"positive_index": pos_idx} if _CONTEXT_HAS_POSITIVE_INDEX else {}
     ctx = AuditContext(
         spec=spec,
         model=adapter,
@@ -282,7 +287,10 @@ def build_context(
         holdout=splits["holdout"],
         seed=spec.seed,
         extras=dict(extras or {}),
+        **resolved,
     )
+    if not _CONTEXT_HAS_POSITIVE_INDEX:
+        ctx.memo(POSITIVE_INDEX_MEMO, lambda: pos_idx)
     return ctx, inputs
 
 

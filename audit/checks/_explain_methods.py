@@ -27,7 +27,8 @@ import numpy as np
 import pandas as pd
 
 from audit.checks._explain_space import ModelView, TabularCodec, model_view, positive_index
-from audit.checks._explain_stats import bootstrap_means, interval, spearman_rows, stratified_sample
+from audit.checks._explain_stats import spearman_rows, stratified_sample
+from audit.stats import bootstrap_means, bootstrap_weights, percentile_interval
 
 __all__ = [
     "METHODS",
@@ -127,7 +128,7 @@ def _build_shared(ctx: Any) -> Shared:
     pol = ctx.policy.explain
     test = ctx.test
     columns = tuple(str(c) for c in test.X.columns)
-    pos = positive_index(ctx.model, ctx.spec.data.positive_label)
+    pos = positive_index(ctx)
     rows = stratified_sample(test.y, pol.sample_size, ctx.rng("explain.rows"))
     rng = ctx.rng("explain.rows.order")
     rows = rows[rng.permutation(len(rows))]  # random order: nested prefixes are random samples too
@@ -209,7 +210,7 @@ def _summarise(
     pol = ctx.policy.explain
     imp = units.mean(0)
     boot = bootstrap_means(units, pol.n_bootstrap, ctx.rng(f"explain.boot.{name}"))
-    lo, hi = interval(boot, pol.confidence_level)
+    lo, hi = percentile_interval(boot, pol.confidence_level)
     return imp, lo, hi, boot
 
 
@@ -543,12 +544,21 @@ def compute_lime(ctx: Any) -> Attribution:
     imp, lo, hi, boot = _summarise(ctx, units, "lime")
     # stability: paired bootstrap over rows of the two runs' global rankings
     U2 = np.abs(W2)
-    rng = ctx.rng("explain.boot.lime.stability")
-    Wb = rng.multinomial(n, np.full(n, 1.0 / n), size=pol.n_bootstrap).astype(np.float64)
-    draws = spearman_rows(Wb @ units / n, Wb @ U2 / n)
-    s_lo, s_hi = interval(draws, pol.confidence_level)
+    Wb = bootstrap_weights(n, pol.n_bootstrap, ctx.rng("explain.boot.lime.stability"))
     global_rho = float(spearman_rows(units.mean(0), U2.mean(0))[0])
+    if np.isfinite(global_rho):
+        s_lo, s_hi = percentile_interval(spearman_rows(Wb @ units / n, Wb @ U2 / n), pol.confidence_level)
+    else:  # undefined (one feature, or a ranking that is all ties): no interval either
+        s_lo = s_hi = np.nan
     per_row = spearman_rows(units, U2)
+    defined_rows = np.isfinite(per_row)
+    if np.isfinite(global_rho):
+        undefined_why = ""
+    elif len(sh.columns) < 2:
+        undefined_why = f"the model has one input column ({sh.columns[0]}): there is no ranking to change"
+    else:
+        undefined_why = ("every feature has the same mean |LIME weight| in a run (all ties): there is "
+                         "no ranking to compare")
     return Attribution(
         method="lime",
         features=sh.columns,
@@ -573,9 +583,10 @@ def compute_lime(ctx: Any) -> Attribution:
             "stability_spearman": global_rho,
             "stability_spearman_lo": float(s_lo),
             "stability_spearman_hi": float(s_hi),
-            "stability_row_spearman_mean": float(np.mean(per_row)),
+            "stability_row_spearman_mean": (float(np.mean(per_row[defined_rows]))
+                                            if defined_rows.any() else float("nan")),
         },
-        extra={"rerun_importance": U2.mean(0), "rerun_local": W2},
+        extra={"rerun_importance": U2.mean(0), "rerun_local": W2, "stability_undefined": undefined_why},
         seconds=time.perf_counter() - t0,
     )
 

@@ -1,5 +1,11 @@
-"""Statistics behind the explanation checks: bootstrap intervals, rank agreement, faithfulness
-curves, proxy detection. Pure numpy / scipy on arrays; no model formats, no results.
+"""Statistics behind the explanation checks: rank agreement, faithfulness curves, proxy detection.
+Pure numpy / scipy on arrays; no model formats, no results. Intervals and verdicts come from
+``audit.stats`` (the one home of the bootstrap kernels and the verdict rule).
+
+Rank correlation is *undefined* (NaN), not zero, where it is undefined: with fewer than two
+features, or when either ranking is all ties (every importance equal, within a relative tolerance
+of 1e-9 that absorbs floating-point noise such as LIME's ~1e-17 weights for a constant model). The
+checks report such a measure as not applicable instead of reading it as disagreement.
 """
 
 from __future__ import annotations
@@ -12,17 +18,20 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from audit.stats import normal_interval, percentile_interval
+
 __all__ = [
+    "TIE_TOLERANCE",
     "FaithfulnessResult",
+    "PairAgreement",
+    "all_tied",
     "auc_mann_whitney",
-    "bootstrap_means",
     "faithfulness",
-    "interval",
     "proxy_scan",
     "rank_agreement",
     "spearman_rows",
     "stratified_sample",
-    "verdict_above",
+    "top_k_overlap",
 ]
 
 
@@ -40,36 +49,44 @@ def stratified_sample(y: np.ndarray, n: int, rng: np.random.Generator) -> np.nda
     return np.sort(np.concatenate(out))
 
 
-def bootstrap_means(units: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
-    """(n_boot x columns): column means of ``units`` over rows resampled with replacement."""
-    units = np.asarray(units, dtype=np.float64)
-    n = units.shape[0]
-    # resample counts per row: n uniform row draws per replicate, counted with one bincount (the
-    # multinomial(n, 1/n) counts, at a fraction of numpy's per-category multinomial sampler's cost)
-    draws = rng.integers(0, n, size=(n_boot, n)) + n * np.arange(n_boot)[:, None]
-    W = np.bincount(draws.ravel(), minlength=n_boot * n).reshape(n_boot, n).astype(np.float64)
-    return W @ units / n
+#: Importances whose spread is within this share of their largest magnitude count as all tied.
+TIE_TOLERANCE = 1e-9
 
 
-def interval(draws: np.ndarray, level: float, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Percentile interval of bootstrap draws."""
-    a = (1 - level) / 2
-    return np.quantile(draws, a, axis=axis), np.quantile(draws, 1 - a, axis=axis)
+def all_tied(values: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Whether a ranking is all ties along ``axis``: fewer than two values, or every value equal
+    within ``TIE_TOLERANCE`` of the largest magnitude (exact zeros included)."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.shape[axis] < 2:
+        return np.ones(np.delete(v.shape, axis % v.ndim), dtype=bool) if v.ndim > 1 else np.bool_(True)
+    spread = np.ptp(v, axis=axis)
+    scale = np.max(np.abs(v), axis=axis)
+    return spread <= TIE_TOLERANCE * scale
 
 
 def spearman_rows(A: np.ndarray, B: np.ndarray) -> np.ndarray:
-    """Spearman correlation of each row of A with the same row of B (ties: average ranks)."""
-    ra = stats.rankdata(np.atleast_2d(A), axis=1)
-    rb = stats.rankdata(np.atleast_2d(B), axis=1)
+    """Spearman correlation of each row of A with the same row of B (ties: average ranks).
+
+    NaN where it is undefined: fewer than two columns, or a row of A or B that is all ties.
+    """
+    A = np.atleast_2d(np.asarray(A, dtype=np.float64))
+    B = np.atleast_2d(np.asarray(B, dtype=np.float64))
+    undefined = all_tied(A, axis=1) | all_tied(B, axis=1)
+    ra = stats.rankdata(A, axis=1)
+    rb = stats.rankdata(B, axis=1)
     ra = ra - ra.mean(axis=1, keepdims=True)
     rb = rb - rb.mean(axis=1, keepdims=True)
     den = np.sqrt((ra**2).sum(1) * (rb**2).sum(1))
     with np.errstate(invalid="ignore", divide="ignore"):
         r = (ra * rb).sum(1) / den
-    return np.where(den > 0, r, 0.0)
+    return np.where(undefined | ~(den > 0), np.nan, r)
 
 
 def top_k_overlap(a: np.ndarray, b: np.ndarray, k: int) -> float:
+    """Share of the k most important features the two rankings have in common; NaN when either
+    ranking is all ties (its top k would be an arbitrary pick)."""
+    if bool(all_tied(a)) or bool(all_tied(b)):
+        return float("nan")
     ta = set(np.argsort(-a, kind="stable")[:k].tolist())
     tb = set(np.argsort(-b, kind="stable")[:k].tolist())
     return len(ta & tb) / k
@@ -77,6 +94,8 @@ def top_k_overlap(a: np.ndarray, b: np.ndarray, k: int) -> float:
 
 @dataclass(frozen=True)
 class PairAgreement:
+    """Agreement of two methods' rankings; the measures are NaN where undefined (``defined``)."""
+
     a: str
     b: str
     spearman: float
@@ -85,6 +104,10 @@ class PairAgreement:
     kendall: float
     top_k_overlap: float
     k: int
+
+    @property
+    def defined(self) -> bool:
+        return bool(np.isfinite(self.spearman))
 
 
 def rank_agreement(
@@ -104,25 +127,13 @@ def rank_agreement(
         for b in names[i + 1 :]:
             ia, ib = importances[a], importances[b]
             rho = float(spearman_rows(ia, ib)[0])
-            tau = stats.kendalltau(ia, ib).statistic
-            tau = 0.0 if not np.isfinite(tau) else float(tau)
-            draws = spearman_rows(boot[a], boot[b])
-            lo, hi = interval(draws, level)
+            if np.isfinite(rho):
+                tau = float(stats.kendalltau(ia, ib).statistic)
+                lo, hi = percentile_interval(spearman_rows(boot[a], boot[b]), level)
+            else:  # undefined: no interval, no Kendall either
+                tau, lo, hi = np.nan, np.nan, np.nan
             out.append(PairAgreement(a, b, rho, float(lo), float(hi), tau, top_k_overlap(ia, ib, k), k))
     return out
-
-
-def verdict_above(point: float, lo: float, hi: float, limit: float) -> str:
-    """For a quantity that must stay at or above ``limit``: PASS / WARN (interval straddles) / FAIL.
-
-    FAIL only when the whole interval lies below the limit; WARN when the point estimate is below
-    it but the interval reaches it, or the point is above but the interval reaches below.
-    """
-    if hi < limit:
-        return "FAIL"
-    if point < limit or lo < limit:
-        return "WARN"
-    return "PASS"
 
 
 # --- faithfulness: deletion and insertion curves ----------------------------------------------
@@ -141,6 +152,18 @@ class FaithfulnessResult:
     deletion_auc_random: float
     insertion_auc: float
     insertion_auc_random: float
+    ordered: np.ndarray  # per row: the attributions give an order (not all tied)
+    moves: np.ndarray  # per row: the predicted-class probability changes along some curve
+
+    @property
+    def defined(self) -> bool:
+        """Faithfulness is measurable: on some row the attributions give an order and the model's
+        output moves when features are removed or inserted."""
+        return bool((self.ordered & self.moves).any())
+
+
+#: A probability that changes by no more than this along every curve counts as not moving.
+FLAT_TOLERANCE = 1e-12
 
 
 def _auc_rows(curves: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -164,7 +187,9 @@ def faithfulness(
     ``A`` holds the rows (n x p) in the encoded input space, ``predict`` maps such a matrix to the
     positive-class probability. For each row the curve follows the probability of the class the
     model predicts; features are removed (replaced by ``reference``) or inserted (into the
-    reference row) in decreasing order of their attribution towards that class.
+    reference row) in decreasing order of their attribution towards that class. A row whose
+    attributions are all tied has no attribution order (its "order" is the column order, as good as
+    a random one); ``ordered`` and ``moves`` say where the comparison means something.
     """
     n, p = A.shape
     sign = np.where(predicted_positive.astype(bool), 1.0, -1.0)
@@ -195,6 +220,8 @@ def faithfulness(
     ins = np.where(pos, ins, 1 - ins).transpose(0, 2, 1)
     auc_del = _auc_rows(dele, x)  # (orders, n)
     auc_ins = _auc_rows(ins, x)
+    moves = (np.ptp(dele, axis=2).max(0) > FLAT_TOLERANCE) | (np.ptp(ins, axis=2).max(0) > FLAT_TOLERANCE)
+    ordered = ~all_tied(oriented, axis=1)
     return FaithfulnessResult(
         fractions=x,
         deletion=dele[0].mean(0),
@@ -207,6 +234,8 @@ def faithfulness(
         deletion_auc_random=float(auc_del[1:].mean()),
         insertion_auc=float(auc_ins[0].mean()),
         insertion_auc_random=float(auc_ins[1:].mean()),
+        ordered=np.asarray(ordered, dtype=bool),
+        moves=np.asarray(moves, dtype=bool),
     )
 
 
@@ -276,7 +305,6 @@ def proxy_scan(
     ones the macro one-vs-rest AUC. Intervals: Hanley-McNeil standard errors (normal approximation;
     for the macro AUC the group SEs are combined as if independent).
     """
-    z = stats.norm.ppf(0.5 + level / 2)
     folds = rng.integers(0, n_folds, size=len(X))
     rows: list[dict[str, Any]] = []
     for s in sensitive.columns:
@@ -302,13 +330,14 @@ def proxy_scan(
                 continue
             auc = float(np.mean(aucs))
             se = float(np.sqrt(np.sum(np.square(ses)))) / len(ses)
+            lo, hi = normal_interval(auc, se, level)
             rows.append(
                 {
                     "feature": str(f),
                     "sensitive": str(s),
                     "auc": auc,
-                    "lo": max(0.0, auc - z * se),
-                    "hi": min(1.0, auc + z * se),
+                    "lo": max(0.0, float(lo)),
+                    "hi": min(1.0, float(hi)),
                     "n": len(X),
                     "groups": len(names),
                 }

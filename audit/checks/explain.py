@@ -25,7 +25,6 @@ comparing checks go on with the methods that ran, naming the missing ones.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -41,17 +40,17 @@ from audit.checks._explain_methods import (
     single_threaded,
 )
 from audit.checks._explain_stats import (
-    bootstrap_means,
+    all_tied,
     faithfulness,
-    interval,
     proxy_scan,
     rank_agreement,
     ranks_desc,
-    verdict_above,
 )
 from audit.exceptions import CheckNotApplicable
 from audit.registry import needs_sensitive_features, needs_torch_model, register_check
 from audit.results import CheckResult, EvidenceTable, PlotSpec, Provenance, Verdict
+from audit.stats import bootstrap_means, judge, percentile_interval
+from audit.stats import worst as _worst
 
 __all__ = [
     "agreement_check",
@@ -67,15 +66,22 @@ FAMILY = "explain"
 _BEESWARM_FEATURES = 10
 _BEESWARM_ROWS = 300
 _LOCAL_ROWS = 20
+_RANK_RULE = (
+    "audit.stats.judge on {measure} (bootstrap interval) against the minimum: FAIL when the whole "
+    "interval lies below it, PASS when the whole interval lies at or above it, WARN when it straddles; "
+    "not applicable (no verdict of its own) where rank correlation is undefined: fewer than two "
+    "features, or a ranking that is all ties"
+)
 
 
 def _pct(level: float) -> str:
     return f"{round(level * 100):d}%"
 
 
-def _worst(verdicts: Sequence[str]) -> Verdict:
-    order = {"PASS": 0, "WARN": 1, "FAIL": 2}
-    return Verdict(max(verdicts, key=lambda v: order[v])) if verdicts else Verdict.PASS
+def _exact(value: float, limit: float) -> Verdict:
+    """Verdict of an exactly computed quantity (no sampling error) that must stay at or below
+    ``limit``: the one rule of ``audit.stats.judge`` with a zero-width interval."""
+    return judge(value, value, value, limit, "max")
 
 
 def _top(a: Attribution, k: int = 3) -> str:
@@ -136,8 +142,8 @@ def shap_check(ctx: Any) -> CheckResult:
     sh = shared(ctx)
     pol = ctx.policy.explain
     err = a.metrics["additivity_max_abs_error"]
-    ok = err <= pol.additivity_max_error
-    verdict = Verdict.PASS if ok else Verdict.FAIL
+    verdict = _exact(err, pol.additivity_max_error)
+    ok = verdict is Verdict.PASS
     n = len(a.local) if a.local is not None else 0
     summary = (
         f"SHAP ({a.params['explainer']}) on {n} sampled rows ranks {_top(a)} first; additivity "
@@ -220,17 +226,26 @@ def lime_check(ctx: Any) -> CheckResult:
     rho, lo, hi = (a.metrics["stability_spearman"], a.metrics["stability_spearman_lo"],
                    a.metrics["stability_spearman_hi"])
     limit = pol.lime_stability_min_spearman
-    verdict = Verdict(verdict_above(rho, lo, hi, limit))
-    state = {
-        Verdict.PASS: "stable",
-        Verdict.WARN: "not clearly stable",
-        Verdict.FAIL: "unstable",
-    }[verdict]
-    summary = (
-        f"LIME on {a.params['rows']} rows ranks {_top(a)} first; re-run with another seed its ranking "
-        f"is {state} (Spearman {rho:.2f}, {_pct(pol.confidence_level)} CI {lo:.2f} to {hi:.2f}; "
-        f"minimum {limit:g})."
-    )
+    undefined = a.extra.get("stability_undefined", "")
+    if undefined:
+        # undefined is not unstable: a ranking that cannot change cannot be unstable either
+        verdict = Verdict.PASS
+        summary = (
+            f"LIME on {a.params['rows']} rows ranks {_top(a)} first; the stability of its ranking is "
+            f"not applicable: {undefined} (Spearman undefined; minimum {limit:g})."
+        )
+    else:
+        verdict = judge(rho, lo, hi, limit, "min")
+        state = {
+            Verdict.PASS: "stable",
+            Verdict.WARN: "not clearly stable",
+            Verdict.FAIL: "unstable",
+        }[verdict]
+        summary = (
+            f"LIME on {a.params['rows']} rows ranks {_top(a)} first; re-run with another seed its "
+            f"ranking is {state} (Spearman {rho:.2f}, {_pct(pol.confidence_level)} CI {lo:.2f} to "
+            f"{hi:.2f}; minimum {limit:g})."
+        )
     rerun = a.extra["rerun_importance"]
     stab = []
     r1, r2 = ranks_desc(a.importance), ranks_desc(rerun)
@@ -258,7 +273,11 @@ def lime_check(ctx: Any) -> CheckResult:
         policy={"lime_stability_min_spearman": limit, "lime_sample_size": pol.lime_sample_size,
                 "lime_num_samples": pol.lime_num_samples, "confidence_level": pol.confidence_level},
         evidence=evidence,
-        provenance=Provenance(params=dict(a.params), seed=ctx.seed),
+        provenance=Provenance(
+            params={**a.params, "stability_rule": _RANK_RULE.format(measure="the two runs' Spearman"),
+                    **({"stability_undefined": undefined} if undefined else {})},
+            seed=ctx.seed,
+        ),
     )
 
 
@@ -272,8 +291,8 @@ def gradients_check(ctx: Any) -> CheckResult:
     pol = ctx.policy.explain
     ig, gs = res["integrated_gradients"], res["gradient_shap"]
     delta = ig.metrics["convergence_delta_max_abs"]
-    ok = delta <= pol.ig_max_convergence_delta
-    verdict = Verdict.PASS if ok else Verdict.FAIL
+    verdict = _exact(delta, pol.ig_max_convergence_delta)
+    ok = verdict is Verdict.PASS
     summary = (
         f"Integrated Gradients on {ig.params['rows']} rows ranks {_top(ig)} first (GradientSHAP: "
         f"{_top(gs)}); max convergence delta {delta:.1e} is {'within' if ok else 'over'} the "
@@ -407,22 +426,42 @@ def agreement_check(ctx: Any) -> CheckResult:
         pol.confidence_level,
     )
     limit = pol.agreement_min_spearman
-    per_pair = [verdict_above(p.spearman, p.spearman_lo, p.spearman_hi, limit) for p in pairs]
-    verdict = _worst(per_pair)
-    worst = min(pairs, key=lambda p: p.spearman)
     lab = METHOD_LABELS
-    if verdict is Verdict.PASS:
-        head = f"All {len(pairs)} pairs of {len(ran)} methods agree on the feature ranking"
-    elif verdict is Verdict.WARN:
-        head = "The methods' rankings may disagree (an interval reaches below the minimum)"
+    per_pair = [
+        judge(p.spearman, p.spearman_lo, p.spearman_hi, limit, "min").value if p.defined else "N/A"
+        for p in pairs
+    ]
+    defined = [p for p in pairs if p.defined]
+    tied = [m for m, a in ran.items() if len(features) >= 2 and bool(all_tied(a.importance))]
+    if len(features) < 2:
+        why = (f"the model has one input column ({features[0]}): every method ranks it first and there is "
+               "no ranking to compare")
     else:
-        head = "The methods disagree on which features matter: do not trust any single explanation"
-    summary = (
-        f"{head}; lowest Spearman {worst.spearman:.2f} ({_pct(pol.confidence_level)} CI "
-        f"{worst.spearman_lo:.2f} to {worst.spearman_hi:.2f}) between {lab[worst.a]} and {lab[worst.b]}, "
-        f"minimum {limit:g}"
-        + (f"; missing: {', '.join(lab.get(m, m) for m in failed)}" if failed else "") + "."
-    )
+        why = ("all ties in the global importance of " + ", ".join(lab[m] for m in tied)
+               + ": no ranking to compare")
+    missing = f"; missing: {', '.join(lab.get(m, m) for m in failed)}" if failed else ""
+    if not defined:
+        # undefined is not disagreement: no pair can be judged, nothing speaks against the methods
+        verdict = Verdict.PASS
+        summary = f"Rank agreement is not applicable: {why} (Spearman undefined for every pair){missing}."
+        worst = None
+    else:
+        verdict = _worst(Verdict(v) for v in per_pair if v != "N/A")
+        worst = min(defined, key=lambda p: p.spearman)
+        if verdict is Verdict.PASS:
+            head = f"All {len(defined)} comparable pairs of {len(ran)} methods agree on the feature ranking"
+        elif verdict is Verdict.WARN:
+            head = "The methods' rankings may disagree (an interval reaches below the minimum)"
+        else:
+            head = "The methods disagree on which features matter: do not trust any single explanation"
+        undefined_pairs = [f"{lab[p.a]} ~ {lab[p.b]}" for p in pairs if not p.defined]
+        summary = (
+            f"{head}; lowest Spearman {worst.spearman:.2f} ({_pct(pol.confidence_level)} CI "
+            f"{worst.spearman_lo:.2f} to {worst.spearman_hi:.2f}) between {lab[worst.a]} and "
+            f"{lab[worst.b]}, minimum {limit:g}"
+            + (f"; not applicable for {', '.join(undefined_pairs)} ({why})" if undefined_pairs else "")
+            + missing + "."
+        )
     by_method = []
     for m, a in ran.items():
         pos_imp = np.clip(a.importance, 0, None)
@@ -432,7 +471,7 @@ def agreement_check(ctx: Any) -> CheckResult:
             by_method.append({"feature": f, "method": lab[m], "share": float(pos_imp[j] / total),
                               "importance": float(a.importance[j]), "rank": int(r[j])})
     matrix = []
-    rho = {(p.a, p.b): p.spearman for p in pairs}
+    rho: dict[tuple[str, str], float] = {(p.a, p.b): p.spearman for p in pairs}
     rho.update({(p.b, p.a): p.spearman for p in pairs})
     for a_ in ran:
         for b_ in ran:
@@ -468,15 +507,18 @@ def agreement_check(ctx: Any) -> CheckResult:
             description=f"Spearman (bootstrap interval), Kendall tau and top-{k} overlap per pair",
         ),
     )
+    nan = float("nan")
     metrics: dict[str, float] = {
-        "min_spearman": worst.spearman,
-        "min_spearman_lo": worst.spearman_lo,
-        "min_spearman_hi": worst.spearman_hi,
-        "mean_spearman": float(np.mean([p.spearman for p in pairs])),
-        "min_kendall": float(min(p.kendall for p in pairs)),
-        "min_top_k_overlap": float(min(p.top_k_overlap for p in pairs)),
+        "min_spearman": worst.spearman if worst else nan,
+        "min_spearman_lo": worst.spearman_lo if worst else nan,
+        "min_spearman_hi": worst.spearman_hi if worst else nan,
+        "mean_spearman": float(np.mean([p.spearman for p in defined])) if defined else nan,
+        "min_kendall": float(min(p.kendall for p in defined)) if defined else nan,
+        "min_top_k_overlap": (float(min(p.top_k_overlap for p in defined if np.isfinite(p.top_k_overlap)))
+                              if any(np.isfinite(p.top_k_overlap) for p in defined) else nan),
         "methods_compared": float(len(ran)),
         "methods_missing": float(len(failed)),
+        "pairs_not_applicable": float(len(pairs) - len(defined)),
     }
     for p in pairs:
         metrics[f"spearman.{p.a}~{p.b}"] = p.spearman
@@ -494,8 +536,8 @@ def agreement_check(ctx: Any) -> CheckResult:
                 "methods": [lab[m] for m in ran],
                 "missing": {lab.get(m, m): e for m, e in failed.items()},
                 "n_bootstrap": pol.n_bootstrap,
-                "rule": "FAIL when a pair's whole Spearman interval lies below the minimum, WARN when "
-                "the point estimate or the interval reaches below it",
+                "rule": _RANK_RULE.format(measure="each pair's Spearman"),
+                **({"not_applicable": why} if len(defined) < len(pairs) else {}),
                 "rows": {lab[m]: int(a.units.shape[0]) for m, a in ran.items()},
             },
             seed=ctx.seed,
@@ -521,7 +563,10 @@ def faithfulness_check(ctx: Any) -> CheckResult:
     reference = sh.codec.reference_row(sh.background_full)
     lab = METHOD_LABELS
     curves, gaps, per_method = [], [], []
+    undefined: dict[str, str] = {}
+    any_moves = False
     metrics: dict[str, float] = {}
+    limit = pol.faithfulness_min_auc_gap
     for m, a in local.items():
         assert a.local is not None and a.rows is not None
         n = min(len(a.local), pol.faithfulness_sample_size)
@@ -530,19 +575,28 @@ def faithfulness_check(ctx: Any) -> CheckResult:
         with single_threaded():
             res = faithfulness(sh.predict_encoded, A, a.local[:n], pred_pos, reference,
                                pol.faithfulness_random_orders, ctx.rng(f"explain.faithfulness.{m}"))
+        any_moves = any_moves or bool(res.moves.any())
+        if not res.defined:
+            undefined[m] = (
+                "the model's output does not change when features are removed or inserted"
+                if not res.moves.any()
+                else "its attributions are all equal on every row: they give no order to test"
+            )
         for kind, gap_rows in (("deletion", res.deletion_gap_rows), ("insertion", res.insertion_gap_rows)):
             rng = ctx.rng(f"explain.boot.faith.{m}.{kind}")
-            boot = bootstrap_means(gap_rows[:, None], pol.n_bootstrap, rng)
-            lo, hi = interval(boot[:, 0], pol.confidence_level)
+            boot = bootstrap_means(gap_rows, pol.n_bootstrap, rng)
+            lo, hi = percentile_interval(boot[:, 0], pol.confidence_level)
             point = float(gap_rows.mean())
             gaps.append({"method": lab[m], "curve": kind, "gap": point, "lo": float(lo), "hi": float(hi),
                          "rows": n})
             metrics[f"{m}.{kind}_gap"] = point
             metrics[f"{m}.{kind}_gap_lo"] = float(lo)
             metrics[f"{m}.{kind}_gap_hi"] = float(hi)
-            if kind == "deletion":
-                v = verdict_above(point, float(lo), float(hi), pol.faithfulness_min_auc_gap)
+            if kind == "deletion" and res.defined:
+                v = judge(point, float(lo), float(hi), limit, "min")
                 per_method.append((m, v, point, float(lo), float(hi)))
+        metrics[f"{m}.rows_with_order"] = float(res.ordered.sum())
+        metrics[f"{m}.rows_where_output_moves"] = float(res.moves.sum())
         metrics[f"{m}.deletion_auc"] = res.deletion_auc
         metrics[f"{m}.deletion_auc_random"] = res.deletion_auc_random
         metrics[f"{m}.insertion_auc"] = res.insertion_auc
@@ -551,25 +605,44 @@ def faithfulness_check(ctx: Any) -> CheckResult:
                          ("insertion", res.insertion), ("insertion, random order", res.insertion_random)):
             for x, y in zip(res.fractions, ys, strict=True):
                 curves.append({"fraction": float(x), "probability": float(y), "curve": f"{lab[m]} {name}"})
-    verdict = _worst([v for _, v, *_ in per_method])
-    worst = min(per_method, key=lambda t: t[2])
-    ci = (f"deletion AUC gap {worst[2]:.3f}, {_pct(pol.confidence_level)} CI {worst[3]:.3f} to "
-          f"{worst[4]:.3f}, minimum {pol.faithfulness_min_auc_gap:g}")
-    if verdict is Verdict.PASS:
-        summary = (
-            "Attributions are more faithful than random orders: removing features in attribution order "
-            f"lowers the predicted-class probability faster than at random (weakest: {lab[worst[0]]}, {ci})"
+    if not any_moves:
+        # a constant model (on these rows): every curve is flat, every gap is 0; "as faithful as
+        # random" would be as wrong as "more faithful than random"
+        raise CheckNotApplicable(
+            "the model's predicted-class probability does not change when features of the explained "
+            "rows are removed or inserted (a constant model on these rows): faithfulness cannot be "
+            "measured"
         )
-    elif verdict is Verdict.WARN:
-        summary = (
-            f"Attributions are not clearly more faithful than random orders ({lab[worst[0]]}: {ci}; the "
-            "interval reaches the minimum)"
-        )
+    # a method whose attributions give no order while the model's output moves explains nothing:
+    # WARN, never PASS
+    verdict = _worst([v for _, v, *_ in per_method] + [Verdict.WARN] * len(undefined))
+    no_order = (f"; no order to test for {', '.join(f'{lab[m]} ({why})' for m, why in undefined.items())}"
+                if undefined else "")
+    if not per_method:
+        summary = f"Faithfulness cannot be judged{no_order}"
     else:
-        summary = (
-            f"Attributions are no more faithful than random orders: removing features in "
-            f"{lab[worst[0]]}'s order does not lower the predicted-class probability faster ({ci})"
-        )
+        worst = min(per_method, key=lambda t: t[2])
+        ci = (f"deletion AUC gap {worst[2]:.3f}, {_pct(pol.confidence_level)} CI {worst[3]:.3f} to "
+              f"{worst[4]:.3f}, minimum {limit:g}")
+        if verdict is Verdict.PASS:
+            summary = (
+                "Attributions are more faithful than random orders: removing features in attribution "
+                "order lowers the predicted-class probability faster than at random (weakest: "
+                f"{lab[worst[0]]}, {ci})"
+            )
+        elif verdict is Verdict.FAIL:
+            summary = (
+                f"Attributions are no more faithful than random orders: removing features in "
+                f"{lab[worst[0]]}'s order does not lower the predicted-class probability faster ({ci})"
+            )
+        elif _worst([v for _, v, *_ in per_method]) is Verdict.WARN:
+            summary = (
+                f"Attributions are not clearly more faithful than random orders ({lab[worst[0]]}: {ci}; "
+                "the interval reaches the minimum)"
+            )
+        else:
+            summary = f"Attributions with an order are more faithful than random orders ({lab[worst[0]]}: {ci})"
+        summary += no_order
     summary += (f"; missing: {', '.join(lab.get(m, m) for m in failed)}" if failed else "") + "."
     evidence = (
         EvidenceTable(
@@ -609,6 +682,10 @@ def faithfulness_check(ctx: Any) -> CheckResult:
                 "reference": "median (numbers) / most frequent value (categories) of the background split",
                 "random_orders": pol.faithfulness_random_orders,
                 "verdict_on": "deletion AUC gap; insertion reported alongside",
+                "rule": "audit.stats.judge on the deletion AUC gap (bootstrap interval over rows) against "
+                "the minimum; a method whose attributions are all equal on every row gives no order: WARN; "
+                "a model whose output never moves: not applicable (SKIPPED)",
+                **({"no_order": {lab[m]: why for m, why in undefined.items()}} if undefined else {}),
             },
             seed=ctx.seed,
         ),
@@ -658,17 +735,12 @@ def sensitive_reliance_check(ctx: Any) -> CheckResult:
     boot_tot = boot.sum(1)
     boot_share = np.where(boot_tot > 0, boot[:, cidx].sum(1) / np.where(boot_tot > 0, boot_tot, 1), 0.0)
     share = float(share_f[cidx].sum()) if cidx else 0.0
-    lo, hi = (interval(boot_share, pol.confidence_level) if cidx else (0.0, 0.0))
+    lo, hi = (percentile_interval(boot_share, pol.confidence_level) if cidx else (0.0, 0.0))
     lo, hi = float(lo), float(hi)
     limit = pol.sensitive_reliance_max_share
-    if lo > limit:
-        verdict = Verdict.FAIL
-    elif share > limit:
-        verdict = Verdict.WARN
-    else:
-        verdict = Verdict.PASS
+    verdict = judge(share, lo, hi, limit, "max")
     boot_f = boot / np.where(boot_tot > 0, boot_tot, 1)[:, None]
-    f_lo, f_hi = interval(boot_f, pol.confidence_level)
+    f_lo, f_hi = percentile_interval(boot_f, pol.confidence_level)
     share_rows = []
     for j, f in enumerate(features):
         if f in sens_inputs:
@@ -762,8 +834,9 @@ def sensitive_reliance_check(ctx: Any) -> CheckResult:
                 "sensitive": sensitive,
                 "proxy_rule": f"a feature is a proxy when its own AUC for a sensitive attribute exceeds "
                 f"{pol.proxy_auc_min:g} (a mediator that only partly reflects the attribute stays below)",
-                "verdict_rule": "FAIL when the interval's lower end exceeds the limit, WARN when only "
-                "the point estimate does",
+                "verdict_rule": "audit.stats.judge on the share (bootstrap interval over rows) against the "
+                "limit: FAIL when the whole interval lies above it, PASS when the whole interval lies at "
+                "or below it, WARN when it straddles",
             },
             seed=ctx.seed,
         ),

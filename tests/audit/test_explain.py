@@ -517,7 +517,7 @@ def test_reliance_warns_when_the_interval_straddles(biased_lending):
 
 
 def test_faithful_attributions_beat_random_and_reversed_ones_do_not():
-    from audit.checks._explain_stats import faithfulness, verdict_above
+    from audit.checks._explain_stats import faithfulness
 
     rng = np.random.default_rng(0)
     w = np.array([3.0, -2.0, 1.0, 0.5, 0.0])
@@ -538,9 +538,7 @@ def test_faithful_attributions_beat_random_and_reversed_ones_do_not():
                           max_steps=2)
     assert coarse.fractions.tolist() == [0.0, 0.4, 1.0]  # wide inputs: an even grid of steps
     assert coarse.deletion_gap_rows.mean() > 0.05
-    assert verdict_above(0.1, 0.05, 0.15, 0.0) == "PASS"
-    assert verdict_above(0.02, -0.01, 0.05, 0.0) == "WARN"
-    assert verdict_above(-0.1, -0.15, -0.05, 0.0) == "FAIL"
+    assert good.defined and good.ordered.all() and good.moves.all()
 
 
 def test_faithfulness_check_reports_curves(lending_small):
