@@ -83,7 +83,9 @@ def add_commands(subparsers: Any) -> None:
                    "hooks, ew, functorch, ghost = Opacus' own modes")
     t.add_argument("--holdout-fraction", dest="holdout_fraction", type=float, default=0.2)
     t.add_argument("--test-fraction", dest="test_fraction", type=float, default=0.2)
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=int, default=0,
+                   help="seed of the data split, initial weights and non-private shuffling; DP noise and "
+                   "Poisson batches are drawn from OS entropy, never from the seed")
     t.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     t.add_argument("--quiet", action="store_true", help="no table on stdout")
     t.set_defaults(func=_cmd_train_dp)
@@ -231,6 +233,10 @@ def _print_table(report: dict[str, Any], out: Path) -> None:
     console.print(table)
     if report["sensitive"]:
         console.print(groups)
+    cond = next((m["dp_conditions"] for m in report["models"] if m.get("dp_conditions")), None)
+    if cond:
+        console.print("DP noise and Poisson batches: secret (OS entropy), not reproducible from --seed.")
+        console.print("Not covered by ε: " + "; ".join(cond["not_covered"]) + ".")
     console.print(f"report: {out / 'train_dp.json'}")
     first = report["models"][0]["model"]
     console.print(

@@ -65,8 +65,38 @@ def _freeze_mapping(m: Mapping[str, Any] | None) -> Mapping[str, Any]:
     return MappingProxyType(dict(m or {}))
 
 
+#: How non-finite floats are written in the JSON report (strict JSON has no token for them):
+#: +inf and -inf as these strings (the spelling of Python's and JavaScript's number parsers, so
+#: ``float(s)`` reads them back), NaN as ``null`` ("not computed"). ``from_dict`` restores them.
+JSON_POS_INF = "Infinity"
+JSON_NEG_INF = "-Infinity"
+_FROM_JSON = {JSON_POS_INF: math.inf, JSON_NEG_INF: -math.inf}
+
+
+def _json_float(f: float) -> float | str | None:
+    if math.isfinite(f):
+        return f
+    if math.isnan(f):
+        return None
+    return JSON_POS_INF if f > 0 else JSON_NEG_INF
+
+
+def _from_json(v: Any) -> Any:
+    """Inverse of the non-finite encoding of :func:`_json_value` (recursively): the strings
+    "Infinity" / "-Infinity" become ±inf. ``null`` stays ``None`` (callers with numeric
+    positions, such as metrics, read it as NaN)."""
+    if isinstance(v, str):
+        return _FROM_JSON.get(v, v)
+    if isinstance(v, Mapping):
+        return {k: _from_json(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_from_json(x) for x in v]
+    return v
+
+
 def _json_value(v: Any) -> Any:
-    """Convert numpy scalars and non-finite floats into JSON-safe values."""
+    """Convert numpy scalars and non-finite floats into JSON-safe values (NaN → null,
+    ±inf → "Infinity" / "-Infinity"; see :data:`JSON_POS_INF`)."""
     if isinstance(v, bool) or v is None or isinstance(v, str):
         return v
     if isinstance(v, int):
@@ -81,7 +111,7 @@ def _json_value(v: Any) -> Any:
         return str(v)
     if hasattr(v, "dtype") and getattr(v.dtype, "kind", "f") in "iub":
         return int(v) if v.dtype.kind != "b" else bool(v)
-    return f if math.isfinite(f) else None
+    return _json_float(f)
 
 
 @dataclass(frozen=True)
@@ -147,7 +177,7 @@ class EvidenceTable:
         plot = d.get("plot")
         return cls(
             name=d["name"],
-            records=tuple(d.get("records", ())),
+            records=tuple(_from_json(dict(r)) for r in d.get("records", ())),
             plot=PlotSpec.from_dict(plot) if plot else None,
             description=d.get("description", ""),
         )
@@ -184,7 +214,7 @@ class Provenance:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Provenance:
         return cls(
-            params=d.get("params", {}),
+            params=_from_json(dict(d.get("params", {}))),
             seed=d.get("seed"),
             versions=d.get("versions", {}),
             seconds=float(d.get("seconds", 0.0)),
@@ -261,8 +291,8 @@ class CheckResult:
             check_id=d["check_id"],
             verdict=Verdict(d["verdict"]),
             summary=d["summary"],
-            metrics={k: (math.nan if v is None else v) for k, v in d.get("metrics", {}).items()},
-            policy=d.get("policy", {}),
+            metrics={k: (math.nan if v is None else _from_json(v)) for k, v in d.get("metrics", {}).items()},
+            policy=_from_json(dict(d.get("policy", {}))),
             evidence=tuple(EvidenceTable.from_dict(t) for t in d.get("evidence", ())),
             provenance=Provenance.from_dict(d.get("provenance", {})),
             family=d.get("family", ""),

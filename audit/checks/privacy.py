@@ -1,7 +1,10 @@
 """The privacy family: verify a differential-privacy claim and audit membership leakage.
 
 - ``privacy.dp_claim`` recomputes a DP-SGD claim's ε with Opacus' accountants (RDP, PRV, GDP
-  where valid) and compares it with the claimed ε.
+  where valid) and compares it with the claimed ε. It also reads how the run sampled and drew its
+  noise (``dp_conditions`` in the model's metadata): a claim whose assumptions the run broke
+  (amplification by subsampling without secret Poisson sampling, or seeded noise) FAILs whatever
+  its arithmetic, and what the ε does not cover (``not_covered``) is listed in the result.
 - ``privacy.membership_inference`` attacks the model with training rows as members and holdout
   rows as non-members (loss, entropy and a calibrated attack with reference models), reports
   ROC AUC, balanced accuracy, TPR at low FPR, the ROC curve and an empirical ε lower bound,
@@ -28,11 +31,13 @@ if TYPE_CHECKING:
     from audit.context import AuditContext, DataSplit
 
 __all__ = [
+    "NOT_RECORDED_ASSUMPTION",
     "NO_CLAIM_REASON",
     "NO_MEMBERSHIP_DATA_REASON",
     "dp_claim",
     "membership_inference",
     "resolve_claim",
+    "resolve_conditions",
 ]
 
 NO_CLAIM_REASON = (
@@ -45,6 +50,10 @@ NO_MEMBERSHIP_DATA_REASON = (
     "give them with --train and --holdout (data.train, data.holdout)"
 )
 MIN_ROWS_PER_SIDE = 20
+NOT_RECORDED_ASSUMPTION = (
+    "how the run sampled and drew its noise is not recorded: this ε assumes secret Poisson "
+    "sampling at the claimed rate and noise nobody can reproduce"
+)
 
 
 def _g(x: float) -> str:
@@ -60,7 +69,34 @@ def resolve_claim(ctx: AuditContext) -> tuple[DPClaim | None, str]:
         return None, ""
     if isinstance(raw, str):  # ONNX metadata holds strings
         raw = json.loads(raw)
+    from audit.privacy.accounting import CONDITION_KEYS
+
+    raw = {k: v for k, v in raw.items() if k not in CONDITION_KEYS}  # read by resolve_conditions
     return DPClaim.model_validate(raw), "model metadata"
+
+
+def resolve_conditions(ctx: AuditContext) -> Any:
+    """How the audited model's DP run sampled and drew its noise (``ClaimConditions``).
+
+    Read from ``dp_conditions`` in the model's metadata (and any condition keys inside its
+    ``dp_claim``): facts about how the model was trained, so they apply to a claim stated in the
+    spec as well. Empty (nothing recorded) when the model carries none.
+    """
+    from audit.privacy.accounting import CONDITION_KEYS, ClaimConditions
+
+    meta = getattr(ctx.model, "metadata", None) or {}
+    merged: dict[str, Any] = {}
+    raw_claim = meta.get("dp_claim")
+    if isinstance(raw_claim, str):
+        raw_claim = json.loads(raw_claim)
+    if isinstance(raw_claim, dict):
+        merged.update({k: v for k, v in raw_claim.items() if k in CONDITION_KEYS})
+    raw = meta.get("dp_conditions")
+    if isinstance(raw, str):
+        raw = json.loads(raw)
+    if isinstance(raw, dict):
+        merged.update(raw)
+    return ClaimConditions.from_mapping(merged)
 
 
 def _has_claim(ctx: AuditContext) -> str | None:
@@ -77,20 +113,34 @@ def _has_members_and_nonmembers(ctx: AuditContext) -> str | None:
 @register_check("privacy.dp_claim", family="privacy", applies=_has_claim)
 def dp_claim(ctx: AuditContext) -> CheckResult:
     """Recompute a DP-SGD claim's ε with Opacus' RDP, PRV and GDP accountants and compare."""
-    from audit.privacy.accounting import ACCOUNTANTS, assess_claim, recompute_claim
+    from audit.privacy.accounting import (
+        ACCOUNTANTS,
+        assess_claim,
+        broken_assumptions,
+        opacus_schedule,
+        recompute_claim,
+    )
 
     claim, source = resolve_claim(ctx)
     assert claim is not None  # the predicate guarantees it
+    cond = resolve_conditions(ctx)
     pol = ctx.policy.privacy
     with np.errstate(divide="ignore", invalid="ignore"):
         est = recompute_claim(claim)
     a = assess_claim(claim, est, pol.epsilon_tolerance)
-    q, steps = claim.effective_sample_rate, claim.effective_steps
+    q, steps = opacus_schedule(claim)
+    broken = broken_assumptions(q, cond)
     params = f"σ = {_g(claim.noise_multiplier)}, q = {q:.4g}, {steps} steps, δ = {claim.delta:g}"
     values = ", ".join(f"{k.upper()} {_g(est[k].epsilon)}" for k in ACCOUNTANTS if math.isfinite(est[k].epsilon))
     weak_delta = claim.dataset_size is not None and claim.delta >= 1.0 / claim.dataset_size
     stated = claim.accountant.upper()
-    if not a.supported_by_stated and not a.supported_by_rigorous:
+    if broken:
+        verdict = Verdict.FAIL
+        summary = (
+            f"The claimed ε = {_g(claim.epsilon)} does not hold for this run, whatever the "
+            f"accountants give ({values} for {params}): {'; '.join(broken)}."
+        )
+    elif not a.supported_by_stated and not a.supported_by_rigorous:
         verdict = Verdict.FAIL
         summary = (
             f"The claimed ε = {_g(claim.epsilon)} understates the privacy loss beyond the "
@@ -117,6 +167,10 @@ def dp_claim(ctx: AuditContext) -> CheckResult:
     else:
         verdict = Verdict.PASS
         summary = f"The claimed ε = {_g(claim.epsilon)} holds: the accountants give {values} for {params}."
+    if cond.not_covered:
+        summary += f" Not covered by this ε: {'; '.join(cond.not_covered)}."
+    if not cond.recorded:
+        summary += f" Note: {NOT_RECORDED_ASSUMPTION}."
     records = [
         {
             "accountant": k,
@@ -152,7 +206,19 @@ def dp_claim(ctx: AuditContext) -> CheckResult:
         "epsilon_stated_accountant": a.stated,
         "epsilon_rigorous": a.rigorous,
         "epsilon_excess": a.excess,
+        "assumptions_broken": float(len(broken)),
+        "not_covered_items": float(len(cond.not_covered)),
     }
+    cond_rows = [
+        {"condition": "sampling", "recorded": cond.sampling,
+         "claim_assumes": "poisson" if q < 1 else "any (no amplification)"},
+        {"condition": "sampling_secret", "recorded": cond.sampling_secret,
+         "claim_assumes": True if q < 1 else "any (no amplification)"},
+        {"condition": "noise_secret", "recorded": cond.noise_secret, "claim_assumes": True},
+        {"condition": "noise_source", "recorded": cond.noise_source, "claim_assumes": "unpredictable"},
+        {"condition": "unit", "recorded": cond.unit, "claim_assumes": None},
+        {"condition": "neighbouring", "recorded": cond.neighbouring, "claim_assumes": None},
+    ]
     return CheckResult(
         check_id="privacy.dp_claim",
         verdict=verdict,
@@ -168,15 +234,25 @@ def dp_claim(ctx: AuditContext) -> CheckResult:
                 "ε for the claim's parameters under Opacus' accountants; NaN where not valid.",
             ),
             EvidenceTable("claim", tuple(claim_rows), None,
-                          "The claim's parameters; 'derived' ones were computed from the others."),
+                          "The claim's parameters; 'derived' ones were computed from the others "
+                          "(q = 1 / ceil(N / B) and steps = epochs · ceil(N / B), as Opacus runs them)."),
+            EvidenceTable("conditions", tuple(cond_rows), None,
+                          "How the run sampled and drew its noise (from the model's dp_conditions; "
+                          "None: not recorded) against what the claim's accountant assumes."),
+            EvidenceTable("not_covered", tuple({"item": x} for x in cond.not_covered), None,
+                          "What the run released that this ε does not cover."),
         ),
         provenance=Provenance(
             params={
                 "claim_source": source,
                 "accountant_stated": claim.accountant,
-                "sample_rate_from": "sample_rate" if claim.sample_rate is not None else "batch_size/dataset_size",
-                "steps_from": "steps" if claim.steps is not None else "ceil(epochs/sample_rate)",
+                "sample_rate_from": "sample_rate" if claim.sample_rate is not None else "1/ceil(dataset_size/batch_size)",
+                "steps_from": "steps" if claim.steps is not None else (
+                    "ceil(epochs/sample_rate)" if claim.sample_rate is not None else "epochs*ceil(N/B)"),
                 "prv_eps_error": 0.01,
+                "conditions": cond.to_dict() if cond.recorded else NOT_RECORDED_ASSUMPTION,
+                "assumptions_broken": broken,
+                "not_covered": list(cond.not_covered),
             }
         ),
     )

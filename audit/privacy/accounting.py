@@ -1,7 +1,16 @@
 """Recompute a DP-SGD claim's ε with Opacus' own accountants (RDP, PRV, GDP).
 
 A claim (``audit.spec.DPClaim``) gives the Poisson-subsampled Gaussian mechanism's parameters:
-noise multiplier σ, sampling rate q, number of steps T and δ. Each accountant is given exactly the
+noise multiplier σ, sampling rate q, number of steps T and δ. When the claim gives a batch size B
+and a data-set size N instead of q, the schedule is Opacus' (:func:`opacus_schedule`): its data
+loader has ``ceil(N / B)`` batches per epoch and samples each row with probability
+``q = 1 / ceil(N / B)``, so E epochs are ``E · ceil(N / B)`` steps.
+
+A claim's ε holds only under the conditions its accountant assumes: Poisson sampling that nobody
+can predict (for amplification by subsampling, q < 1) and noise nobody can reproduce.
+:class:`ClaimConditions` records how a run actually sampled and drew its noise, and what the
+guarantee does not cover; :func:`broken_assumptions` lists what a claim assumes that the run
+did not give. Each accountant is given exactly the
 history Opacus' ``PrivacyEngine`` records for such a run, ``[(σ, q, T)]`` (the same way
 ``opacus.accountants.utils.get_noise_multiplier`` drives them), and asked for ε at the claim's δ:
 
@@ -25,10 +34,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from typing import Any
+
 from audit.spec import DPClaim
 
 __all__ = [
     "ACCOUNTANTS",
+    "CONDITION_KEYS",
+    "SAMPLING_KINDS",
+    "ClaimConditions",
+    "broken_assumptions",
+    "opacus_schedule",
     "GDP_MAX_SAMPLE_RATE",
     "GDP_MIN_STEPS",
     "AccountantEstimate",
@@ -55,6 +71,121 @@ class AccountantEstimate:
     rigorous: bool
     note: str = ""
     rdp_order: float = math.nan  # the optimal Rényi order (RDP only)
+
+
+def opacus_schedule(claim: DPClaim) -> tuple[float, int]:
+    """(q, steps) of a claim, as Opacus runs it.
+
+    * ``sample_rate`` given: q is it; steps are ``steps`` or ``ceil(epochs / q)`` (never fewer
+      than the epochs imply).
+    * ``batch_size`` B and ``dataset_size`` N instead: Opacus' ``DPDataLoader`` takes
+      ``q = 1 / len(data_loader) = 1 / ceil(N / B)`` and E epochs are ``E · ceil(N / B)`` steps
+      (``ceil`` for a fractional E). Not B / N: with N = 100 and B = 30 that is 0.3 where Opacus
+      samples at 0.25.
+    """
+    if claim.sample_rate is not None:
+        q = float(claim.sample_rate)
+        if claim.steps is not None:
+            return q, int(claim.steps)
+        assert claim.epochs is not None
+        return q, max(1, math.ceil(claim.epochs / q - 1e-9))
+    assert claim.batch_size is not None and claim.dataset_size is not None
+    per_epoch = -(-int(claim.dataset_size) // int(claim.batch_size))  # ceil(N / B), exact
+    q = 1.0 / per_epoch
+    if claim.steps is not None:
+        return q, int(claim.steps)
+    assert claim.epochs is not None
+    return q, max(1, math.ceil(claim.epochs * per_epoch - 1e-9))
+
+
+#: How a run drew its batches (record level) or clients (client level) for a private step.
+#: ``poisson``: each independently with probability q (what the accountants' amplification
+#: assumes); ``fixed-size``: a fixed number without replacement; ``shuffle``: shuffled disjoint
+#: batches; ``all``: every record / client in every step (no subsampling).
+SAMPLING_KINDS: tuple[str, ...] = ("poisson", "fixed-size", "shuffle", "all")
+#: Keys of the conditions block (``dp_conditions`` in a model's metadata).
+CONDITION_KEYS: tuple[str, ...] = (
+    "mechanism", "unit", "sampling", "sampling_secret", "noise_secret", "noise_source",
+    "sampling_source", "neighbouring", "not_covered",
+)
+
+
+@dataclass(frozen=True)
+class ClaimConditions:
+    """How a DP run actually sampled and drew its noise, and what its ε does not cover.
+
+    ``None`` means not recorded (a claim stated by hand): the check then says what it assumes.
+    """
+
+    mechanism: str | None = None
+    unit: str | None = None  # "record" or "client"
+    sampling: str | None = None  # one of SAMPLING_KINDS
+    sampling_secret: bool | None = None  # drawn from a source nobody can replay
+    noise_secret: bool | None = None
+    noise_source: str | None = None
+    sampling_source: str | None = None
+    neighbouring: str | None = None  # e.g. "add/remove one record"
+    not_covered: tuple[str, ...] = ()
+
+    @property
+    def recorded(self) -> bool:
+        return any(getattr(self, k) not in (None, ()) for k in CONDITION_KEYS)
+
+    @classmethod
+    def from_mapping(cls, raw: Any) -> ClaimConditions:
+        """Read a ``dp_conditions`` block (JSON text or a mapping); unknown keys are refused."""
+        import json
+
+        if raw is None:
+            return cls()
+        if isinstance(raw, str):
+            raw = json.loads(raw)
+        if not isinstance(raw, dict):
+            raise ValueError(f"dp_conditions must be a mapping, got {type(raw).__name__}")
+        unknown = sorted(set(raw) - set(CONDITION_KEYS))
+        if unknown:
+            raise ValueError(f"dp_conditions: unknown key(s) {', '.join(unknown)}; allowed: "
+                             f"{', '.join(CONDITION_KEYS)}")
+        sampling = raw.get("sampling")
+        if sampling is not None and sampling not in SAMPLING_KINDS:
+            raise ValueError(f"dp_conditions: sampling must be one of {', '.join(SAMPLING_KINDS)}, "
+                             f"got {sampling!r}")
+        for key in ("sampling_secret", "noise_secret"):
+            if raw.get(key) is not None and not isinstance(raw[key], bool):
+                raise ValueError(f"dp_conditions: {key} must be true or false, got {raw[key]!r}")
+        nc = raw.get("not_covered") or ()
+        if isinstance(nc, str) or not all(isinstance(x, str) for x in nc):
+            raise ValueError("dp_conditions: not_covered must be a list of texts")
+        return cls(**{k: raw.get(k) for k in CONDITION_KEYS if k != "not_covered"}, not_covered=tuple(nc))
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {k: getattr(self, k) for k in CONDITION_KEYS}
+        out["not_covered"] = list(self.not_covered)
+        return out
+
+
+def broken_assumptions(sample_rate: float, conditions: ClaimConditions) -> list[str]:
+    """What a claim at sampling rate ``sample_rate`` assumes that the recorded run did not give.
+
+    * Noise drawn from a replayable source (seeded): whoever has the seed can subtract it, and no
+      ε holds.
+    * Amplification by subsampling (q < 1) needs Poisson sampling (each record or client
+      included independently with probability q) that nobody can predict: a fixed-size sample,
+      shuffled batches, or a sample reproducible from a seed do not give the claimed ε.
+
+    Conditions that were not recorded (``None``) are assumptions, not breaks.
+    """
+    out = []
+    if conditions.noise_secret is False:
+        out.append("the noise was drawn from a seeded generator, so it can be reproduced and removed")
+    if sample_rate < 1.0:
+        if conditions.sampling is not None and conditions.sampling != "poisson":
+            out.append(f"the claim uses amplification by subsampling at q = {sample_rate:.4g}, which assumes "
+                       f"Poisson sampling, but the run sampled {conditions.sampling}")
+        if conditions.sampling_secret is False:
+            out.append(f"the claim uses amplification by subsampling at q = {sample_rate:.4g}, but the "
+                       "sampling was seeded (reproducible), so who took part in each step is known")
+    return out
 
 
 def opacus_epsilon(
@@ -98,8 +229,7 @@ def _rdp_with_order(noise_multiplier: float, sample_rate: float, steps: int, del
 
 def recompute_claim(claim: DPClaim) -> dict[str, AccountantEstimate]:
     """ε for the claim's (σ, q, T, δ) under each of RDP, PRV and GDP (where valid)."""
-    q = claim.effective_sample_rate
-    steps = claim.effective_steps
+    q, steps = opacus_schedule(claim)
     sigma = claim.noise_multiplier
     delta = claim.delta
     out: dict[str, AccountantEstimate] = {}

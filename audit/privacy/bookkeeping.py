@@ -19,8 +19,9 @@ per layer replaces Opacus' second backward pass. Batches are Poisson-sampled by
 :class:`PoissonBatchSampler` (the distribution of Opacus' sampler, drawn in O(batch) per step)
 with the rows, rate and steps per epoch of the loader Opacus prepares. Everything else is
 Opacus': the noise multiplier calibrated to the target ε, Opacus' noise (one draw over a flat
-gradient buffer rather than one per parameter, the same i.i.d. N(0, σ²C²) per coordinate; in
-secure mode Opacus' ``_generate_noise`` itself), the division by the expected batch size, and
+gradient buffer rather than one per parameter, the same i.i.d. N(0, σ²C²) per coordinate, from
+the optimizer's generator — seeded from OS entropy by ``train_dp``; in secure mode Opacus'
+``_generate_noise`` itself), the division by the expected batch size, and
 the accountant's step hook. ``tests/audit/test_privacy_bookkeeping.py`` checks the clipped sum
 against brute-force per-sample gradients and Opacus' hooks mode, the noise's scale and the
 sampler's distribution.
@@ -53,14 +54,26 @@ class PoissonBatchSampler:
     two numbers per selected row. ``steps`` batches per epoch, as Opacus' sampler.
     ``tests/audit/test_privacy_bookkeeping.py`` checks batch sizes, per-row inclusion rates and
     within-batch uniqueness.
+
+    The sampling is part of the private mechanism (the accountant's amplification assumes nobody
+    knows which rows a step used), so by default it draws from a generator seeded from the
+    operating system's entropy (:func:`audit.privacy.secure_rng.secure_numpy_generator`); there is
+    deliberately no seed argument. ``rng`` exists for tests of the distribution.
     """
 
-    def __init__(self, num_samples: int, sample_rate: float, steps: int, seed: int) -> None:
+    def __init__(self, num_samples: int, sample_rate: float, steps: int,
+                 rng: np.random.Generator | None = None) -> None:
         if num_samples < 1 or not 0 < sample_rate <= 1 or steps < 1:
             raise ValueError(f"Poisson sampling needs rows >= 1, 0 < q <= 1 and steps >= 1; "
                              f"got {num_samples}, {sample_rate}, {steps}")
+        if rng is not None and not isinstance(rng, np.random.Generator):
+            raise TypeError(f"rng must be a numpy Generator or None (secret), got {type(rng).__name__}")
         self.num_samples, self.sample_rate, self.steps = int(num_samples), float(sample_rate), int(steps)
-        self._rng = np.random.default_rng(seed)
+        if rng is None:
+            from audit.privacy.secure_rng import secure_numpy_generator
+
+            rng = secure_numpy_generator()
+        self._rng = rng
 
     def __len__(self) -> int:
         return self.steps
@@ -96,13 +109,18 @@ class BookKeepingDPOptimizer(DPOptimizerFastGradientClipping):
     @classmethod
     def replacing(cls, opacus_optimizer: Any) -> BookKeepingDPOptimizer:
         """The same settings (σ, C, expected batch size, generator, accountant hook) as an Opacus one."""
+        generator = opacus_optimizer.generator
+        if generator is None:  # never torch's global generator (seeded by the user's seed)
+            from audit.privacy.secure_rng import secure_torch_generator
+
+            generator = secure_torch_generator()
         new = cls(
             opacus_optimizer.original_optimizer,
             noise_multiplier=opacus_optimizer.noise_multiplier,
             max_grad_norm=opacus_optimizer.max_grad_norm,
             expected_batch_size=opacus_optimizer.expected_batch_size,
             loss_reduction=opacus_optimizer.loss_reduction,
-            generator=opacus_optimizer.generator,
+            generator=generator,
             secure_mode=opacus_optimizer.secure_mode,
         )
         new.step_hook = opacus_optimizer.step_hook

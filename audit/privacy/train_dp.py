@@ -6,6 +6,13 @@ clipping or noise) with ``opacus.PrivacyEngine.make_private_with_epsilon``, expo
 "logits", and the ``dp_claim`` the run's own accountant certifies), and reports the
 privacy–utility–fairness trade-off: accuracy overall and per sensitive group on the test rows.
 
+Privacy randomness is secret: with DP, the Poisson batch sampling and the noise come from
+generators seeded from the operating system's entropy afresh for every run
+(:mod:`audit.privacy.secure_rng`), in every grad-sample mode; ``seed`` fixes everything else
+(initial weights, the non-private path's shuffling), so a private run is not reproducible and a
+non-private one is. Each private model's metadata carries ``dp_conditions``: how it sampled and
+drew its noise, and what its ε does not cover.
+
 Rows reach the model through a dataset with batched fetching (``__getitems__``), so an epoch
 costs the model's work, not one Python call per row; the same loader serves both private and
 non-private runs. torch runs on ``threads`` intra-op threads (1 by default: small MLPs are
@@ -41,6 +48,7 @@ __all__ = [
     "default_delta",
     "evaluate_accuracy",
     "export_model",
+    "exported_conditions",
     "passthrough_collate",
     "train_dp_models",
     "train_mlp",
@@ -125,13 +133,24 @@ class TrainedModel:
     module: nn.Module
     target_epsilon: float  # inf = non-private
     dp_claim: dict[str, Any] | None
+    dp_conditions: dict[str, Any] | None = None  # see audit.privacy.accounting.ClaimConditions
     epoch_seconds: list[float] = field(default_factory=list)  # wall time
     epoch_cpu_seconds: list[float] = field(default_factory=list)  # this process's CPU time
     setup_seconds: float = 0.0
 
 
-def _loader(Z: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int, batched: bool) -> DataLoader:
-    gen = torch.Generator().manual_seed(seed)
+#: What a record-level DP-SGD claim of ``train_mlp`` does not cover.
+NOT_COVERED_TRAINING = (
+    "the number of training rows (dataset_size; it sets the sampling rate), treated as public",
+)
+#: Added by ``export_model``: the encoder's statistics are fitted on the training rows without noise.
+NOT_COVERED_ENCODER = (
+    "the input encoder's statistics fitted on the training rows without noise (numeric means and "
+    "standard deviations, the set of categories of each column), stored in the model's metadata"
+)
+
+
+def _loader(Z: torch.Tensor, y: torch.Tensor, batch_size: int, gen: torch.Generator, batched: bool) -> DataLoader:
     if batched:
         return DataLoader(BatchedTensorDataset(Z, y), batch_size=batch_size, shuffle=True,
                           generator=gen, collate_fn=passthrough_collate)
@@ -153,13 +172,15 @@ def train_mlp(
     With DP, Opacus picks the noise multiplier reaching ``target_epsilon`` at ``delta`` after
     ``config.epochs`` epochs (``make_private_with_epsilon``), unless ``noise_multiplier`` is given
     (``make_private``, used by the benchmark). The returned ``dp_claim`` is what the run's own
-    accountant certifies after training.
+    accountant certifies after training; ``dp_conditions`` how the run sampled and drew its noise.
+
+    ``config.seed`` seeds the initial weights and the non-private path's shuffling. A private
+    run's Poisson sampling and noise come from generators seeded from OS entropy, never from it.
     """
     private = math.isfinite(target_epsilon)
     n = len(Z)
     delta = default_delta(n) if delta is None else delta
     with torch_threads(config.threads), torch.random.fork_rng(devices=[]), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*Secure RNG turned off.*")
         warnings.filterwarnings("ignore", message=".*[Ff]ull backward hook.*")
         warnings.filterwarnings("ignore", message=".*GDP accounting is experimental.*")
         warnings.filterwarnings("ignore", message=".*Optimal order is the largest alpha.*")
@@ -169,7 +190,14 @@ def train_mlp(
         net = build_mlp(Zt.shape[1], config.hidden)
         opt: torch.optim.Optimizer = torch.optim.Adam(net.parameters(), lr=config.lr)
         criterion: Any = nn.CrossEntropyLoss()
-        loader = _loader(Zt, yt, config.batch_size, config.seed, batched_loader)
+        if private:
+            from audit.privacy.secure_rng import secure_torch_generator
+
+            # Opacus' DPDataLoader draws its Poisson batches from the loader's generator
+            gen = secure_torch_generator()
+        else:
+            gen = torch.Generator().manual_seed(config.seed)
+        loader = _loader(Zt, yt, config.batch_size, gen, batched_loader)
         t0 = time.perf_counter()
         model: Any = net
         engine = None
@@ -181,7 +209,7 @@ def train_mlp(
             common: dict[str, Any] = dict(
                 module=net, optimizer=opt, criterion=criterion, data_loader=loader,
                 max_grad_norm=config.max_grad_norm, grad_sample_mode=config.grad_sample_mode,
-                noise_generator=torch.Generator().manual_seed(config.seed + 1),
+                noise_generator=secure_torch_generator(),
             )
             if config.grad_sample_mode == "bk":
                 # Opacus' ghost set-up gives the calibrated optimizer, the accountant hook and the
@@ -205,7 +233,7 @@ def train_mlp(
                 opt = BookKeepingDPOptimizer.replacing(opacus_opt)
                 # the same Poisson sampling (rows, rate, steps per epoch) as Opacus' loader
                 bs = dp_loader.batch_sampler
-                sampler = PoissonBatchSampler(bs.num_samples, bs.sample_rate, bs.steps, config.seed + 2)
+                sampler = PoissonBatchSampler(bs.num_samples, bs.sample_rate, bs.steps)  # secret rng
                 loader = DataLoader(loader.dataset, batch_sampler=sampler, collate_fn=dp_loader.collate_fn)
                 bk = BookKeepingMLP(net, opt, config.max_grad_norm)
             elif config.grad_sample_mode == "ghost":
@@ -229,7 +257,7 @@ def train_mlp(
                     opt.step()
             epoch_seconds.append(time.perf_counter() - te)
             epoch_cpu.append(time.process_time() - tc)
-        claim = None
+        claim = conditions = None
         if private:
             assert engine is not None
             if hasattr(model, "to_standard_module"):
@@ -250,13 +278,35 @@ def train_mlp(
                 "accountant": engine.accountant.mechanism(),
                 "max_grad_norm": float(config.max_grad_norm),
             }
+            from audit.privacy.secure_rng import NOISE_SOURCE, SAMPLING_SOURCE
+
+            conditions = {
+                "mechanism": f"DP-SGD (Opacus, grad-sample mode {config.grad_sample_mode})",
+                "unit": "record",
+                "sampling": "poisson",
+                "sampling_secret": True,
+                "noise_secret": True,
+                "noise_source": NOISE_SOURCE,
+                "sampling_source": SAMPLING_SOURCE,
+                "neighbouring": "add or remove one training row",
+                "not_covered": list(NOT_COVERED_TRAINING),
+            }
         for p in net.parameters():  # drop Opacus' per-sample attributes before export
             for attr in ("grad_sample", "_forward_counter", "summed_grad", "_current_grad_sample"):
                 if hasattr(p, attr):
                     delattr(p, attr)
             p.grad = None
         net.eval()
-    return TrainedModel(net, float(target_epsilon), claim, epoch_seconds, epoch_cpu, setup)
+    return TrainedModel(net, float(target_epsilon), claim, conditions, epoch_seconds, epoch_cpu, setup)
+
+
+def exported_conditions(trained: TrainedModel) -> dict[str, Any] | None:
+    """The ``dp_conditions`` block of an exported private model (the encoder is not covered)."""
+    if trained.dp_conditions is None:
+        return None
+    cond = dict(trained.dp_conditions)
+    cond["not_covered"] = [*cond.get("not_covered", []), NOT_COVERED_ENCODER]
+    return cond
 
 
 def export_model(
@@ -273,6 +323,9 @@ def export_model(
     }
     if trained.dp_claim is not None:
         meta["dp_claim"] = trained.dp_claim
+    cond = exported_conditions(trained)
+    if cond is not None:
+        meta["dp_conditions"] = cond
     return save_torchscript(trained.module, path, metadata=meta)
 
 
@@ -338,6 +391,7 @@ def train_dp_models(
             "noise_multiplier": claim["noise_multiplier"] if claim else None,
             "sample_rate": claim["sample_rate"] if claim else None,
             "steps": claim["steps"] if claim else None,
+            "dp_conditions": exported_conditions(trained),
             "model": path.name,
             **acc,
             "epoch_seconds": [round(s, 4) for s in trained.epoch_seconds],

@@ -153,7 +153,7 @@ def test_poisson_batches_include_each_row_independently_with_rate_q():
     from audit.privacy.bookkeeping import PoissonBatchSampler
 
     n, q, steps = 500, 0.04, 25
-    sampler = PoissonBatchSampler(n, q, steps, seed=11)
+    sampler = PoissonBatchSampler(n, q, steps, rng=np.random.default_rng(11))
     assert len(sampler) == len(UniformWithReplacementSampler(num_samples=n, sample_rate=q, steps=steps))
     counts = np.zeros(n)
     sizes = []
@@ -173,7 +173,7 @@ def test_poisson_batches_include_each_row_independently_with_rate_q():
     assert np.abs(z).max() < 4.5  # 500 rows: the largest |z| of 500 normals stays below 4.5
     assert abs(z.mean()) < 4.5 / np.sqrt(n) and z.std() == pytest.approx(1.0, rel=0.1)
     # consecutive batches are independent: overlap of successive batches ~ q * |batch|
-    seq = [set(b) for b in PoissonBatchSampler(n, q, 2000, seed=3)]
+    seq = [set(b) for b in PoissonBatchSampler(n, q, 2000, rng=np.random.default_rng(3))]
     overlap = np.mean([len(a & b) for a, b in itertools.pairwise(seq)])
     assert overlap == pytest.approx(n * q * q, rel=0.15)
 
@@ -181,8 +181,8 @@ def test_poisson_batches_include_each_row_independently_with_rate_q():
 def test_poisson_sampler_gives_empty_batches_and_refuses_bad_parameters():
     from audit.privacy.bookkeeping import PoissonBatchSampler
 
-    sizes = [len(b) for b in PoissonBatchSampler(20, 0.02, 5000, seed=0)]  # P(empty) = 0.98^20 = 0.67
+    sizes = [len(b) for b in PoissonBatchSampler(20, 0.02, 5000, rng=np.random.default_rng(0))]  # P(empty) = 0.98^20 = 0.67
     assert np.mean([s == 0 for s in sizes]) == pytest.approx(0.98 ** 20, abs=0.03)
     for bad in ((0, 0.1, 5), (10, 0.0, 5), (10, 1.5, 5), (10, 0.1, 0)):
         with pytest.raises(ValueError, match="Poisson sampling needs"):
-            PoissonBatchSampler(*bad, seed=0)
+            PoissonBatchSampler(*bad)
