@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # the names below load lazily (PEP 562), keeping `trustaudit 
         EffectInterval,
         SCMEffects,
         counterfactual_fairness,
+        scm_analysis,
         scm_effects,
         wilson_interval,
     )
@@ -57,6 +58,7 @@ _EXPORTS: dict[str, str] = {
     "parse_graph": "causal._graph",
     "plan_scm": "causal._scm",
     "resolve_roles": "causal._graph",
+    "scm_analysis": "causal._effects",
     "scm_effects": "causal._effects",
     "treatment_levels": "causal._scm",
     "validate_causal_spec": "causal._validate",
@@ -85,6 +87,7 @@ __all__ = [
     "parse_graph",
     "plan_scm",
     "resolve_roles",
+    "scm_analysis",
     "scm_effects",
     "treatment_levels",
     "validate_causal_spec",

@@ -334,62 +334,96 @@ class FittedSCM:
     def interventional(self, rows: pd.DataFrame, value: Any, seed: int) -> pd.DataFrame:
         """do(treatment := value) on ``rows``: affected nodes re-drawn from their mechanisms
         (fresh noise from ``seed``; the same seed gives the same noise for any value)."""
-        from dowhy import gcm
+        return self.propagate(self.draw_noise(rows, seed), {self.plan.treatment: value})
 
-        with _quiet(), seeded_global_numpy(seed):
-            return gcm.interventional_samples(
-                self.scm, {self.plan.treatment: _const(value)}, observed_data=rows[list(self.plan.nodes)]
-            )
+    def counterfactual(self, rows: pd.DataFrame, value: Any, seed: int = 0) -> pd.DataFrame:
+        """The same individuals had the treatment been ``value``: noise recovered from the data
+        (exactly for additive-noise nodes, a posterior draw for categorical ones; ``abduct``)."""
+        return self.propagate(self.abduct(rows, seed), {self.plan.treatment: value})
 
-    def counterfactual(self, rows: pd.DataFrame, value: Any) -> pd.DataFrame:
-        """The same individuals had the treatment been ``value`` (noise recovered from data)."""
-        from dowhy import gcm
-
-        self.require_invertible()
-        with _quiet():
-            return gcm.counterfactual_samples(
-                self.scm, {self.plan.treatment: _const(value)}, observed_data=rows[list(self.plan.nodes)]
-            )
-
-    def abduct(self, rows: pd.DataFrame) -> pd.DataFrame:
-        """Each individual's noise: observed values of roots, residuals of additive-noise nodes."""
+    def draw_noise(self, rows: pd.DataFrame, seed: int) -> dict[str, np.ndarray]:
+        """Prior noise for ``rows``: roots (the treatment and the exogenous parents) keep their
+        observed values; every other node gets a fresh draw from its fitted noise distribution
+        (additive-noise residuals resampled; Uniform(0, 1) for a classifier's inverse-CDF draw)."""
         from dowhy.graph import get_ordered_predecessors
 
-        self.require_invertible()
         g = self.scm.graph
-        noise = pd.DataFrame(index=rows.index)
+        noise: dict[str, np.ndarray] = {}
+        with _quiet(), seeded_global_numpy(seed):
+            for node in self.plan.nodes:
+                if not get_ordered_predecessors(g, node):
+                    noise[node] = rows[node].to_numpy()
+                else:
+                    noise[node] = np.asarray(self.scm.causal_mechanism(node).draw_noise_samples(len(rows))).reshape(-1)
+        return noise
+
+    def abduct(self, rows: pd.DataFrame, seed: int = 0) -> dict[str, np.ndarray]:
+        """Each individual's noise given their data. Roots: the observed values. Additive-noise
+        nodes: the residual (exact). Categorical nodes: one draw from the noise posterior under a
+        Gumbel-max mechanism (``gumbel_posterior``): the class is argmax_j(log p_j(parents) + g_j)
+        with g_j iid standard Gumbel, and g is drawn given that the argmax was the observed class."""
+        from dowhy.graph import get_ordered_predecessors
+
+        g = self.scm.graph
+        rng = np.random.default_rng(seed)
+        noise: dict[str, np.ndarray] = {}
         with _quiet():
             for node in self.plan.nodes:
                 parents = get_ordered_predecessors(g, node)
                 if not parents:
                     noise[node] = rows[node].to_numpy()
+                    continue
+                mech = self.scm.causal_mechanism(node)
+                if node in self.plan.categorical:
+                    proba = np.asarray(mech.estimate_probabilities(rows[parents].to_numpy()), dtype=float)
+                    classes = [str(c) for c in mech.classifier_model.classes]
+                    index = {c: i for i, c in enumerate(classes)}
+                    observed = np.fromiter((index.get(str(v), -1) for v in rows[node].to_numpy()), dtype=np.int64,
+                                           count=len(rows))
+                    if (observed < 0).any():
+                        raise NotIdentifiedError(f"'{node}' holds a value its fitted mechanism never saw")
+                    noise[node] = gumbel_posterior(proba, observed, rng)
                 else:
-                    mech = self.scm.causal_mechanism(node)
-                    noise[node] = mech.estimate_noise(rows[node].to_numpy(), rows[parents].to_numpy()).reshape(-1)
+                    noise[node] = np.asarray(
+                        mech.estimate_noise(rows[node].to_numpy(), rows[parents].to_numpy())).reshape(-1)
         return noise
 
-    def propagate(self, noise: pd.DataFrame, fixed: Mapping[str, Any]) -> pd.DataFrame:
-        """Evaluate the SCM on given noise, with ``fixed`` nodes set (a value or one per row)."""
+    def propagate(self, noise: Mapping[str, np.ndarray], fixed: Mapping[str, Any]) -> pd.DataFrame:
+        """Evaluate the SCM on given noise, with ``fixed`` nodes set (a value or one per row).
+
+        A categorical node whose noise is a matrix (one Gumbel per class, from ``abduct``) takes
+        argmax_j(log p_j + g_j); with a vector of uniforms (``draw_noise``) it takes the fitted
+        classifier's inverse-CDF draw (dowhy.gcm's ``ClassifierFCM.evaluate``)."""
         from dowhy.graph import get_ordered_predecessors
 
         g = self.scm.graph
-        out = pd.DataFrame(index=noise.index)
+        n = len(next(iter(noise.values())))
+        out = pd.DataFrame(index=pd.RangeIndex(n))
         with _quiet():
             for node in self.plan.nodes:
                 if node in fixed:
                     v = fixed[node]
-                    out[node] = np.asarray(v) if np.ndim(v) else np.repeat(np.array([v], dtype=object), len(noise))
+                    out[node] = np.asarray(v) if np.ndim(v) else np.repeat(np.array([v], dtype=object), n)
                     continue
                 parents = get_ordered_predecessors(g, node)
+                u = noise[node]
                 if not parents:
-                    out[node] = noise[node].to_numpy()
+                    out[node] = u
+                    continue
+                mech = self.scm.causal_mechanism(node)
+                x = out[parents].to_numpy()
+                if np.ndim(u) == 2:
+                    proba = np.asarray(mech.estimate_probabilities(x), dtype=float)
+                    with np.errstate(divide="ignore"):
+                        idx = np.argmax(np.log(proba) + u, axis=1)
+                    classes = np.asarray(mech.classifier_model.classes, dtype=object)
+                    out[node] = classes[idx]
                 else:
-                    mech = self.scm.causal_mechanism(node)
-                    out[node] = mech.evaluate(out[parents].to_numpy(), noise[node].to_numpy()).reshape(-1)
+                    out[node] = np.asarray(mech.evaluate(x, u)).reshape(-1)
         return out
 
     def require_invertible(self) -> None:
-        """Raise ``NotIdentifiedError`` when a modelled descendant is categorical (no abduction)."""
+        """Raise ``NotIdentifiedError`` when a modelled descendant is categorical (no exact abduction)."""
         bad = self.plan.non_invertible
         if bad:
             raise NotIdentifiedError(
@@ -398,8 +432,22 @@ class FittedSCM:
             )
 
 
-def _const(value: Any) -> Callable[[Any], Any]:
-    return lambda _x: value
+def gumbel_posterior(proba: np.ndarray, observed: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Gumbel noise g (n, k) drawn from its posterior given argmax_j(log p_j + g_j) = observed
+    (Oberst & Sontag 2019, top-down truncated Gumbels): the maximum of log p_j + g_j is a standard
+    Gumbel (the p_j sum to one) reached at the observed class; every other class's perturbed
+    logit is a Gumbel with location log p_j truncated below that maximum."""
+    n, k = proba.shape
+    with np.errstate(divide="ignore"):
+        logp = np.log(np.clip(proba, 0.0, 1.0))
+    top = rng.gumbel(size=(n, 1))
+    other = logp + rng.gumbel(size=(n, k))
+    # a Gumbel(loc) truncated at `top`: -log(exp(-top) + exp(-G)), G ~ Gumbel(loc)
+    trunc = -np.logaddexp(-top, -other)
+    perturbed = np.where(np.arange(k)[None, :] == observed[:, None], top, trunc)
+    with np.errstate(invalid="ignore"):
+        g = perturbed - logp
+    return np.where(np.isfinite(logp), g, 0.0)
 
 
 def fit_scm(plan: SCMPlan, data: pd.DataFrame, *, kind: str = "linear", seed: int = 0) -> FittedSCM:

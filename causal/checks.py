@@ -3,10 +3,18 @@
 * ``causal.treatment_effect`` — DoWhy identify → estimate (≥ 3 estimators when a back-door set
   exists and the treatment is binary) → refute, on ``causal.treatment`` → ``causal.outcome``.
 * ``causal.sensitive_effect`` — total effect of the sensitive attribute on the model's score
-  through an SCM fitted on the audited rows (dowhy.gcm), bootstrap interval.
-* ``causal.counterfactual_fairness`` — per-individual counterfactuals (invertible SCM), decision
-  flip rate and mean |Δscore|, overall and by group.
-* ``causal.path_decomposition`` — natural direct and indirect effects via ``causal.mediators``.
+  through an SCM fitted on the audited rows (dowhy.gcm), bootstrap interval over refits.
+* ``causal.counterfactual_fairness`` — per-individual counterfactuals (exact abduction for
+  additive-noise nodes, a posterior draw under a Gumbel-max mechanism for categorical ones, stated
+  in the result), decision flip rate and mean |Δscore|, overall and by group, with intervals from
+  the same bootstrap over refits of the mechanisms.
+* ``causal.path_decomposition`` — natural direct and indirect effects via ``causal.mediators``
+  (Pearl's mediation formula with the fitted conditional distributions; categorical mediators too).
+
+The three SCM checks share one fitted SCM and one bootstrap (``causal.scm_analysis``, memoised).
+Every verdict against a limit is ``audit.stats.judge``: effects with ``bound="abs"``, the flip
+rate and mean |Δscore| (non-negative) with ``bound="max"``; an interval straddling the limit is
+WARN. A continuous treatment without a named contrast gets the per-unit effect (T := T + 1).
 
 The treatment of the three sensitive-attribute checks is ``causal.treatment`` or else the first
 sensitive feature; their outcome is the MODEL's score (P(positive label)), not a data column.
@@ -28,7 +36,8 @@ from audit.context import AuditContext
 from audit.exceptions import CheckNotApplicable
 from audit.registry import all_of, register_check
 from audit.results import CheckResult, EvidenceTable, PlotSpec, Provenance, Verdict
-from causal._effects import SCMEffects, counterfactual_fairness, scm_effects
+from audit.stats import judge, worst
+from causal._effects import CounterfactualResult, SCMEffects, scm_analysis
 from causal._estimation import EffectAnalysis, estimate_effect
 from causal._graph import CausalGraph, GraphRoles
 from causal._scm import NotIdentifiedError
@@ -37,7 +46,6 @@ from causal._validate import validate_causal_spec
 __all__ = [
     "MECHANISM_RATIONALE",
     "counterfactual_fairness_check",
-    "limit_verdict",
     "path_decomposition_check",
     "sensitive_effect_check",
     "treatment_effect_check",
@@ -162,43 +170,45 @@ def _graph_table(g: CausalGraph, **roles: Any) -> EvidenceTable:
     )
 
 
-def limit_verdict(estimate: float, lo: float, hi: float, limit: float) -> Verdict:
-    """|effect| against a limit: FAIL when the interval lies wholly beyond ±limit, WARN when only
-    the point estimate is beyond it (or there is no interval), PASS otherwise."""
-    beyond = abs(estimate) > limit
-    if math.isfinite(lo) and math.isfinite(hi):
-        if lo > limit or hi < -limit:
-            return Verdict.FAIL
-    return Verdict.WARN if beyond else Verdict.PASS
-
-
-def _worst(verdicts: list[Verdict]) -> Verdict:
-    order = [Verdict.PASS, Verdict.WARN, Verdict.FAIL]
-    return max(verdicts, key=order.index) if verdicts else Verdict.PASS
+def _where(verdict: Verdict, limit: float, lo: float = 0.0, hi: float = 0.0) -> str:
+    """Words for a verdict of audit.stats.judge against ±limit."""
+    if verdict is Verdict.WARN and not (math.isfinite(lo) and math.isfinite(hi)):
+        return f"beyond the ±{limit:g} limit, with no interval to decide"
+    return {Verdict.FAIL: f"wholly beyond the ±{limit:g} limit",
+            Verdict.WARN: f"its interval straddling the ±{limit:g} limit",
+            Verdict.PASS: f"within the ±{limit:g} limit"}[verdict]
 
 
 def _pct(level: float) -> str:
     return f"{level * 100:g}%"
 
 
-def _scm_effects(ctx: AuditContext) -> SCMEffects:
+def _analysis(ctx: AuditContext) -> tuple[SCMEffects, CounterfactualResult]:
+    """The SCM effects and counterfactuals of the sensitive attribute, sharing one fitted SCM and one
+    bootstrap over refits (memoised: the three SCM checks read the same analysis)."""
     g, roles = _graph(ctx)
     pol = ctx.policy.causal
     c = ctx.spec.causal
 
-    def build() -> SCMEffects:
+    def build() -> tuple[SCMEffects, CounterfactualResult]:
         rows, X = _sample(ctx, pol.sample_size, "causal.sample")
         try:
-            return scm_effects(
-                rows, X, _score_fn(ctx), g, str(roles.treatment),
+            eff, cf = scm_analysis(
+                rows, X, _predict_fn(ctx), g, str(roles.treatment),
                 mediators=roles.mediators, treatment_value=c.treatment_value, control_value=c.control_value,
                 mechanisms=pol.mechanisms, n_bootstrap=pol.n_bootstrap, confidence_level=pol.confidence_level,
                 seed=ctx.seed_for("causal.scm"),
             )
         except NotIdentifiedError as exc:
             raise CheckNotApplicable(str(exc)) from None
+        assert eff is not None and cf is not None
+        return eff, cf
 
-    return ctx.memo("causal.scm_effects", build)  # type: ignore[no-any-return]
+    return ctx.memo("causal.scm_analysis", build)  # type: ignore[no-any-return]
+
+
+def _scm_effects(ctx: AuditContext) -> SCMEffects:
+    return _analysis(ctx)[0]
 
 
 def _scm_params(eff: SCMEffects, ctx: AuditContext, **extra: Any) -> dict[str, Any]:
@@ -213,6 +223,8 @@ def _scm_params(eff: SCMEffects, ctx: AuditContext, **extra: Any) -> dict[str, A
         "n_bootstrap": eff.n_bootstrap,
         "n_bootstrap_failed": eff.n_bootstrap_failed,
         "bootstrap": "rows resampled with replacement, SCM refitted each time; normal interval from the bootstrap SE",
+        "contrast": eff.contrast,
+        "mediation_method": eff.mediation_method,
         "mechanisms": pol.mechanisms,
         "mechanisms_rationale": MECHANISM_RATIONALE[pol.mechanisms],
         "interventional_noise": "both arms share noise draws (same seed)",
@@ -257,21 +269,19 @@ def sensitive_effect_check(ctx: AuditContext) -> CheckResult:
         metrics[f"total_effect.{k}.ci_low"] = iv.ci_low
         metrics[f"total_effect.{k}.ci_high"] = iv.ci_high
         metrics[f"total_effect.{k}.std_error"] = iv.std_error
-        verdicts.append(limit_verdict(iv.estimate, iv.ci_low, iv.ci_high, limit))
+        verdicts.append(judge(iv.estimate, iv.ci_low, iv.ci_high, limit, bound="abs"))
         recs.append({"contrast": f"{k} vs {eff.control}", "effect": iv.estimate, "ci_low": iv.ci_low,
                      "ci_high": iv.ci_high, "std_error": iv.std_error})
     w = eff.total[worst_key]
     metrics.update({"total_effect": w.estimate, "total_effect.ci_low": w.ci_low, "total_effect.ci_high": w.ci_high})
     for v, m in eff.mean_score_do.items():
         metrics[f"mean_score.do_{v}"] = m
-    verdict = _worst(verdicts)
-    where = {Verdict.FAIL: f"wholly beyond the ±{limit:g} limit", Verdict.WARN: f"beyond the ±{limit:g} limit "
-             "but its interval reaches inside it", Verdict.PASS: f"within the ±{limit:g} limit"}[verdict]
+    verdict = worst(verdicts)
+    where = _where(verdict, limit, w.ci_low, w.ci_high)
     ci = f"{lvl} CI {w.ci_low:+.3f} to {w.ci_high:+.3f}" if math.isfinite(w.ci_low) else "no interval"
-    summary = (
-        f"Setting {eff.treatment} from {eff.control} to {worst_key} changes the model's mean score by "
-        f"{w.estimate:+.3f} ({ci}), {where}."
-    )
+    change = (f"Raising {eff.treatment} by one unit for everyone" if eff.contrast != "levels" else
+              f"Setting {eff.treatment} from {eff.control} to {worst_key}")
+    summary = f"{change} changes the model's mean score by {w.estimate:+.3f} ({ci}), {where}."
     evidence = (
         EvidenceTable.from_frame(
             "total_effect", pd.DataFrame(recs),
@@ -326,15 +336,14 @@ def path_decomposition_check(ctx: AuditContext) -> CheckResult:
             recs.append({"contrast": f"{k} vs {eff.control}", "component": name.replace("_", " "),
                          "effect": iv.estimate, "ci_low": iv.ci_low, "ci_high": iv.ci_high})
         metrics[f"proportion_mediated.{k}"] = i.estimate / t.estimate if t.estimate else math.nan
-        verdicts.append(limit_verdict(d.estimate, d.ci_low, d.ci_high, limit))
+        verdicts.append(judge(d.estimate, d.ci_low, d.ci_high, limit, bound="abs"))
     worst_key = max(eff.direct, key=lambda k: abs(eff.direct[k].estimate))
     d, i = eff.direct[worst_key], eff.indirect[worst_key]
     metrics.update({"natural_direct_effect": d.estimate, "natural_direct_effect.ci_low": d.ci_low,
                     "natural_direct_effect.ci_high": d.ci_high, "natural_indirect_effect": i.estimate,
                     "natural_indirect_effect.ci_low": i.ci_low, "natural_indirect_effect.ci_high": i.ci_high})
-    verdict = _worst(verdicts)
-    where = {Verdict.FAIL: f"wholly beyond the ±{limit:g} limit", Verdict.WARN: f"beyond the ±{limit:g} limit but "
-             "its interval reaches inside it", Verdict.PASS: f"within the ±{limit:g} limit"}[verdict]
+    verdict = worst(verdicts)
+    where = _where(verdict, limit, d.ci_low, d.ci_high)
     meds = ", ".join(eff.mediators)
     summary = (
         f"Of the effect of {eff.treatment} ({worst_key} vs {eff.control}) on the score, {d.estimate:+.3f} is direct "
@@ -375,23 +384,15 @@ def path_decomposition_check(ctx: AuditContext) -> CheckResult:
 )
 def counterfactual_fairness_check(ctx: AuditContext) -> CheckResult:
     """Decision flip rate and |Δscore| when each individual's sensitive attribute is changed."""
-    g, roles = _graph(ctx)
+    g, _roles = _graph(ctx)
     pol = ctx.policy.causal
-    c = ctx.spec.causal
-    rows, X = _sample(ctx, pol.sample_size, "causal.sample")
-    try:
-        res = counterfactual_fairness(
-            rows, X, _predict_fn(ctx), g, str(roles.treatment),
-            treatment_value=c.treatment_value, control_value=c.control_value, mechanisms=pol.mechanisms,
-            confidence_level=pol.confidence_level, seed=ctx.seed_for("causal.counterfactual"),
-        )
-    except NotIdentifiedError as exc:
-        raise CheckNotApplicable(str(exc)) from None
+    res = _analysis(ctx)[1]
     o = res.overall
     fr_lim, mad_lim = pol.counterfactual_flip_rate_max, pol.counterfactual_mean_abs_delta_max
-    v_fr = limit_verdict(o["flip_rate"], o["flip_rate.ci_low"], o["flip_rate.ci_high"], fr_lim)
-    v_mad = limit_verdict(o["mean_abs_delta"], o["mean_abs_delta.ci_low"], o["mean_abs_delta.ci_high"], mad_lim)
-    verdict = _worst([v_fr, v_mad])
+    # both quantities are non-negative: judged with bound="max" (the same as "abs" on them)
+    v_fr = judge(o["flip_rate"], o["flip_rate.ci_low"], o["flip_rate.ci_high"], fr_lim, bound="max")
+    v_mad = judge(o["mean_abs_delta"], o["mean_abs_delta.ci_low"], o["mean_abs_delta.ci_high"], mad_lim, bound="max")
+    verdict = worst([v_fr, v_mad])
     lvl = _pct(res.confidence_level)
     metrics = dict(o)
     metrics["self_check_max_abs_delta"] = res.self_check_max_abs_delta
@@ -400,14 +401,23 @@ def counterfactual_fairness_check(ctx: AuditContext) -> CheckResult:
         metrics[f"mean_abs_delta.{r['group']}"] = r["mean_abs_delta"]
         metrics[f"mean_delta.{r['group']}"] = r["mean_delta"]
     alt = "each other value" if len(res.levels) > 2 else "the other value"
-    judge = {Verdict.FAIL: "beyond policy (interval wholly above a limit)",
-             Verdict.WARN: "above a limit but with an interval reaching below it",
+    if res.levels == ("observed", "+1"):
+        alt = "been one unit higher"
+    words = {Verdict.FAIL: "beyond policy (interval wholly above a limit)",
+             Verdict.WARN: "undecided (an interval straddles a limit, or a figure above a limit has no interval)",
              Verdict.PASS: "within policy"}[verdict]
+    mad_ci = (f"{lvl} CI {o['mean_abs_delta.ci_low']:.3f} to {o['mean_abs_delta.ci_high']:.3f}; "
+              if math.isfinite(o["mean_abs_delta.ci_low"]) else "no interval; ")
     summary = (
         f"Had {res.treatment} taken {alt}, {o['flip_rate']:.1%} of {int(o['n'])} individuals would have received "
         f"another decision ({lvl} CI {o['flip_rate.ci_low']:.1%} to {o['flip_rate.ci_high']:.1%}; limit "
-        f"{fr_lim:.0%}) and scores would move by {o['mean_abs_delta']:.3f} on average (limit {mad_lim:g}): {judge}."
+        f"{fr_lim:.0%}) and scores would move by {o['mean_abs_delta']:.3f} on average ({mad_ci}limit {mad_lim:g}): "
+        f"{words}."
     )
+    cats = [n for n in res.plan.affected if n in res.plan.categorical]
+    if cats:
+        summary = summary[:-1] + (f"; assumes a Gumbel-max mechanism for categorical {', '.join(cats)} "
+                                  "(its noise drawn from the posterior given each observed category).")
     units = res.units
     top = units.reindex(units["max_abs_delta"].sort_values(ascending=False).index).head(20)
     q = np.linspace(0, 1, 21)
@@ -420,7 +430,7 @@ def counterfactual_fairness_check(ctx: AuditContext) -> CheckResult:
                      reference=fr_lim, title="Counterfactual decision flip rate by factual group",
                      ylabel="flip rate"),
             f"Share of individuals of each factual group whose decision changes when only {res.treatment} (and "
-            f"what it causes) changes; Wilson {lvl} intervals.",
+            f"what it causes) changes; {lvl} intervals: {res.interval_method}.",
         ),
         EvidenceTable.from_frame(
             "abs_delta_by_group",
@@ -428,7 +438,8 @@ def counterfactual_fairness_check(ctx: AuditContext) -> CheckResult:
                           "mean_delta"]],
             PlotSpec(kind="bar", x="group", y="mean_abs_delta", lo="mean_abs_delta_ci_low",
                      hi="mean_abs_delta_ci_high", reference=mad_lim, title="Mean |Δscore| by factual group"),
-            "mean_delta is the signed mean change (counterfactual − factual score).",
+            f"mean_delta is the signed mean change (counterfactual − factual score); {lvl} intervals: "
+            f"{res.interval_method}.",
         ),
         EvidenceTable.from_frame(
             "abs_delta_quantiles", quant,
@@ -446,7 +457,10 @@ def counterfactual_fairness_check(ctx: AuditContext) -> CheckResult:
         "levels": [str(v) for v in res.levels],
         "sample_size": res.n_rows,
         "decision": "argmax of the model's probabilities (the audit's decision rule)",
-        "abduction": "noise recovered from each individual's data (invertible additive-noise mechanisms)",
+        "abduction": res.abduction,
+        "interval_method": res.interval_method,
+        "n_bootstrap": res.n_bootstrap,
+        "n_bootstrap_failed": res.n_bootstrap_failed,
         "multi_valued": "per individual: flipped under any other value; |Δ| is the largest over other values",
         "mechanisms": pol.mechanisms,
         "mechanisms_rationale": MECHANISM_RATIONALE[pol.mechanisms],
@@ -457,7 +471,7 @@ def counterfactual_fairness_check(ctx: AuditContext) -> CheckResult:
         policy={"counterfactual_flip_rate_max": fr_lim, "counterfactual_mean_abs_delta_max": mad_lim,
                 "confidence_level": pol.confidence_level},
         evidence=evidence,
-        provenance=Provenance(params=params, seed=ctx.seed_for("causal.counterfactual")),
+        provenance=Provenance(params=params, seed=ctx.seed_for("causal.scm")),
     )
 
 

@@ -113,15 +113,37 @@ def test_bad_graph_stops_the_audit_at_the_boundary(tiny) -> None:
     [
         (0.20, 0.15, 0.25, Verdict.FAIL),  # interval wholly above the limit
         (0.12, 0.05, 0.19, Verdict.WARN),  # point above, interval straddles
-        (0.05, -0.01, 0.11, Verdict.PASS),  # point within, interval reaches above: still PASS
+        # point within, interval reaches above: WARN under audit.stats.judge (the old causal rule said PASS)
+        (0.05, -0.01, 0.11, Verdict.WARN),
+        (0.05, -0.01, 0.09, Verdict.PASS),  # the whole interval within the limit
         (-0.20, -0.25, -0.15, Verdict.FAIL),  # negative effects count by magnitude
         (0.20, float("nan"), float("nan"), Verdict.WARN),  # no interval: never FAIL
     ],
 )
-def test_limit_verdict(est, lo, hi, verdict) -> None:
-    from causal.checks import limit_verdict
+def test_effect_verdicts_follow_the_one_rule(est, lo, hi, verdict) -> None:
+    from audit.stats import judge
 
-    assert limit_verdict(est, lo, hi, 0.10) is verdict
+    assert judge(est, lo, hi, 0.10, bound="abs") is verdict
+
+
+def test_check_verdicts_are_judge_on_their_printed_intervals(tiny) -> None:
+    from audit.stats import judge, worst
+
+    res = {r.check_id: r for r in run_checks(_ctx(tiny, seed=3))}
+    m = res["causal.sensitive_effect"].metrics
+    keys = [k[len("total_effect."):-len(".ci_low")] for k in m if k.startswith("total_effect.") and k.endswith(".ci_low")
+            and k.count(".") == 2]
+    lim = res["causal.sensitive_effect"].policy["total_effect_max"]
+    assert keys and res["causal.sensitive_effect"].verdict is worst(
+        judge(m[f"total_effect.{k}"], m[f"total_effect.{k}.ci_low"], m[f"total_effect.{k}.ci_high"], lim, "abs")
+        for k in keys)
+    cf = res["causal.counterfactual_fairness"]
+    m, p = cf.metrics, cf.policy
+    assert cf.verdict is worst([
+        judge(m["flip_rate"], m["flip_rate.ci_low"], m["flip_rate.ci_high"], p["counterfactual_flip_rate_max"], "max"),
+        judge(m["mean_abs_delta"], m["mean_abs_delta.ci_low"], m["mean_abs_delta.ci_high"],
+              p["counterfactual_mean_abs_delta_max"], "max"),
+    ])
 
 
 def test_boosted_mechanisms_run_and_reproduce_the_factual_world(tiny) -> None:
