@@ -20,7 +20,8 @@ an interval. A non-finite estimate is WARN.
 **Intervals**
 
 * :func:`percentile_interval` — percentile bootstrap (NaN draws dropped).
-* :func:`bootstrap_weights` / :func:`bootstrap_means` — the row bootstrap as resample counts.
+* :func:`bootstrap_weights` / :func:`bootstrap_means` — the row bootstrap as resample counts;
+  :func:`bootstrap_counts` — the same bootstrap for data summarised as cell counts (multinomial).
 * :func:`wilson` and :func:`clopper_pearson` — binomial intervals (scipy's distributions).
 * :func:`normal_interval` — estimate ± z·se.
 * :func:`fold_abs` — an interval for |θ| from an interval for θ (exact projection).
@@ -49,6 +50,7 @@ from audit.results import Verdict
 __all__ = [
     "Bound",
     "SpreadInterval",
+    "bootstrap_counts",
     "bootstrap_means",
     "bootstrap_weights",
     "clopper_pearson",
@@ -137,6 +139,17 @@ def bootstrap_weights(n: int, n_boot: int, rng: np.random.Generator) -> np.ndarr
     counted with one bincount (the Multinomial(n, 1/n) counts)."""
     draws = rng.integers(0, n, size=(n_boot, n)) + n * np.arange(n_boot)[:, None]
     return np.bincount(draws.ravel(), minlength=n_boot * n).reshape(n_boot, n).astype(np.float64)
+
+
+def bootstrap_counts(counts: Any, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """(n_boot, cells) bootstrap cell counts: resampling n rows with replacement gives the observed
+    cell counts a Multinomial(n, observed frequencies) distribution, so drawing the count vectors is
+    the row bootstrap at O(n_boot x cells) instead of O(n_boot x n)."""
+    c = np.asarray(counts, dtype=np.int64).ravel()
+    n = int(c.sum())
+    if n_boot <= 0 or n == 0:
+        return np.zeros((max(n_boot, 0), c.size), dtype=np.int64)
+    return rng.multinomial(n, c / n, size=n_boot)
 
 
 def bootstrap_means(units: Any, n_boot: int, rng: np.random.Generator) -> np.ndarray:
@@ -265,7 +278,6 @@ def spread_intervals(
     dp = np.concatenate(diffs)
     lp = np.concatenate(logs)
     D = float(np.abs(dp).max())
-    maxlog = float(np.abs(lp).max())
     # the ratio point estimate is min/max of the raw rates (0 when a group's rate is 0)
     mins = [np.nanmin(np.asarray(p, dtype=np.float64)) for p in point if np.isfinite(p).sum() >= 2]
     maxs = [np.nanmax(np.asarray(p, dtype=np.float64)) for p in point if np.isfinite(p).sum() >= 2]

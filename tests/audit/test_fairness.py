@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from audit.checks.fairness import _disparities, bootstrap_disparities, difference_verdict, ratio_verdict
+from audit.checks.fairness import _disparities, bootstrap_disparities
 from audit.datasets import TrueScoreModel, make_lending_data
 from audit.results import Verdict
 from audit.runner import context_from_frames, run_checks
@@ -156,26 +156,6 @@ def test_straddling_interval_is_warn_not_fail(lending):
     assert by_id(run_checks(ctx3, ["fairness.demographic_parity"]))["fairness.demographic_parity"].verdict is Verdict.PASS
 
 
-@pytest.mark.parametrize(("est", "lo", "hi", "limit", "expected"), [
-    (0.15, 0.12, 0.18, 0.10, Verdict.FAIL),
-    (0.12, 0.08, 0.16, 0.10, Verdict.WARN),
-    (0.08, 0.06, 0.12, 0.10, Verdict.WARN),
-    (0.05, 0.02, 0.08, 0.10, Verdict.PASS),
-    (0.15, float("nan"), float("nan"), 0.10, Verdict.FAIL),
-])
-def test_difference_verdict(est, lo, hi, limit, expected):
-    assert difference_verdict(est, lo, hi, limit) is expected
-
-
-@pytest.mark.parametrize(("est", "lo", "hi", "limit", "expected"), [
-    (0.6, 0.55, 0.65, 0.8, Verdict.FAIL),
-    (0.78, 0.74, 0.83, 0.8, Verdict.WARN),
-    (0.9, 0.85, 0.95, 0.8, Verdict.PASS),
-])
-def test_ratio_verdict(est, lo, hi, limit, expected):
-    assert ratio_verdict(est, lo, hi, limit) is expected
-
-
 def test_small_group_is_reported_and_left_out(lending):
     test = lending.test.copy()
     test.loc[test.index[:12], "sex"] = "nonbinary"
@@ -219,23 +199,65 @@ def test_missing_sensitive_values_form_their_own_group(lending):
     assert gm.metrics["age_group=<missing>.count"] == 200
 
 
-@pytest.mark.slow
-def test_bootstrap_ci_coverage_over_simulated_datasets():
-    """95 % percentile intervals of the DP difference cover the exact truth 93-97 % of the time."""
-    from audit.datasets import LendingSCM, ground_truth, sample
+def test_mitigation_uses_the_parity_checks_groups_and_figure(lending):
+    """One rule: the mitigation baseline leaves out small groups exactly as demographic_parity does."""
+    test = lending.test.copy()
+    test.loc[test.index[:12], "sex"] = "nonbinary"
+    data = type(lending)(lending.train, lending.holdout, test, lending.scm, lending.truth, lending.seed)
+    ctx = fairness_ctx(lr_pipeline(data, [*FEATURES, "sex"]), data, min_group_size=30)
+    res = by_id(run_checks(ctx, ["fairness.demographic_parity", "fairness.mitigation"]))
+    dp = res["fairness.demographic_parity"].metrics
+    mit = res["fairness.mitigation"]
+    assert mit.metrics["baseline_demographic_parity_difference"] == dp["sex.demographic_parity_difference"]
+    assert mit.metrics["baseline_demographic_parity_difference.ci_low"] == dp["sex.demographic_parity_difference.ci_low"]
+    assert mit.provenance.params["groups_compared"] == "female, male"
 
-    scm = LendingSCM()
-    truth = ground_truth(scm).threshold_rule_dp_difference
-    rule = ThresholdRule()
-    reps, covered = 1000, 0
-    rng = np.random.default_rng(2026)
-    for _ in range(reps):
-        df = sample(scm, 2000, rng)
-        yp = (rule.predict_proba(df)[:, 1] > 0.5).astype(int)
-        tabs = bootstrap_disparities(df["approved"].to_numpy(), yp, yp.astype(float), df[["sex"]], n_boot=1000, rng=rng)
-        d = _disparities(tabs.boot["sex"])["demographic_parity_difference"]
-        lo, hi = np.quantile(d, [0.025, 0.975])
-        covered += lo <= truth <= hi
-    coverage = covered / reps
-    print(f"coverage {coverage:.3f} over {reps} datasets")
-    assert 0.93 <= coverage <= 0.97
+
+def test_fair_model_with_zero_limit_is_not_fail():
+    """Equal rates by construction, limit 0 / ratio 1: the interval reaches parity, so not FAIL.
+    (One dataset; the rate over 200 datasets is in the coverage suite, bench/_coverage_fairness.py.)"""
+    rng = np.random.default_rng(6)
+    n = 4000
+    g = rng.choice(["a", "b", "c"], n)
+    y = (rng.random(n) < 0.4).astype(int)
+    score = rng.random(n)  # independent of the group: every rate is equal across groups
+    frame = pd.DataFrame({"x": score, "g": g, "y": y})
+
+    class Passthrough:
+        classes_ = np.array([0, 1])
+        feature_names_in_ = np.array(["x"])
+
+        def predict_proba(self, X):
+            s = np.asarray(X["x"], dtype=float)
+            return np.column_stack([1 - s, s])
+
+    ctx = context_from_frames(Passthrough(), frame, target="y", positive_label=1, sensitive=["g"], features=["x"],
+                              seed=1, checks=["fairness"],
+                              policy={"fairness": {"demographic_parity_difference_max": 0.0,
+                                                   "equalized_odds_difference_max": 0.0,
+                                                   "equal_opportunity_difference_max": 0.0,
+                                                   "disparate_impact_ratio_min": 1.0, "mitigation": False}})
+    res = by_id(run_checks(ctx, ["fairness.demographic_parity", "fairness.equalized_odds",
+                                 "fairness.equal_opportunity", "fairness.disparate_impact"]))
+    for cid, r in res.items():
+        assert r.verdict is Verdict.WARN, (cid, r.summary)
+    assert res["fairness.demographic_parity"].metrics["g.demographic_parity_difference.ci_low"] == 0.0
+    assert res["fairness.disparate_impact"].metrics["g.disparate_impact_ratio.ci_high"] == 1.0
+
+
+@pytest.mark.slow
+def test_disparity_and_rate_intervals_cover_over_simulated_datasets():
+    """every fairness interval kind covers its truth over 1,000 datasets (docs/validity.md)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parents[2] / "bench"))
+    import _coverage_fairness
+
+    rows = _coverage_fairness.run(1000, seed=0)  # 1,000: a coverage estimate with sd 0.7 points
+    assert len(rows) >= 6
+    for r in rows:
+        low = 0.93
+        assert r["coverage"] >= low, r
+        if not r["conservative"]:
+            assert r["coverage"] <= 0.97, r
