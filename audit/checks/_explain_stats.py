@@ -4,8 +4,9 @@ Pure numpy / scipy on arrays; no model formats, no results. Intervals and verdic
 
 Rank correlation is *undefined* (NaN), not zero, where it is undefined: with fewer than two
 features, or when either ranking is all ties (every importance equal, within a relative tolerance
-of 1e-9 that absorbs floating-point noise such as LIME's ~1e-17 weights for a constant model). The
-checks report such a measure as not applicable instead of reading it as disagreement.
+of 1e-9, or an absolute 1e-12 that absorbs floating-point dust such as LIME's ~1e-32 weights for a
+constant model). The checks report such a measure as not applicable instead of reading it as
+disagreement.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from scipy import stats
 from audit.stats import normal_interval, percentile_interval
 
 __all__ = [
+    "TIE_ABSOLUTE",
     "TIE_TOLERANCE",
     "FaithfulnessResult",
     "PairAgreement",
@@ -49,19 +51,23 @@ def stratified_sample(y: np.ndarray, n: int, rng: np.random.Generator) -> np.nda
     return np.sort(np.concatenate(out))
 
 
-#: Importances whose spread is within this share of their largest magnitude count as all tied.
+#: Importances whose spread is within this share of their largest magnitude count as all tied...
 TIE_TOLERANCE = 1e-9
+#: ...and so do importances that all lie within this absolute distance of each other: attributions
+#: are on the scale of a probability, a log-odds or an AUC (outputs of order 1), where 1e-12 is
+#: floating-point dust (LIME fits weights of ~1e-32 to a constant model's output).
+TIE_ABSOLUTE = 1e-12
 
 
 def all_tied(values: np.ndarray, axis: int = -1) -> np.ndarray:
     """Whether a ranking is all ties along ``axis``: fewer than two values, or every value equal
-    within ``TIE_TOLERANCE`` of the largest magnitude (exact zeros included)."""
+    within ``TIE_TOLERANCE`` of the largest magnitude or within ``TIE_ABSOLUTE``."""
     v = np.asarray(values, dtype=np.float64)
     if v.shape[axis] < 2:
         return np.ones(np.delete(v.shape, axis % v.ndim), dtype=bool) if v.ndim > 1 else np.bool_(True)
     spread = np.ptp(v, axis=axis)
     scale = np.max(np.abs(v), axis=axis)
-    return spread <= TIE_TOLERANCE * scale
+    return spread <= np.maximum(TIE_TOLERANCE * scale, TIE_ABSOLUTE)
 
 
 def spearman_rows(A: np.ndarray, B: np.ndarray) -> np.ndarray:

@@ -560,6 +560,11 @@ def faithfulness_check(ctx: Any) -> CheckResult:
             "needs a method with per-row attributions that ran"
             + (f" ({_missing_text(failed)})" if failed else "")
         )
+    if len(sh.columns) < 2:
+        raise CheckNotApplicable(
+            f"the model has one input column ({sh.columns[0]}): every removal order is the same, so "
+            "attribution order cannot be compared with random orders"
+        )
     reference = sh.codec.reference_row(sh.background_full)
     lab = METHOD_LABELS
     curves, gaps, per_method = [], [], []
