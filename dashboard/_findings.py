@@ -24,7 +24,7 @@ from dashboard._state import verdict_badge
 __all__ = ["FAMILY_LABELS", "render_check", "render_downloads", "render_report", "render_summary"]
 
 FAMILY_LABELS = {"fairness": "Fairness", "explain": "Explanations", "causal": "Causal", "privacy": "Privacy"}
-#: Per-group metrics of fairness.group_metrics that carry a bootstrap interval.
+#: Per-group metrics of fairness.group_metrics that carry an interval (Wilson).
 GROUP_METRICS = ("selection_rate", "tpr", "fpr", "fnr", "precision", "accuracy", "calibration_gap")
 INTERSECTION_MARK = "×"
 
@@ -204,7 +204,7 @@ def _fairness_section(report: AuditReport, results: Sequence[CheckResult], key: 
             spec = PlotSpec(kind="bar", x="group", y=metric, lo=f"{metric}_lo" if has_ci else "",
                             hi=f"{metric}_hi" if has_ci else "", group="feature",
                             title=f"{labels.get(metric, metric)} by group, {title}"
-                                  + (" (95% bootstrap CI)" if has_ci else ""),
+                                  + (" (95% CI)" if has_ci else ""),
                             ylabel=labels.get(metric, metric))
             chart = chart_for(EvidenceTable(f"by_group_{title}", tuple(recs), spec))
             if chart is not None:

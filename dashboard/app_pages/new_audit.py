@@ -30,7 +30,7 @@ from dashboard._state import (
 FINDINGS_PAGE = "app_pages/findings.py"
 SENSITIVE_HINTS = ("sex", "gender", "race", "ethnicity", "age_group", "religion", "disability",
                    "marital_status", "nationality")
-FAMILY_HELP = {"fairness": "group metrics with bootstrap CIs, parity, odds, mitigation",
+FAMILY_HELP = {"fairness": "group metrics and disparities with confidence intervals, parity, odds, mitigation",
                "explain": "SHAP, LIME, permutation, agreement, faithfulness, reliance on proxies",
                "causal": "needs a causal graph: effects of a sensitive attribute, counterfactual flips",
                "privacy": "membership inference (needs training and holdout rows), DP claims"}
