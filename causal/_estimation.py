@@ -136,19 +136,50 @@ _BACKDOOR_METHODS = (
 )
 
 
+def _surfaced(w: warnings.WarningMessage) -> bool:
+    """Warnings that bear on the numbers (a model that did not converge, an overflow), kept for the
+    result's provenance; DoWhy's and pandas' API deprecation notices are not."""
+    name = w.category.__name__
+    return "Convergence" in name or issubclass(w.category, RuntimeWarning)
+
+
 @contextlib.contextmanager
-def _quiet_dowhy() -> Iterator[None]:
+def _quiet_dowhy(sink: list[str] | None = None, where: str = "") -> Iterator[None]:
+    """DoWhy's logging held to errors; warnings caught, and those that bear on the numbers appended
+    to ``sink`` (as "where: Category: message") instead of silenced."""
     loggers = [logging.getLogger(n) for n in ("dowhy", "dowhy.causal_model", "dowhy.causal_refuter")]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.ERROR)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
             yield
+        if sink is not None:
+            for w in caught:
+                if _surfaced(w):
+                    msg = " ".join(str(w.message).split())[:200]
+                    sink.append(f"{where}: {w.category.__name__}: {msg}" if where else f"{w.category.__name__}: {msg}")
     finally:
         for lg, lv in zip(loggers, levels, strict=True):
             lg.setLevel(lv)
+
+
+#: iterations of the propensity model's solver: with standardised covariates lbfgs converges in
+#: tens of iterations; the cap only matters for separable data, where a warning is surfaced
+PROPENSITY_MAX_ITER = 10_000
+
+
+def propensity_model(seed: int = 0) -> Any:
+    """The propensity-score model: logistic regression on standardised covariates. DoWhy's default
+    (LogisticRegression() on raw columns) does not converge on unscaled earnings (Lalonde: 100
+    lbfgs iterations exhausted), so its estimate depended on the order of the columns."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return Pipeline([("scale", StandardScaler()),
+                     ("logit", LogisticRegression(max_iter=PROPENSITY_MAX_ITER, random_state=seed))])
 
 
 def _first(x: Any) -> float:
@@ -202,6 +233,8 @@ def estimate_effect(
     t_raw = frame[treatment]
     t_val: float
     c_val: float
+    contrast: str
+    caught: list[str] = []
     binary = not pd.api.types.is_numeric_dtype(t_raw) or t_raw.nunique() <= 2 or pd.api.types.is_bool_dtype(t_raw)
     if binary:
         control, treated_levels = treatment_levels(
@@ -212,13 +245,21 @@ def estimate_effect(
         frame = frame.loc[keep].reset_index(drop=True)
         frame[treatment] = (frame[treatment].astype(str) == str(treated)).astype(int)
         t_val, c_val = 1, 0
+        contrast = f"1 = {treated!r}, 0 = {control!r}"
     else:
-        if treatment_value is None or control_value is None:
+        if treatment_value is None and control_value is None:
+            # per-unit effect by default (a one-unit contrast at the median; the linear estimator's
+            # effect is the same at every level); a named contrast stays available
+            control = float(np.round(np.median(t_raw.astype(float))))
+            treated = control + 1.0
+            contrast = f"per unit: {treatment} = {treated:g} vs {control:g} (one unit at the median)"
+        elif treatment_value is None or control_value is None:
             raise NotIdentifiedError(
-                f"the treatment '{treatment}' is continuous: name the contrast with causal.treatment_value "
-                "and causal.control_value"
+                f"the treatment '{treatment}' is continuous: name both causal.treatment_value and "
+                "causal.control_value, or neither for the per-unit effect"
             )
-        treated, control = float(treatment_value), float(control_value)
+        else:
+            treated, control = float(treatment_value), float(control_value)
         frame[treatment] = frame[treatment].astype(float)
         t_val, c_val = treated, control
     n = len(frame)
@@ -246,21 +287,32 @@ def estimate_effect(
     bd = estimand.estimands.get("backdoor")
     adjustment: list[str] = []
     if bd is not None:
-        adjustment = list(estimand.get_backdoor_variables() or [])
+        # sorted: DoWhy hands sets over in hash order, and the propensity model and the refuters
+        # take the covariates in the order given (results depended on PYTHONHASHSEED)
+        adjustment = sorted(estimand.get_backdoor_variables() or [])
         if not adjustment:
-            sets: list[list[str]] = [list(v) for k, v in (estimand.backdoor_variables or {}).items()
+            sets: list[list[str]] = [sorted(v) for k, v in (estimand.backdoor_variables or {}).items()
                                      if k != "backdoor" and v]
-            if sets:
-                adjustment = max(sets, key=len)
-                estimand.set_backdoor_variables(adjustment, key="backdoor")
+            if sets:  # the largest valid set; ties broken by name, never by hash order
+                longest = max(len(v) for v in sets)
+                adjustment = list(min(tuple(v) for v in sets if len(v) == longest))
+        estimand.set_backdoor_variables(adjustment, key="backdoor")
         identified["backdoor"] = adjustment
     else:
         identified["backdoor"] = None
         # DoWhy's refuters look the (non-existent) default back-door set up and fail with a KeyError
         # when invalid sets are listed without a default; with no back-door estimand, list none
         estimand.backdoor_variables = {}
-    identified["frontdoor"] = list(estimand.get_frontdoor_variables()) if estimand.estimands.get("frontdoor") else None
-    identified["iv"] = list(estimand.get_instrumental_variables()) if estimand.estimands.get("iv") else None
+    if estimand.estimands.get("frontdoor"):
+        estimand.frontdoor_variables = sorted(estimand.get_frontdoor_variables())
+        identified["frontdoor"] = list(estimand.frontdoor_variables)
+    else:
+        identified["frontdoor"] = None
+    if estimand.estimands.get("iv"):
+        estimand.instrumental_variables = sorted(estimand.get_instrumental_variables())
+        identified["iv"] = list(estimand.instrumental_variables)
+    else:
+        identified["iv"] = None
     identified = {k: (None if v is None else _original_names(v, origin)) for k, v in identified.items()}
 
     plan: list[tuple[str, str, str]] = []
@@ -289,10 +341,12 @@ def estimate_effect(
                                     "not applicable: no adjustment variables (nothing to balance)", 0.0))
             continue
         try:
-            with _quiet_dowhy(), seeded_global_numpy(seed + 17 * (i + 1)):
+            params = ({"init_params": {"propensity_score_model": propensity_model(seed)}}
+                      if method.startswith("backdoor.propensity") else None)
+            with _quiet_dowhy(caught, method), seeded_global_numpy(seed + 17 * (i + 1)):
                 est = model.estimate_effect(
                     estimand, method_name=method, control_value=c_val, treatment_value=t_val,
-                    effect_modifiers=[], confidence_intervals=False,
+                    effect_modifiers=[], confidence_intervals=False, method_params=params,
                 )
                 if est.value is None:
                     raise RuntimeError("DoWhy returned no estimate")
@@ -323,7 +377,7 @@ def estimate_effect(
         model, estimand, estimates[primary], primary,
         simulations=refuter_simulations, significance_level=significance_level,
         subset_fraction=subset_fraction, strength=sensitivity_strength,
-        robustness_value_min=robustness_value_min, seed=seed,
+        robustness_value_min=robustness_value_min, seed=seed, sink=caught,
     )
     return EffectAnalysis(
         treatment=treatment,
@@ -347,7 +401,11 @@ def estimate_effect(
             "sensitivity_strength": sensitivity_strength,
             "robustness_value_min": robustness_value_min,
             "confidence_level": confidence_level,
-            "treatment_encoding": f"1 = {treated!r}, 0 = {control!r}" if binary else "continuous",
+            "treatment_encoding": contrast if binary else "continuous",
+            "contrast": contrast,
+            "propensity_model": "StandardScaler + LogisticRegression(lbfgs, max_iter="
+                                f"{PROPENSITY_MAX_ITER}) on the sorted adjustment set",
+            "warnings": sorted(set(caught)),
         },
     )
 
@@ -390,7 +448,7 @@ def _dummy_code(
 
 
 def _original_names(names: Sequence[str], origin: dict[str, str]) -> list[str]:
-    return list(dict.fromkeys(origin.get(n, n) for n in names))
+    return sorted(dict.fromkeys(origin.get(n, n) for n in names))
 
 
 def _refute(
@@ -405,6 +463,7 @@ def _refute(
     strength: float,
     robustness_value_min: float,
     seed: int,
+    sink: list[str],
 ) -> list[RefutationRow]:
     original = _first(estimate.value)
     out: list[RefutationRow] = []
@@ -416,7 +475,7 @@ def _refute(
     for i, (name, method, kw) in enumerate(specs):
         t0 = time.perf_counter()
         try:
-            with _quiet_dowhy(), seeded_global_numpy(seed + 101 + i):
+            with _quiet_dowhy(sink, name), seeded_global_numpy(seed + 101 + i):
                 res = model.refute_estimate(
                     estimand, estimate, method_name=method, num_simulations=simulations,
                     random_seed=int((seed + 101 + i) % 2**32), **kw,
@@ -458,7 +517,7 @@ def _sensitivity(
         return RefutationRow(name, REFUTER_MEANINGS[name], None, math.nan, original, math.nan, 0,
                              "not run: the partial-R2 sensitivity analysis applies to a back-door "
                              "linear-regression estimate", 0.0, "not applicable")
-    covariates = list(estimate.estimator._observed_common_causes.columns) if (
+    covariates = sorted(estimate.estimator._observed_common_causes.columns) if (
         estimate.estimator._observed_common_causes is not None) else []
 
     def run(bench: list[str]) -> Any:
@@ -471,11 +530,13 @@ def _sensitivity(
             )
 
     if not covariates:
-        an = run([])
-        rv = float(an.stats["robustness_value"])
-        rva = float(an.stats["robustness_value_alpha"])
+        # DoWhy's partial-R2 refuter needs at least one observed common cause (it reads their columns);
+        # the robustness values need none: Cinelli & Hazlett's closed forms from the OLS t-statistic
+        rv, rva = robustness_values(estimate, significance_level)
         passed = rva >= robustness_value_min
-        detail = (f"no observed common cause to benchmark against: robustness value {rv:.3f} (a confounder "
+        detail = (f"no observed common cause (e.g. a randomised experiment): no benchmark is possible, so the "
+                  f"robustness value comes from the OLS t-statistic (Cinelli & Hazlett 2020, eq. 18-19): "
+                  f"{rv:.3f} (a confounder "
                   f"explaining {rv:.1%} of the residual variance of both treatment and outcome would remove the "
                   f"effect; {rva:.1%} would make it insignificant); fragile below {robustness_value_min:.1%}")
         return RefutationRow(name, REFUTER_MEANINGS[name], passed, math.nan, original, math.nan, 0, detail,
@@ -515,3 +576,19 @@ def _sensitivity(
     )
     return RefutationRow(name, REFUTER_MEANINGS[name], passed, math.nan, original, adj, 0, detail,
                          time.perf_counter() - t0)
+
+
+def robustness_values(estimate: Any, significance_level: float) -> tuple[float, float]:
+    """Cinelli & Hazlett's robustness values (RV, and RV at ``significance_level``) of a back-door
+    linear-regression estimate, by DoWhy's own ``LinearSensitivityAnalyzer.robustness_value_func``
+    on the fitted OLS model. DoWhy's refuter cannot be called without an observed common cause; the
+    robustness value needs only the treatment's t-statistic and the residual degrees of freedom."""
+    from dowhy.causal_refuters.linear_sensitivity_analyzer import LinearSensitivityAnalyzer
+
+    an = LinearSensitivityAnalyzer(
+        estimator=estimate.estimator, data=None, treatment_name=list(estimate.estimator._target_estimand.treatment_variable),
+        significance_level=significance_level, benchmark_common_causes=[], common_causes_order=[],
+    )
+    an.degree_of_freedom = int(an.estimator_model.df_resid)
+    an.t_stats = float(np.asarray(an.estimator_model.tvalues[an.treatment_name])[0])
+    return float(an.robustness_value_func()), float(an.robustness_value_func(alpha=significance_level))
