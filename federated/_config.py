@@ -25,6 +25,7 @@ from audit.exceptions import ConfigError
 __all__ = [
     "ATTACKS",
     "CENTRAL_DP_STRATEGIES",
+    "KRUM_F_FRACTION",
     "MODELS",
     "PARTITIONS",
     "ROBUST_STRATEGIES",
@@ -50,6 +51,10 @@ ROBUST_STRATEGIES: tuple[str, ...] = ("fedmedian", "fedtrimmedavg", "krum", "mul
 SECAGG_STRATEGIES: tuple[str, ...] = ("fedavg", "fedprox")
 #: Strategies whose aggregate is a uniform mean, the release the central-DP accountant models.
 CENTRAL_DP_STRATEGIES: tuple[str, ...] = ("fedavg", "fedprox")
+#: Krum / Multi-Krum's assumed share of malicious clients among those sampled in a round, when
+#: ``krum-f`` is not set: f = floor(0.2 m), capped at the most Krum tolerates (m > 2f + 2). It
+#: never reads the simulated number of attackers: an aggregator is not told the answer.
+KRUM_F_FRACTION = 0.2
 MODELS: tuple[str, ...] = ("logreg", "mlp")
 PARTITIONS: tuple[str, ...] = ("iid", "dirichlet", "column", "quantity")
 ATTACKS: tuple[str, ...] = ("label-flip", "scale")
@@ -199,6 +204,21 @@ class FederatedConfig:
         return max(1, min(self.num_clients, round(self.num_clients * self.fraction_train)))
 
     @property
+    def krum_f_used(self) -> int:
+        """Krum's f: ``krum-f`` when set (>= 0), else floor(KRUM_F_FRACTION · clients per round)
+        capped at the most Krum tolerates, floor((m - 3) / 2), and at least 0."""
+        if self.krum_f >= 0:
+            return self.krum_f
+        m = self.clients_per_round
+        return max(0, min(math.floor(KRUM_F_FRACTION * m + 1e-9), (m - 3) // 2))
+
+    @property
+    def krum_f_source(self) -> str:
+        if self.krum_f >= 0:
+            return "krum-f setting"
+        return f"default: floor({KRUM_F_FRACTION:g} x {self.clients_per_round} clients per round), at most (m - 3) // 2"
+
+    @property
     def num_malicious(self) -> int:
         return math.floor(self.malicious * self.num_clients + 1e-9)
 
@@ -272,7 +292,7 @@ class FederatedConfig:
             raise ConfigError(MSG_RANGE.format(key="clients per round with secagg", rule="at least 2",
                                                got=self.clients_per_round))
         if self.strategy in ("krum", "multikrum"):
-            f = self.krum_f if self.krum_f >= 0 else self.num_malicious
+            f = self.krum_f_used
             if self.clients_per_round <= 2 * f + 2:
                 raise ConfigError(MSG_KRUM.format(strategy=self.strategy, m=self.clients_per_round, f=f,
                                                   need=2 * f + 3))

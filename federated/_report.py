@@ -106,8 +106,7 @@ def _plots(run: FederatedRun) -> list[tuple[str, str]]:
     if rf["epsilon"].notna().any() or rf["epsilon_local_max"].notna().any():
         fig, ax = plt.subplots(figsize=(10, 3))
         if rf["epsilon"].notna().any():
-            ax.plot(rf["round"], rf["epsilon"], marker="o", label="central (client-level), amplified")
-            ax.plot(rf["round"], rf["epsilon_no_amplification"], ls="--", label="central, no amplification")
+            ax.plot(rf["round"], rf["epsilon"], marker="o", label="central (client-level), no amplification")
         if rf["epsilon_local_max"].notna().any():
             ax.plot(rf["round"], rf["epsilon_local_max"], marker="s", label="local DP-SGD, worst client")
         ax.set(xlabel="round", ylabel="epsilon", title="Privacy loss")
@@ -137,7 +136,10 @@ def render_run_report(run: FederatedRun) -> str:
         f"<p>{cfg.num_clients} clients ({cfg.clients_per_round} per round), {cfg.num_rounds} rounds, "
         f"model <b>{html.escape(cfg.model)}</b>, strategy <b>{html.escape(cfg.strategy)}</b>"
         f"{', SecAgg+' if cfg.secagg else ''}{', central DP' if cfg.central_dp else ''}"
-        f"{', local DP' if cfg.local_dp else ''}; partition <b>{html.escape(cfg.partition)}</b>; data "
+        f"{', local DP' if cfg.local_dp else ''}"
+        + (f" (Krum f = {cfg.krum_f_used}, {html.escape(cfg.krum_f_source)})"
+           if cfg.strategy in ("krum", "multikrum") else "")
+        + f"; partition <b>{html.escape(cfg.partition)}</b>; data "
         f"{html.escape(str(run.data.get('source')))}. Final test accuracy "
         f"<b>{final['global'].get('accuracy', float('nan')):.4f}</b>.</p>"
     )
@@ -157,6 +159,14 @@ def render_run_report(run: FederatedRun) -> str:
                 if not isinstance(v, (dict, list)):
                     rows.append({"mechanism": kind, "field": k, "value": v})
         parts.append("<h2>Privacy</h2>" + _table(pd.DataFrame(rows)))
+        cond = run.dp_conditions()
+        if cond:
+            parts.append(
+                f"<p>Noise: {html.escape(str(cond['noise_source']))}. Sampling: "
+                f"{html.escape(str(cond['sampling_source']))}.</p>"
+                "<h3>Not covered by the ε</h3><ul>"
+                + "".join(f"<li>{html.escape(x)}</li>" for x in cond["not_covered"]) + "</ul>"
+            )
     cfg_rows = pd.DataFrame([{"setting": k, "value": v} for k, v in cfg.to_run_config().items()])
     parts.append("<h2>Settings</h2>" + _table(cfg_rows, max_rows=200))
     parts.append("</body></html>")

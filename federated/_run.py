@@ -83,7 +83,7 @@ class RunRecorder:
         return self.rounds.setdefault(r, {
             "round": r, "sampled": [], "answered": [], "dropped": [], "failed": {}, "timed_out": [],
             "aggregated": r == 0, "clients": {}, "global": {}, "groups": [], "fairness": {},
-            "epsilon": None, "epsilon_no_amplification": None, "seconds": 0.0, "latency": 0.0,
+            "epsilon": None, "seconds": 0.0, "latency": 0.0,
         })
 
     def pid(self, node_id: int) -> int:
@@ -175,8 +175,7 @@ class RunRecorder:
         rec["dropped"] = sorted(rec["dropped"])
         rec["timed_out"] = sorted(rec["timed_out"])
         if self.accountant is not None:
-            eps, eps_full = self.accountant.compose_round(len(rec["answered"]) if ok else 0)
-            rec["epsilon"], rec["epsilon_no_amplification"] = eps, eps_full
+            rec["epsilon"] = self.accountant.compose_round(len(rec["answered"]) if ok else 0)
 
     # --- evaluation ---------------------------------------------------------------------------
 
@@ -290,8 +289,10 @@ class FederatedRun:
         A claim has one noise multiplier, so it must be recomputable from (noise_multiplier,
         sample_rate, steps). Central DP: a client-level claim (``dataset_size`` is the number of
         clients, a step is a released round) at the smallest effective multiplier of any round,
-        an upper bound on the run's exact composition when drop-outs varied it. Local DP only:
-        the record-level claim of the worst client.
+        an upper bound on the run's exact composition when drop-outs varied it, without
+        amplification by sampling (``sample_rate`` 1: the clients were not sampled secretly).
+        Local DP only: the record-level claim of the worst client. :meth:`dp_conditions` says how
+        the run sampled and drew its noise, and what the ε does not cover.
         """
         p = self.privacy
         if "central" in p:
@@ -302,12 +303,32 @@ class FederatedRun:
             steps = max(1, int(c["releases"]))
             eps = epsilon_from_rdp(rdp_of(c["sample_rate"], z, steps), c["delta"])
             return {"epsilon": eps, "delta": c["delta"], "noise_multiplier": z, "sample_rate": c["sample_rate"],
-                    "steps": steps, "dataset_size": c["num_clients"], "batch_size": c["clients_per_round"],
-                    "accountant": "rdp"}
+                    "steps": steps, "dataset_size": c["num_clients"], "accountant": "rdp"}
         if "local" in p and p["local"].get("epsilon_max") is not None:
             loc = p["local"]
             return {"epsilon": loc["epsilon_max"], "delta": loc["delta"], "noise_multiplier": loc["noise_multiplier"],
                     "sample_rate": loc["worst_sample_rate"], "steps": loc["worst_steps"], "accountant": "rdp"}
+        return None
+
+    def aggregation(self) -> dict[str, Any]:
+        """The aggregation as run: the strategy and, for Krum / Multi-Krum, the f it assumed."""
+        cfg = self.config
+        out: dict[str, Any] = {"strategy": cfg.strategy, "clients_per_round": cfg.clients_per_round}
+        if cfg.strategy in ("krum", "multikrum"):
+            out["krum_f"] = cfg.krum_f_used
+            out["krum_f_source"] = cfg.krum_f_source
+            if cfg.strategy == "multikrum":
+                out["multikrum_selected"] = max(1, cfg.clients_per_round - cfg.krum_f_used)
+        return out
+
+    def dp_conditions(self) -> dict[str, Any] | None:
+        """How the run behind :meth:`dp_claim` sampled and drew its noise, and what its ε does not
+        cover (the ``dp_conditions`` block of the exported model; None without a claim)."""
+        p = self.privacy
+        if "central" in p:
+            return dict(p["central"]["conditions"])
+        if "local" in p and p["local"].get("epsilon_max") is not None:
+            return dict(p["local"]["conditions"])
         return None
 
     def metadata(self) -> dict[str, Any]:
@@ -321,6 +342,7 @@ class FederatedRun:
             "final": self.final["global"],
             "final_client_accuracy": self.final.get("client_fairness", {}),
             "answered_per_round": {str(k): len(v) for k, v in self.answered().items()},
+            "aggregation": self.aggregation(),
             "privacy": self.privacy,
             "encoder_source": "federated statistics: pooled mean and population std of numeric columns "
                               "and the union of categories, merged from per-client sufficient statistics",
@@ -335,6 +357,7 @@ class FederatedRun:
             "partitions": list(self.partitions),
             "rounds": list(self.rounds),
             "encoder": self.encoder,
+            "aggregation": self.aggregation(),
             "privacy": self.privacy,
             "timings": {k: v for k, v in self.timings.items() if not k.startswith("_")},
             "engine": self.engine,
@@ -354,7 +377,6 @@ class FederatedRun:
             for attr, gaps in r["fairness"].items():
                 row.update({f"{attr}_{k}": v for k, v in gaps.items()})
             row["epsilon"] = r["epsilon"]
-            row["epsilon_no_amplification"] = r["epsilon_no_amplification"]
             eps_local = [c["epsilon"] for c in r["clients"] if "epsilon" in c]
             row["epsilon_local_max"] = max(eps_local) if eps_local else None
             row["seconds"] = r["seconds"]

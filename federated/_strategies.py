@@ -5,7 +5,9 @@ The aggregation itself is Flower's (``flwr.serverapp.strategy``; on the SecAgg+ 
 report needs and Flower leaves to the user:
 
 * seeded client sampling (by partition id, so runs are reproducible; Flower samples node ids,
-  which are random per run, with the global ``random`` module);
+  which are random per run, with the global ``random`` module). The sample is not secret, so
+  central DP is accounted without amplification by sampling (``federated._privacy``);
+* central DP noise from a generator seeded from OS entropy (Flower's wrapper otherwise);
 * a record of who was sampled, who answered, who dropped out or timed out;
 * aggregation over the replies that arrived (error replies are set aside before the inner
   strategy sees them: the DP wrapper would otherwise skip the whole round);
@@ -65,7 +67,37 @@ class _SubsetGrid:
 
 
 def _krum_f(cfg: FederatedConfig) -> int:
-    return cfg.krum_f if cfg.krum_f >= 0 else cfg.num_malicious
+    """Krum's assumed number of malicious clients: never the simulated count (see KRUM_F_FRACTION)."""
+    return cfg.krum_f_used
+
+
+def _secure_central_dp(inner: Strategy, cfg: FederatedConfig) -> Strategy:
+    """Flower's server-side fixed clipping, with its Gaussian noise drawn from a generator seeded
+    from OS entropy (Flower draws from numpy's global generator, which any code may seed)."""
+    from flwr.app import Array
+    from flwr.serverapp import strategy as st
+    from flwr.supercore.differential_privacy import compute_stdv
+
+    from audit.privacy.secure_rng import secure_numpy_generator
+
+    class SecureNoiseServerSideFixedClipping(st.DifferentialPrivacyServerSideFixedClipping):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._noise_rng = secure_numpy_generator()
+
+        def _add_noise_to_aggregated_arrays(self, aggregated_arrays: ArrayRecord) -> ArrayRecord:
+            stdv = compute_stdv(self.noise_multiplier, self.clipping_norm, self.num_sampled_clients)
+            out = {}
+            for k, v in zip(aggregated_arrays.keys(), aggregated_arrays.to_numpy_ndarrays(), strict=True):
+                arr = np.array(v, copy=True)
+                arr += self._noise_rng.normal(0.0, stdv, arr.shape).astype(arr.dtype)
+                out[k] = Array(np.asarray(arr))
+            return ArrayRecord(out)
+
+    return SecureNoiseServerSideFixedClipping(
+        inner, noise_multiplier=cfg.noise_multiplier, clipping_norm=cfg.clip_norm,
+        num_sampled_clients=cfg.clients_per_round,
+    )
 
 
 def make_strategy(cfg: FederatedConfig) -> Strategy:
@@ -103,10 +135,7 @@ def make_strategy(cfg: FederatedConfig) -> Strategy:
     else:  # validated before; kept for type checkers
         raise ValueError(name)
     if cfg.central_dp:
-        inner = st.DifferentialPrivacyServerSideFixedClipping(
-            inner, noise_multiplier=cfg.noise_multiplier, clipping_norm=cfg.clip_norm,
-            num_sampled_clients=cfg.clients_per_round,
-        )
+        inner = _secure_central_dp(inner, cfg)
     return inner
 
 

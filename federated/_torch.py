@@ -122,7 +122,9 @@ def train_local(
     data-independent gradient step after each optimiser step (``w -= lr * mu * (w - w_global)``),
     so it works unchanged under DP-SGD, where Opacus replaces the data gradient by its clipped,
     noised per-sample version. With ``dp`` the loader samples Poisson batches and every step is
-    accounted by the caller from ``steps`` and ``sample_rate``.
+    accounted by the caller from ``steps`` and ``sample_rate``; the batches and the noise come
+    from generators seeded from OS entropy, so ``seed`` (the shuffling of non-private training)
+    does not reproduce them.
     """
     n = len(X)
     g = torch.Generator().manual_seed(int(seed))
@@ -143,19 +145,21 @@ def train_local(
     else:
         from opacus import PrivacyEngine
 
+        from audit.privacy.secure_rng import secure_torch_generator
+
+        # the Poisson batches (drawn by Opacus' DPDataLoader from this loader's generator) and the
+        # noise are part of the private mechanism: secret generators, never the run's seed
         loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(Xt, yt), batch_size=bs, shuffle=True,
-                                             generator=g)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            engine = PrivacyEngine(accountant="rdp")
-            module, opt, loader = engine.make_private(
-                module=model,
-                optimizer=opt,
-                data_loader=loader,
-                noise_multiplier=dp.noise_multiplier,
-                max_grad_norm=dp.max_grad_norm,
-                noise_generator=torch.Generator().manual_seed(int(seed) + 1),
-            )
+                                             generator=secure_torch_generator())
+        engine = PrivacyEngine(accountant="rdp")  # warns that Opacus' secure RNG (torchcsprng) is off
+        module, opt, loader = engine.make_private(
+            module=model,
+            optimizer=opt,
+            data_loader=loader,
+            noise_multiplier=dp.noise_multiplier,
+            max_grad_norm=dp.max_grad_norm,
+            noise_generator=secure_torch_generator(),
+        )
         # Opacus samples each row independently with probability 1 / (number of batches)
         sample_rate = float(getattr(loader, "sample_rate", 1.0 / -(-n // bs)))
     loss_fn = nn.BCEWithLogitsLoss()

@@ -50,7 +50,7 @@ _HELP: dict[str, str] = {
     "proximal_mu": "FedProx proximal weight",
     "server_lr": "server learning rate (fedadam, fedyogi)",
     "trim_beta": "fraction trimmed at each end (fedtrimmedavg)",
-    "krum_f": "assumed malicious clients for krum/multikrum (-1: the simulated count)",
+    "krum_f": "assumed malicious clients for krum/multikrum (-1: floor(0.2 x clients per round), at most (m - 3) // 2)",
     "central_dp": "central DP: server-side fixed clipping + Gaussian noise",
     "noise_multiplier": "central DP noise multiplier z",
     "clip_norm": "central DP clipping norm C of each client update",
@@ -238,9 +238,16 @@ def _print_summary(run: Any, written: dict[str, Path], report: Any) -> None:
     for attr, gaps in run.final["fairness"].items():
         console.print(f"{attr}: demographic parity difference {gaps['demographic_parity_difference']:.3f}, "
                       f"equalized odds difference {gaps['equalized_odds_difference']:.3f}")
+    if cfg.strategy in ("krum", "multikrum"):
+        console.print(f"{cfg.strategy}: f = {cfg.krum_f_used} ({cfg.krum_f_source})")
     claim = run.dp_claim()
     if claim is not None:
-        console.print(f"DP claim: epsilon {claim['epsilon']:.3g} at delta {claim['delta']:g}")
+        cond = run.dp_conditions() or {}
+        amp = "" if claim["sample_rate"] < 1 else ", no amplification by sampling"
+        console.print(f"DP claim ({cond.get('unit', '?')} level): epsilon {claim['epsilon']:.3g} at delta "
+                      f"{claim['delta']:g}{amp}; noise from OS entropy, not from the seed")
+        if cond.get("not_covered"):
+            console.print("not covered by epsilon: " + "; ".join(cond["not_covered"]))
     if report is not None:
         console.print(f"audit {report.audit_id[:12]}: {report.verdict.value}")
     for kind, path in written.items():

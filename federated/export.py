@@ -3,7 +3,8 @@
 The final global model is exported as TorchScript with the trustaudit metadata block
 (``audit.io.save_torchscript``), so it enters the audit through the same safe intake as any
 model: ``encoder`` (computed federatedly, see ``federated._encoder``), ``classes`` [0, 1],
-``output`` "logits", ``dp_claim`` when DP was used, and ``federated`` (the run's settings and
+``output`` "logits", ``dp_claim`` and ``dp_conditions`` (how the run sampled and drew its noise,
+and what the ε does not cover) when DP was used, and ``federated`` (the run's settings and
 summary). :func:`audit_run` audits that file against the run's held-out rows: the test split
 as the audited data, the pooled client rows as ``train`` and the holdout split as ``holdout``
 (membership inference needs both; in a simulation they exist on one machine).
@@ -36,6 +37,7 @@ def export_model(run: FederatedRun, path: str | Path) -> Path:
     claim = run.dp_claim()
     if claim is not None:
         meta["dp_claim"] = claim
+        meta["dp_conditions"] = run.dp_conditions()
     return save_torchscript(run.build_module(), path, metadata=meta)
 
 

@@ -253,23 +253,29 @@ def _run_secagg(grid: Grid, context: Context, cfg: FederatedConfig, setup: dict[
 
 
 def _privacy_summary(cfg: FederatedConfig, recorder: RunRecorder, rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    from federated._privacy import dp_conditions
+
     out: dict[str, Any] = {}
     acc = recorder.accountant
     if acc is not None:
         out["central"] = {
-            "mechanism": "server-side fixed clipping (Flower DifferentialPrivacyServerSideFixedClipping)",
+            "mechanism": "server-side fixed clipping (Flower DifferentialPrivacyServerSideFixedClipping), "
+                         "noise from an OS-entropy generator",
             "unit": "client",
             "epsilon": acc.epsilon,
-            "epsilon_no_amplification": acc.epsilon_no_amplification,
             "delta": acc.delta,
             "noise_multiplier": acc.noise_multiplier,
             "clip_norm": cfg.clip_norm,
             "sample_rate": acc.sample_rate,
+            "sampling_fraction": acc.sampling_fraction,
+            "amplification": "none: clients are a fixed-size sample reproducible from the seed, so each "
+                             "round is accounted at q = 1 (as Flower's accountant does for fixed clipping)",
             "num_clients": acc.num_clients,
             "clients_per_round": acc.m,
             "releases": acc.releases,
             "effective_noise_multipliers": list(acc.effective_multipliers),
-            "accountant": "subsampled Gaussian RDP (opacus.accountants.analysis.rdp)",
+            "accountant": "Gaussian mechanism RDP without amplification (opacus.accountants.analysis.rdp, q = 1)",
+            "conditions": dp_conditions("central"),
         }
     if cfg.local_dp:
         last: dict[int, dict[str, Any]] = {}
@@ -287,6 +293,7 @@ def _privacy_summary(cfg: FederatedConfig, recorder: RunRecorder, rounds: list[d
             "per_client_epsilon": {str(k): v["epsilon"] for k, v in sorted(last.items())},
             "epsilon_max": worst[1]["epsilon"] if worst else None,
             "worst_client": worst[0] if worst else None,
+            "conditions": dp_conditions("local", secagg=cfg.secagg),
         }
         if worst is not None:
             # the worst client's accountant inputs, so the claim can be recomputed

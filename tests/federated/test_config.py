@@ -44,7 +44,7 @@ def test_round_trip_and_coercion() -> None:
         ({"central-dp": True, "strategy": "fedmedian"},
          "central-dp accounts for a uniform mean of clipped updates, so the strategy must be one of fedavg, "
          "fedprox; got 'fedmedian'"),
-        ({"strategy": "krum", "num-clients": 6, "malicious": 0.34},
+        ({"strategy": "krum", "num-clients": 6, "malicious": 0.34, "krum-f": 2},
          "krum tolerates f malicious clients only with more than 2f + 2 clients per round; f = 2 needs at least 7, "
          "got 6"),
         ({"partition": "column"},

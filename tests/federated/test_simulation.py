@@ -104,14 +104,15 @@ def test_central_and_local_dp_are_accounted_per_round(runs: dict) -> None:
     for r in run.rounds[1:]:
         k = len(r["answered"])
         assert len(r["sampled"]) == m
-        if k:
-            rdp += rdp_of(m / n, cfg.noise_multiplier * k / m, 1)
+        if k:  # no amplification: the clients are not sampled secretly
+            rdp += rdp_of(1.0, cfg.noise_multiplier * k / m, 1)
         assert r["epsilon"] == pytest.approx(epsilon_from_rdp(rdp, cfg.dp_delta), rel=1e-9)
         assert r["epsilon"] >= previous
         previous = r["epsilon"]
     central = run.privacy["central"]
     assert central["epsilon"] == pytest.approx(run.rounds[-1]["epsilon"])
-    assert central["epsilon"] < central["epsilon_no_amplification"]
+    assert central["sample_rate"] == 1.0 and central["sampling_fraction"] == m / n
+    assert "epsilon_no_amplification" not in central
     # local DP: each client's epsilon recomputed from the steps and sample rate it reported
     steps: dict[int, int] = {}
     for r in run.rounds[1:]:
@@ -129,7 +130,12 @@ def test_central_and_local_dp_are_accounted_per_round(runs: dict) -> None:
     assert claim is not None and claim["dataset_size"] == n and claim["steps"] == central["releases"]
     assert claim["noise_multiplier"] == min(central["effective_noise_multipliers"])
     assert claim["epsilon"] == pytest.approx(epsilon_from_rdp(
-        rdp_of(m / n, claim["noise_multiplier"], claim["steps"]), cfg.dp_delta), rel=1e-12)
+        rdp_of(1.0, claim["noise_multiplier"], claim["steps"]), cfg.dp_delta), rel=1e-12)
+    assert claim["sample_rate"] == 1.0
+    cond = run.dp_conditions()
+    assert cond["unit"] == "client" and cond["sampling"] == "fixed-size" and cond["sampling_secret"] is False
+    assert cond["noise_secret"] is True and "os.urandom" in cond["noise_source"]
+    assert any("encoder" in x for x in cond["not_covered"]) and any("at setup" in x for x in cond["not_covered"])
     assert claim["epsilon"] >= central["epsilon"] - 1e-12
 
 
@@ -160,6 +166,11 @@ def test_exported_model_loads_through_the_safe_intake_and_is_audited(runs: dict,
     # the privacy family recomputes the shipped DP claim and accepts it
     claim_checks = [r for r in results if r["check_id"] == "privacy.dp_claim"]
     assert [r["verdict"] for r in claim_checks] in ([], ["PASS"]), claim_checks
+    # what the ε does not cover travels with the model and is shown by the claim check
+    assert meta["dp_conditions"] == run.dp_conditions()
+    for r in claim_checks:
+        assert r["provenance"]["params"]["not_covered"] == meta["dp_conditions"]["not_covered"]
+        assert "Not covered by this ε" in r["summary"]
 
 
 def test_metrics_files_and_run_report(runs: dict, exported: tuple) -> None:
@@ -191,3 +202,6 @@ def test_other_strategies_learn(runs: dict, name: str) -> None:
         # Krum keeps one update per round, never the attacker's: the model still learns
         attacker = [c["partition_id"] for c in run.rounds[1]["clients"] if c["malicious"]]
         assert len(attacker) == 1
+        # f is the stated default share of the sampled clients, reported in the run outputs
+        agg = run.to_dict()["aggregation"]
+        assert agg["krum_f"] == 1 and agg["krum_f_source"].startswith("default: floor(0.2 x 6")

@@ -60,20 +60,38 @@ def test_rdp_without_sampling_is_the_gaussian_closed_form_and_bounds_the_exact_e
     assert exact < eps < 1.25 * exact
 
 
-def test_central_accountant_composes_rounds_and_penalises_missing_clients() -> None:
+def test_central_accountant_composes_rounds_without_amplification_and_penalises_missing_clients() -> None:
+    """Clients are a fixed-size sample reproducible from the seed, so no amplification: q = 1."""
     full = CentralAccountant(noise_multiplier=1.0, num_clients=100, clients_per_round=10, delta=1e-5)
     for _ in range(3):
-        eps, eps_full = full.compose_round(10)
-    assert eps == pytest.approx(epsilon_from_rdp(rdp_of(0.1, 1.0, 3), 1e-5), rel=1e-12)
-    assert eps_full == pytest.approx(epsilon_from_rdp(rdp_of(1.0, 1.0, 3), 1e-5), rel=1e-12)
-    assert eps < eps_full  # amplification by sampling
+        eps = full.compose_round(10)
+    assert full.sample_rate == 1.0 and full.sampling_fraction == 0.1
+    assert eps == pytest.approx(epsilon_from_rdp(rdp_of(1.0, 1.0, 3), 1e-5), rel=1e-12)
     part = CentralAccountant(noise_multiplier=1.0, num_clients=100, clients_per_round=10, delta=1e-5)
     part.compose_round(10)
     part.compose_round(7)  # 3 of the 10 dropped: the noise is calibrated to 10, the mean is over 7
     part.compose_round(0)  # nothing aggregated, nothing released
     assert part.releases == 2 and part.effective_multipliers == pytest.approx([1.0, 0.7])
-    expected = rdp_of(0.1, 1.0, 1) + rdp_of(0.1, 0.7, 1)
+    expected = rdp_of(1.0, 1.0, 1) + rdp_of(1.0, 0.7, 1)
     assert part.epsilon == pytest.approx(epsilon_from_rdp(expected, 1e-5), rel=1e-12)
+
+
+def test_central_epsilon_of_the_issue_example_is_the_unamplified_one() -> None:
+    """20 clients, fraction 0.5, σ 1, 5 rounds, δ 1e-5: 12.30 (Gaussian mechanism composed five
+    times, equal to Opacus' RDP accountant at q = 1), not the amplified 8.23 that assumed secret
+    Poisson sampling of clients."""
+    from audit.privacy.accounting import opacus_epsilon
+    from federated._config import FederatedConfig
+
+    cfg = FederatedConfig(num_clients=20, fraction_train=0.5, noise_multiplier=1.0, num_rounds=5, central_dp=True)
+    acc = CentralAccountant(cfg.noise_multiplier, cfg.num_clients, cfg.clients_per_round, cfg.dp_delta)
+    for _ in range(cfg.num_rounds):
+        eps = acc.compose_round(cfg.clients_per_round)
+    assert eps == pytest.approx(12.30, abs=0.005)
+    assert eps == pytest.approx(opacus_epsilon("rdp", noise_multiplier=1.0, sample_rate=1.0, steps=5, delta=1e-5),
+                                rel=1e-9)
+    amplified = epsilon_from_rdp(rdp_of(0.5, 1.0, 5), 1e-5)
+    assert amplified == pytest.approx(8.23, abs=0.005) and eps > amplified + 4
 
 
 def test_local_training_is_seeded_and_the_proximal_term_pulls_to_the_anchor() -> None:
