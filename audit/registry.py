@@ -10,6 +10,7 @@ sentence saying what to provide for it to run (the check is then SKIPPED with th
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ __all__ = [
     "needs_torch_model",
     "needs_train",
     "register_check",
+    "unknown_selection",
     "unregister_check",
 ]
 
@@ -93,6 +95,36 @@ def iter_checks(selection: Iterable[str] | None = None) -> list[CheckInfo]:
         return checks
     wanted = tuple(selection)
     return [c for c in checks if c.family in wanted or c.check_id in wanted]
+
+
+def unknown_selection(selection: Iterable[str], families: Iterable[str] = ()) -> str | None:
+    """``None`` when every name in ``selection`` is a registered check id or a family (registered,
+    or listed in ``families``); otherwise one line naming each unknown name and the closest
+    registered ids and families (``difflib.get_close_matches``; a dotted name is compared with the
+    check ids first, a plain one with the families; an unknown check of a known family lists that
+    family's checks when none is close). The spec validates its ``checks``
+    with this once, at the boundary: a name that selects nothing is bad input, not an empty audit.
+    """
+    _load_builtin_checks()
+    ids = list(_REGISTRY)
+    fams = list(dict.fromkeys([*families, *(c.family for c in _REGISTRY.values())]))
+    known = set(ids) | set(fams)
+    parts = []
+    for name in dict.fromkeys(selection):
+        if name in known:
+            continue
+        dotted = "." in name
+        kind = "check" if dotted else "check family"
+        # a dotted name is compared with check ids, a plain one with families, then the other set
+        first, second = (ids, fams) if dotted else (fams, ids)
+        close = (difflib.get_close_matches(name, first, n=3, cutoff=0.6)
+                 or difflib.get_close_matches(name, second, n=3, cutoff=0.6))
+        fam = name.split(".", 1)[0]
+        if dotted and fam in fams and not any(c.startswith(fam + ".") for c in close):
+            close = [i for i in ids if i.startswith(fam + ".")]  # a known family: its own checks
+        hint = f"closest: {', '.join(close)}" if close else f"no close match; families: {', '.join(fams)}"
+        parts.append(f"unknown {kind} {name!r}; {hint}")
+    return "; ".join(parts) or None
 
 
 def get_check(check_id: str) -> CheckInfo:

@@ -24,9 +24,9 @@ from audit.context import AuditContext, DataSplit
 from audit.exceptions import CheckNotApplicable, DataError, ModelOutputError, SpecError
 from audit.io import LoadedModel, load_model, load_table, sha256_file
 from audit.model import ModelAdapter, SklearnAdapter, check_proba
-from audit.registry import CheckInfo, iter_checks
+from audit.registry import CheckInfo, iter_checks, unknown_selection
 from audit.results import AuditReport, CheckResult, ErrorInfo, Provenance, Verdict
-from audit.spec import AuditSpec, spec_from_mapping
+from audit.spec import FAMILIES, AuditSpec, spec_from_mapping
 
 __all__ = [
     "MISSING_GROUP",
@@ -409,6 +409,10 @@ def run_checks(
     selection: Sequence[str] | None = None,
     progress: ProgressCallback | None = None,
 ) -> list[CheckResult]:
+    if selection is not None:  # a selection beside the (validated) spec is validated here
+        problem = unknown_selection(selection, families=FAMILIES)
+        if problem:
+            raise SpecError(f"selection: {problem} (got {list(selection)!r})")
     checks = iter_checks(selection if selection is not None else ctx.spec.checks)
     results = []
     for i, info in enumerate(checks):

@@ -341,15 +341,14 @@ class AuditSpec(_Strict):
 
     @field_validator("checks")
     @classmethod
-    def _known_families(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+    def _known_checks(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         if not v:
             raise ValueError(f"must name at least one of {', '.join(FAMILIES)}")
-        for name in v:
-            family = name.split(".", 1)[0]
-            if family not in FAMILIES:
-                raise ValueError(
-                    f"unknown check family {name!r}; allowed: {', '.join(FAMILIES)}"
-                )
+        from audit.registry import unknown_selection  # registering the checks imports audit.checks
+
+        problem = unknown_selection(v, families=FAMILIES)
+        if problem:
+            raise ValueError(problem)
         return v
 
     def to_dict(self) -> dict[str, Any]:

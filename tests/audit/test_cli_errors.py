@@ -206,9 +206,61 @@ def test_unknown_check_family(case, capsys):
     args = audit_args(case)
     args[args.index("--checks") + 1] = "fairnes"
     assert run_err(capsys, args) == (
-        "trustaudit: error: flags: field 'checks' unknown check family 'fairnes'; allowed: fairness, explain, "
-        "causal, privacy (got ['fairnes'])"
+        "trustaudit: error: flags: field 'checks' unknown check family 'fairnes'; closest: fairness "
+        "(got ['fairnes'])"
     )
+
+
+def test_unknown_check_id_flag(case, capsys):
+    """A misspelt check id used to select nothing and PASS with exit 0."""
+    args = audit_args(case)
+    args[args.index("--checks") + 1] = "fairness.demographic_parit"
+    assert run_err(capsys, args) == (
+        "trustaudit: error: flags: field 'checks' unknown check 'fairness.demographic_parit'; closest: "
+        "fairness.demographic_parity, fairness.group_metrics, fairness.equal_opportunity "
+        "(got ['fairness.demographic_parit'])"
+    )
+
+
+def test_unknown_check_id_in_spec(case, capsys, tmp_path):
+    spec = tmp_path / "audit.toml"
+    spec.write_text(
+        f'checks = ["fairness.demographic_parit"]\n[model]\npath = "{case["model"]}"\n[data]\n'
+        f'test = "{case["test"]}"\ntarget = "approved"\npositive_label = 1\nsensitive = ["sex"]\n'
+    )
+    assert run_err(capsys, ["audit", "--spec", str(spec), "--quiet", "--no-store"]) == (
+        "trustaudit: error: spec audit.toml: field 'checks' unknown check 'fairness.demographic_parit'; "
+        "closest: fairness.demographic_parity, fairness.group_metrics, fairness.equal_opportunity "
+        "(got ['fairness.demographic_parit'])"
+    )
+
+
+def test_unknown_check_without_a_close_match_lists_the_families(case, capsys):
+    args = audit_args(case)
+    args[args.index("--checks") + 1] = "fairness,robustness.noise"
+    assert run_err(capsys, args) == (
+        "trustaudit: error: flags: field 'checks' unknown check 'robustness.noise'; no close match; "
+        "families: fairness, explain, causal, privacy (got ['fairness', 'robustness.noise'])"
+    )
+
+
+def test_unknown_check_id_python_api(case):
+    import pandas as pd
+
+    from audit.exceptions import SpecError
+    from audit.io import load_model
+    from audit.runner import run_audit
+
+    raw = {"model": {"path": "<in memory>"},
+           "data": {"test": "<in memory>", "target": "approved", "positive_label": 1, "sensitive": ["sex"]},
+           "checks": ["fairness.demographic_parit"]}
+    with pytest.raises(SpecError) as exc:
+        run_audit(raw, model=load_model(case["model"]), frames={"test": pd.read_csv(case["test"])})
+    assert str(exc.value) == (
+        "spec: field 'checks' unknown check 'fairness.demographic_parit'; closest: fairness.demographic_parity, "
+        "fairness.group_metrics, fairness.equal_opportunity (got ['fairness.demographic_parit'])"
+    )
+    assert exc.value.exit_code == 2
 
 
 def test_missing_required_flags(capsys):

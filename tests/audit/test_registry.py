@@ -88,3 +88,58 @@ def test_check_conformance(check_id, tiny_ctx):
 def test_every_family_has_checks():
     fams = {c.family for c in iter_checks()}
     assert "fairness" in fams
+
+
+def test_unknown_selection_names_the_closest_ids():
+    from audit.registry import unknown_selection
+
+    assert unknown_selection(["fairness", "explain.shap", "causal"], families=("causal",)) is None
+    assert unknown_selection(["explain.shapp"]) == (
+        "unknown check 'explain.shapp'; closest: explain.shap, explain.lime, explain.gradients")
+    assert unknown_selection(["explian", "explain.lime"]) == "unknown check family 'explian'; closest: explain"
+    # a known family with an unknown check: its own checks are the closest names
+    msg = unknown_selection(["privacy.zzzzzzzz"])
+    assert msg == "unknown check 'privacy.zzzzzzzz'; closest: privacy.dp_claim, privacy.membership_inference"
+
+
+def test_a_temporary_check_is_selectable_while_registered():
+    from audit.registry import unknown_selection
+
+    @register_check("fairness.tmp_selectable", family="fairness")
+    def tmp(ctx):  # pragma: no cover
+        raise AssertionError
+
+    try:
+        assert unknown_selection(["fairness.tmp_selectable"]) is None
+    finally:
+        unregister_check("fairness.tmp_selectable")
+    assert unknown_selection(["fairness.tmp_selectable"]).startswith("unknown check 'fairness.tmp_selectable'")
+
+
+def test_run_checks_refuses_an_unknown_selection(lending):
+    from audit.exceptions import SpecError
+
+    ctx = context_from_frames(lr_pipeline(lending), lending.test, target="approved", positive_label=1,
+                              sensitive=["sex"], checks=["fairness.demographic_parity"])
+    with pytest.raises(SpecError, match=r"^selection: unknown check 'fairness\.disparate_impakt'; closest: "
+                                        r"fairness\.disparate_impact"):
+        run_checks(ctx, ["fairness.disparate_impakt"])
+
+
+def test_the_runner_resolves_the_positive_class_once_and_checks_read_it():
+    """The context carries the positive-class index the runner resolved from the model's classes_;
+    the explanation family reads it (no second resolution)."""
+    import numpy as np
+    import pandas as pd
+    from sklearn.linear_model import LogisticRegression
+
+    from audit.checks._explain_space import positive_index
+
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"x": rng.normal(size=400)})
+    df["y"] = np.where(rng.random(400) < 1 / (1 + np.exp(-2 * df["x"])), "yes", "no")
+    model = LogisticRegression().fit(df[["x"]], df["y"])  # classes_ = ['no', 'yes']
+    for label, idx in (("no", 0), ("yes", 1)):
+        ctx = context_from_frames(model, df, target="y", positive_label=label, checks=["explain"])
+        assert positive_index(ctx) == idx
+        np.testing.assert_allclose(ctx.test.scores, model.predict_proba(df[["x"]])[:, idx])
