@@ -260,6 +260,7 @@ def estimate_effect(
             )
         else:
             treated, control = float(treatment_value), float(control_value)
+            contrast = f"{treatment} = {treated:g} vs {control:g} (named contrast)"
         frame[treatment] = frame[treatment].astype(float)
         t_val, c_val = treated, control
     n = len(frame)
