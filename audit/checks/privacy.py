@@ -340,6 +340,19 @@ def _reference_phi(
     return phi_m, phi_nm, info
 
 
+def _judge_bound(lb: float, limit: float) -> Verdict:
+    """A one-sided lower confidence bound against a maximum, by :func:`audit.stats.judge` on the
+    degenerate interval [lb, lb]: FAIL when the bound exceeds the limit (an infinite bound does),
+    PASS otherwise; no bound (NaN) is no evidence either way (PASS)."""
+    from audit.stats import judge
+
+    if math.isnan(lb):
+        return Verdict.PASS
+    if math.isinf(lb):
+        return Verdict.FAIL if lb > limit else Verdict.PASS
+    return judge(lb, lb, lb, limit, "max")
+
+
 def _sample(rng: np.random.Generator, n: int, k: int) -> np.ndarray:
     return np.sort(rng.choice(n, size=k, replace=False))
 
@@ -392,18 +405,30 @@ def membership_inference(ctx: AuditContext) -> CheckResult:
     for rec in audit.groups:
         rec["reliable"] = bool(rec["n_members"] >= pol.min_group_size and rec["n_nonmembers"] >= pol.min_group_size)
 
-    # verdict
+    # verdicts against limits: audit.stats.judge. The ε lower bound is itself a one-sided
+    # confidence bound, so it is judged as the degenerate interval [lb, lb] (FAIL iff lb > limit).
+    from audit.stats import judge, worst
+
     lb = bound.epsilon_lower_bound
     fails, warns = [], []
-    if claim is not None and lb > claim.epsilon:
-        fails.append(f"the empirical ε ≥ {_g(lb)} contradicts the claimed ε = {_g(claim.epsilon)}")
-    if pol.empirical_epsilon_max is not None and lb > pol.empirical_epsilon_max:
-        fails.append(f"the empirical ε ≥ {_g(lb)} exceeds the policy maximum {_g(pol.empirical_epsilon_max)}")
-    if best["auc_lo"] > pol.attack_auc_max:
+    parts: list[Verdict] = []
+    if claim is not None:
+        v = _judge_bound(lb, claim.epsilon)
+        parts.append(v)
+        if v is Verdict.FAIL:
+            fails.append(f"the empirical ε ≥ {_g(lb)} contradicts the claimed ε = {_g(claim.epsilon)}")
+    if pol.empirical_epsilon_max is not None:
+        v = _judge_bound(lb, pol.empirical_epsilon_max)
+        parts.append(v)
+        if v is Verdict.FAIL:
+            fails.append(f"the empirical ε ≥ {_g(lb)} exceeds the policy maximum {_g(pol.empirical_epsilon_max)}")
+    v = judge(best["auc"], best["auc_lo"], best["auc_hi"], pol.attack_auc_max, "max")
+    parts.append(v)
+    if v is Verdict.FAIL:
         fails.append(f"the {best['attack']} attack's AUC CI lies above {_g(pol.attack_auc_max)}")
-    elif best["auc"] > pol.attack_auc_max:
+    elif v is Verdict.WARN:
         warns.append(f"the {best['attack']} attack's AUC CI straddles {_g(pol.attack_auc_max)}")
-    verdict = Verdict.FAIL if fails else (Verdict.WARN if warns else Verdict.PASS)
+    verdict = worst(parts)
 
     reliable = [r for r in audit.groups if r["reliable"] and r["attack"] == audit.best_attack
                 and math.isfinite(r["auc"])]
@@ -513,8 +538,10 @@ def membership_inference(ctx: AuditContext) -> CheckResult:
                 "delta_source": "claim" if claim is not None else "policy empirical_delta",
                 "claim_source": claim_source or None,
                 "selection_split": "half of the rows choose thresholds, the other half measure",
-                "auc_interval": "DeLong",
-                "rate_interval": "Clopper-Pearson",
+                "auc_interval": "DeLong (audit.stats.delong_auc)",
+                "rate_interval": "Clopper-Pearson (audit.stats.clopper_pearson)",
+                "verdict_rule": "audit.stats.judge: AUC interval vs attack_auc_max; the ε lower bound "
+                                "(a one-sided bound) vs the claimed ε and empirical_epsilon_max",
                 **ref_info,
             }
         ),

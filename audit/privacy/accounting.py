@@ -31,26 +31,25 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-
-from typing import Any
 
 from audit.spec import DPClaim
 
 __all__ = [
     "ACCOUNTANTS",
     "CONDITION_KEYS",
-    "SAMPLING_KINDS",
-    "ClaimConditions",
-    "broken_assumptions",
-    "opacus_schedule",
     "GDP_MAX_SAMPLE_RATE",
     "GDP_MIN_STEPS",
+    "SAMPLING_KINDS",
     "AccountantEstimate",
     "ClaimAssessment",
+    "ClaimConditions",
     "assess_claim",
+    "broken_assumptions",
     "opacus_epsilon",
+    "opacus_schedule",
     "recompute_claim",
 ]
 

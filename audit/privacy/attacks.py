@@ -16,7 +16,8 @@ member":
 
 Figures per attack: ROC AUC with a DeLong confidence interval, TPR at fixed low FPR (0.1 %, 1 %)
 with Clopper–Pearson intervals on the members, balanced accuracy, the ROC curve, and an empirical
-lower bound on ε (:func:`epsilon_from_rates`, Jagielski, Ullman & Oprea 2020).
+lower bound on ε (:func:`epsilon_from_rates`, Jagielski, Ullman & Oprea 2020). The intervals are
+:mod:`audit.stats`' (``delong_auc``, ``clopper_pearson``, ``normal_interval``).
 
 Thresholds that a figure *optimises* (the ε bound and balanced accuracy) are chosen on one half
 of the rows (selection) and evaluated on the other half (evaluation), so the reported intervals
@@ -39,7 +40,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy import stats
+
+# the one home of the intervals: re-exported here for the callers that import them from attacks
+from audit.stats import clopper_pearson, delong_auc, normal_interval
 
 __all__ = [
     "ATTACKS",
@@ -107,50 +110,6 @@ def calibrated_scores(phi_target: np.ndarray, phi_reference: np.ndarray) -> np.n
 
 
 # --- statistics -------------------------------------------------------------------------------
-
-
-def clopper_pearson(k: Any, n: Any, confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
-    """Two-sided Clopper–Pearson interval for a binomial proportion k / n (vectorised).
-
-    Each end is a one-sided bound at ``1 - (1 - confidence) / 2``, so two such upper ends (as the
-    ε bound uses) hold jointly with probability at least ``confidence`` (union bound).
-    """
-    k = np.asarray(k, dtype=np.float64)
-    n = np.asarray(n, dtype=np.float64)
-    a = (1.0 - confidence) / 2.0
-    with np.errstate(invalid="ignore", divide="ignore"):
-        lo = np.where(k > 0, stats.beta.ppf(a, k, n - k + 1), 0.0)
-        hi = np.where(k < n, stats.beta.ppf(1 - a, k + 1, n - k), 1.0)
-    lo = np.where(n > 0, lo, np.nan)
-    hi = np.where(n > 0, hi, np.nan)
-    return lo, hi
-
-
-def _midranks(x: np.ndarray) -> np.ndarray:
-    return stats.rankdata(x, method="average")
-
-
-def delong_auc(
-    member: np.ndarray, nonmember: np.ndarray, confidence: float = 0.95
-) -> tuple[float, float, float]:
-    """ROC AUC of separating members (positives) from non-members, with DeLong's interval.
-
-    Fast DeLong (Sun & Xu 2014) from mid-ranks; ties count one half. The interval is the normal
-    one on the AUC scale, clipped to [0, 1]. Returns NaNs when a side has fewer than two rows.
-    """
-    x = np.asarray(member, dtype=np.float64)
-    y = np.asarray(nonmember, dtype=np.float64)
-    m, n = len(x), len(y)
-    if m < 2 or n < 2:
-        return math.nan, math.nan, math.nan
-    tz = _midranks(np.concatenate([x, y]))
-    tx, ty = _midranks(x), _midranks(y)
-    auc = (tz[:m].sum() - m * (m + 1) / 2.0) / (m * n)
-    v10 = (tz[:m] - tx) / n
-    v01 = 1.0 - (tz[m:] - ty) / m
-    se = math.sqrt(max(np.var(v10, ddof=1) / m + np.var(v01, ddof=1) / n, 0.0))
-    z = stats.norm.ppf(1 - (1 - confidence) / 2)
-    return float(auc), float(max(0.0, auc - z * se)), float(min(1.0, auc + z * se))
 
 
 def threshold_at_fpr(nonmember: np.ndarray, fpr: float) -> float:
@@ -253,8 +212,8 @@ def _ba_interval(member: np.ndarray, nonmember: np.ndarray, t: float, confidence
     tnr = float(np.mean(nonmember <= t))
     ba = (tpr + tnr) / 2
     se = 0.5 * math.sqrt(tpr * (1 - tpr) / n1 + tnr * (1 - tnr) / n0)
-    z = stats.norm.ppf(1 - (1 - confidence) / 2)
-    return ba, max(0.0, ba - z * se), min(1.0, ba + z * se)
+    lo, hi = normal_interval(ba, se, confidence)
+    return ba, max(0.0, float(lo)), min(1.0, float(hi))
 
 
 # --- the audit --------------------------------------------------------------------------------

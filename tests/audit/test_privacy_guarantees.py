@@ -114,7 +114,7 @@ def test_claim_schedule_from_epochs_is_opacus_own(n, batch, epochs):
                     for p in model.parameters():
                         p.grad_sample = torch.zeros((0, *p.shape))
                 opt.step()
-    (sigma, q_opacus, steps_opacus), = engine.accountant.history
+    (_sigma, q_opacus, steps_opacus), = engine.accountant.history
     claim = DPClaim(epsilon=1.0, delta=1e-5, noise_multiplier=1.0, batch_size=batch, dataset_size=n, epochs=epochs)
     q, steps = opacus_schedule(claim)
     assert q == pytest.approx(q_opacus, rel=1e-12) and q == 1 / math.ceil(n / batch)
