@@ -27,7 +27,7 @@ Because L given the roots is Gaussian, P(approved) = Phi(mean / sd) exactly.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -41,6 +41,7 @@ __all__ = [
     "LendingSCM",
     "TrueScoreModel",
     "make_lending_data",
+    "model_causal_truth",
 ]
 
 TARGET = "approved"
@@ -289,6 +290,43 @@ def counterfactual(
     """The same individuals (same exogenous noise) had their sex been ``sex`` (exact)."""
     male = np.full(len(frame), 1.0 if sex == "male" else 0.0)
     return _structural(scm, male, frame["age_group"].to_numpy(), frame["region"].to_numpy(), noise)
+
+
+def model_causal_truth(
+    scm: LendingSCM,
+    score: Callable[[pd.DataFrame], np.ndarray],
+    n: int,
+    seed: int,
+) -> dict[str, float]:
+    """The causal truths of a fixed model's score, from the generator on ``n`` fresh draws.
+
+    ``score`` maps a frame of the generator's columns to P(positive label); the decision is
+    score > 0.5 (the argmax of a binary classifier). Every individual's exogenous noise is drawn
+    once and reused in every world (exact counterfactuals):
+
+    * ``total_effect``: E[s(X_male)] − E[s(X_female)] (sex set for everyone);
+    * ``natural_direct_effect``: E[s(X_{male, M_female})] − E[s(X_female)], the mediators
+      (income, debt_ratio) kept at their values under female; the proxy follows sex;
+    * ``natural_indirect_effect``: E[s(X_male)] − E[s(X_{male, M_female})];
+    * ``counterfactual_flip_rate``: share whose decision changes had their sex been the other;
+    * ``counterfactual_mean_abs_delta``: mean |s(X_other sex) − s(X)| over individuals.
+    """
+    frame, noise = sample(scm, n, seed, return_noise=True)
+    ages, regions = frame["age_group"].to_numpy(), frame["region"].to_numpy()
+    male = (frame["sex"] == "male").to_numpy(float)
+    zeros, ones = np.zeros(n), np.ones(n)
+    s_f = np.asarray(score(_structural(scm, zeros, ages, regions, noise)), dtype=float)
+    s_m = np.asarray(score(_structural(scm, ones, ages, regions, noise)), dtype=float)
+    s_m_mf = np.asarray(score(_structural(scm, ones, ages, regions, noise, male_for_mediators=zeros)), dtype=float)
+    s_fact = np.where(male == 1, s_m, s_f)
+    s_other = np.where(male == 1, s_f, s_m)
+    return {
+        "total_effect": float(np.mean(s_m) - np.mean(s_f)),
+        "natural_direct_effect": float(np.mean(s_m_mf) - np.mean(s_f)),
+        "natural_indirect_effect": float(np.mean(s_m) - np.mean(s_m_mf)),
+        "counterfactual_flip_rate": float(np.mean((s_fact > 0.5) != (s_other > 0.5))),
+        "counterfactual_mean_abs_delta": float(np.mean(np.abs(s_other - s_fact))),
+    }
 
 
 class TrueScoreModel:
