@@ -136,8 +136,8 @@ def test_model_causal_truth_follows_the_generator_and_the_model():
 
 
 def test_demo_causal_truths_come_from_the_generator():
-    from audit.demo import CAUSAL_TRUTH_METRICS, causal_comparison, population_causal_truth, train_demo_model
     from audit.datasets import model_causal_truth
+    from audit.demo import CAUSAL_TRUTH_METRICS, causal_comparison, population_causal_truth, train_demo_model
 
     data = make_lending_data(3000, 0, 200, seed=4)
     model = train_demo_model(data, seed=0)
