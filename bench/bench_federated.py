@@ -170,7 +170,9 @@ def bench_robust() -> None:
     runs = simulate_many([g[1] for g in grid])
     print(f"[robust] {len(grid)} runs on one engine start: {time.perf_counter() - t0:.1f} s ({load()})")
     for (name, _), run in zip(grid, runs, strict=True):
-        print(f"[robust] 2 of 10 clients attacking, {name:>22}: final accuracy {run.final_accuracy:.4f}")
+        krum = (f" (Krum f = {run.config.krum_f_used}: {run.config.krum_f_source})"
+                if run.config.strategy in ("krum", "multikrum") else "")
+        print(f"[robust] 2 of 10 clients attacking, {name:>22}: final accuracy {run.final_accuracy:.4f}{krum}")
 
 
 def main() -> None:

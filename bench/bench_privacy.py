@@ -11,6 +11,9 @@
    MLP and a DP one (ε = 3): wall time of the check, AUC and TPR at low FPR per attack, and the
    empirical ε lower bound.
 
+The DP noise and Poisson batches come from OS-entropy generators (never the seed), so the DP
+figures vary slightly from run to run; the non-private ones are reproducible.
+
 Run: ``python bench/bench_privacy.py [--quick]``. Needs the shared Adult files next to the repo.
 """
 
@@ -96,7 +99,10 @@ def bench_membership(train: pd.DataFrame, hold: pd.DataFrame, quick: bool) -> No
 
         meta = {"encoder": enc.to_dict(), "classes": ["<=50K", ">50K"], "output": "logits"}
         if trained.dp_claim:
+            from audit.privacy.train_dp import exported_conditions
+
             meta["dp_claim"] = trained.dp_claim
+            meta["dp_conditions"] = exported_conditions(trained)
         models.append((label, TorchAdapter(torch.jit.script(trained.module), meta)))
     from sklearn.compose import make_column_transformer
     from sklearn.ensemble import HistGradientBoostingClassifier
