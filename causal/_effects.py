@@ -224,17 +224,17 @@ def _replicate(
     frames: dict[str, pd.DataFrame] = {}
     if effects:
         noise = fitted.draw_noise(rows, seed)
-        world_c = fitted.propagate(noise, {tr: setup.setting(rows, c)})
+        world_c = fitted.propagate_arrays(noise, {tr: setup.setting(rows, c)})
         frames[f"do:{c}"] = apply_to_inputs(X, world_c, changed)
         for v in setup.treated:
-            frames[f"do:{v}"] = apply_to_inputs(X, fitted.propagate(noise, {tr: setup.setting(rows, v)}), changed)
+            frames[f"do:{v}"] = apply_to_inputs(X, fitted.propagate_arrays(noise, {tr: setup.setting(rows, v)}), changed)
             if mediators:
-                fixed = {tr: setup.setting(rows, v), **{m: world_c[m].to_numpy() for m in mediators}}
-                frames[f"nested:{v}"] = apply_to_inputs(X, fitted.propagate(noise, fixed), changed)
+                fixed = {tr: setup.setting(rows, v), **{m: world_c[m] for m in mediators}}
+                frames[f"nested:{v}"] = apply_to_inputs(X, fitted.propagate_arrays(noise, fixed), changed)
     if factual is not None:
         post = fitted.abduct(rows, seed + 7919)
         for v in setup.levels:
-            frames[f"cf:{v}"] = apply_to_inputs(X, fitted.propagate(post, {tr: setup.setting(rows, v)}), changed)
+            frames[f"cf:{v}"] = apply_to_inputs(X, fitted.propagate_arrays(post, {tr: setup.setting(rows, v)}), changed)
     pred = _batched_predict(predict, frames)
     out: dict[str, Any] = {}
     if effects:

@@ -269,7 +269,8 @@ def _least_squares_class() -> type:
                     parts.append(col.astype(float).reshape(-1, 1))
                 else:
                     index = {v: i for i, v in enumerate(levels)}
-                    codes = np.fromiter((index.get(v, -1) for v in col), dtype=np.int64, count=len(col))
+                    uniq, inverse = np.unique(col, return_inverse=True)
+                    codes = np.fromiter((index.get(v, -1) for v in uniq), dtype=np.int64, count=len(uniq))[inverse]
                     onehot = np.zeros((len(col), len(levels)))
                     hit = codes >= 0  # unseen values code to no level (all zeros)
                     onehot[np.flatnonzero(hit), codes[hit]] = 1.0
@@ -394,11 +395,17 @@ class FittedSCM:
         A categorical node whose noise is a matrix (one Gumbel per class, from ``abduct``) takes
         argmax_j(log p_j + g_j); with a vector of uniforms (``draw_noise``) it takes the fitted
         classifier's inverse-CDF draw (dowhy.gcm's ``ClassifierFCM.evaluate``)."""
+        vals = self.propagate_arrays(noise, fixed)
+        return pd.DataFrame({k: pd.Series(v, dtype=v.dtype) for k, v in vals.items()})
+
+    def propagate_arrays(self, noise: Mapping[str, np.ndarray], fixed: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """``propagate`` returning one NumPy array per node (no DataFrame: this runs hundreds of
+        times per bootstrap, where pandas' per-column overhead was most of the cost)."""
         from dowhy.graph import get_ordered_predecessors
 
         g = self.scm.graph
         n = len(next(iter(noise.values())))
-        out = pd.DataFrame(index=pd.RangeIndex(n))
+        out: dict[str, np.ndarray] = {}
         with _quiet():
             for node in self.plan.nodes:
                 if node in fixed:
@@ -408,10 +415,10 @@ class FittedSCM:
                 parents = get_ordered_predecessors(g, node)
                 u = noise[node]
                 if not parents:
-                    out[node] = u
+                    out[node] = np.asarray(u)
                     continue
                 mech = self.scm.causal_mechanism(node)
-                x = out[parents].to_numpy()
+                x = _stack([out[p] for p in parents])
                 if np.ndim(u) == 2:
                     proba = np.asarray(mech.estimate_probabilities(x), dtype=float)
                     with np.errstate(divide="ignore"):
@@ -430,6 +437,16 @@ class FittedSCM:
                 f"counterfactuals need invertible mechanisms, but '{bad[0]}' (a descendant of "
                 f"'{self.plan.treatment}') is categorical: its noise cannot be recovered from data"
             )
+
+
+def _stack(cols: Sequence[np.ndarray]) -> np.ndarray:
+    """Columns side by side as dowhy.gcm expects them: float when all are numeric, else object."""
+    if all(c.dtype.kind in "fiub" for c in cols):
+        return np.column_stack(cols).astype(float, copy=False)
+    out = np.empty((len(cols[0]), len(cols)), dtype=object)
+    for j, c in enumerate(cols):
+        out[:, j] = c
+    return out
 
 
 def gumbel_posterior(proba: np.ndarray, observed: np.ndarray, rng: np.random.Generator) -> np.ndarray:

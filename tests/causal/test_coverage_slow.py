@@ -59,3 +59,22 @@ def test_auto_mechanisms_agree_with_the_linear_ones() -> None:
     lin = scm_effects(data.test, data.test[cols], score, g, "sex", mechanisms="linear", **kw)
     assert abs(auto.total["male"].estimate - data.truth.total_effect) < 0.03
     assert abs(auto.direct["male"].estimate - lin.direct["male"].estimate) < 0.01
+
+
+def test_every_causal_interval_covers_over_200_datasets() -> None:
+    """The coverage contract: bench/_coverage_causal.run(200), each interval within 93-97 %."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parents[2] / "bench"))
+    from _coverage_causal import run
+
+    rows = run(200, seed=0)
+    assert {r["interval"].split()[0] for r in rows} == {"causal.treatment_effect", "causal.sensitive_effect",
+                                                        "causal.path_decomposition", "causal.counterfactual_fairness"}
+    for r in rows:
+        assert r["datasets"] == 200 and r["level"] == 0.95
+        if r["conservative"]:
+            assert r["coverage"] >= 0.93, r
+        else:
+            assert 0.93 <= r["coverage"] <= 0.97, r
