@@ -6,15 +6,21 @@ Checks (one result each):
   model allows, the permutation explainer otherwise); FAIL when additivity (values + base value =
   model output) is off by more than the policy allows.
 * ``explain.lime`` — LIME on a seeded row sample, aggregated to a global ranking, re-run with a
-  second seed; its verdict is the stability of that ranking.
+  second seed; its verdict is the stability of that ranking (not applicable, PASS with the reason,
+  where rank correlation is undefined: one feature, or all ties).
 * ``explain.gradients`` — torch models only: Integrated Gradients (convergence delta, infidelity,
   sensitivity_max) and GradientSHAP, per submitted column.
 * ``explain.permutation`` — scikit-learn permutation importance (drop in ROC AUC), the
   model-agnostic reference.
 * ``explain.agreement`` — Spearman / Kendall / top-k agreement of global rankings between every
-  pair of methods that ran (the "disagreement problem").
+  pair of methods that ran (the "disagreement problem"); a pair whose rank correlation is undefined
+  (one feature, or a ranking that is all ties) is not applicable, never "disagreement".
 * ``explain.faithfulness`` — deletion and insertion curves in attribution order against random
-  orders.
+  orders; SKIPPED for one input column or a model whose output never moves, WARN for a method
+  whose attributions give no order.
+
+Every verdict against a policy limit is ``audit.stats.judge`` (an exactly computed quantity, such
+as the additivity error, with a zero-width interval); intervals are ``audit.stats`` bootstraps.
 * ``explain.sensitive_reliance`` — share of attribution carried by the sensitive features and by
   features that predict them (proxies), each proxy listed with its evidence.
 
