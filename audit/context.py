@@ -55,6 +55,8 @@ class AuditContext:
     train: DataSplit | None = None
     holdout: DataSplit | None = None
     seed: int = 0
+    #: column of ``model.predict_proba`` holding the positive label; resolved once, by the runner
+    positive_index: int = 1
     extras: Any = field(default_factory=lambda: MappingProxyType({}))
     _memo: dict[str, Any] = field(default_factory=dict, repr=False)
 

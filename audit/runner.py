@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import importlib.metadata
+import json
 import platform
 import time
 import traceback
@@ -39,9 +40,6 @@ __all__ = [
 ]
 
 MISSING_GROUP = "<missing>"
-#: Where the resolved positive-class index lives on a context type without a field for it.
-POSITIVE_INDEX_MEMO = "audit.positive_index"
-_CONTEXT_HAS_POSITIVE_INDEX = "positive_index" in {f.name for f in dataclasses.fields(AuditContext)}
 ProgressCallback = Callable[[str, str, int, int], None]  # (event, check_id, index, total)
 
 _LIBS = (
@@ -204,19 +202,29 @@ def _make_split(
 
 
 def _validate_model_metadata(adapter: ModelAdapter) -> None:
-    """A DP claim shipped in a model's metadata is validated like one given in the spec."""
-    claim = (adapter.metadata or {}).get("dp_claim")
+    """A DP claim shipped in a model's metadata, and the conditions it was trained under, are
+    validated like a claim given in the spec: malformed metadata is bad input (exit 2)."""
+    meta = adapter.metadata or {}
+    claim = meta.get("dp_claim")
     if claim is None:
         return
     from pydantic import ValidationError
 
     from audit.exceptions import ConfigError
+    from audit.privacy.accounting import ClaimConditions
     from audit.spec import DPClaim, _format_validation_error
 
     try:
-        DPClaim.model_validate(claim)
+        DPClaim.model_validate(json.loads(claim) if isinstance(claim, str) else claim)
     except ValidationError as exc:
         raise ConfigError(_format_validation_error(exc, "model metadata dp_claim")) from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"model metadata dp_claim: not valid JSON ({exc.msg})") from None
+    conditions = meta.get("dp_conditions")
+    try:
+        ClaimConditions.from_mapping(json.loads(conditions) if isinstance(conditions, str) else conditions)
+    except ValueError as exc:  # JSONDecodeError is a ValueError too
+        raise ConfigError(f"model metadata dp_conditions: {exc}") from None
 
 
 def _as_adapter(model: Any, spec: AuditSpec | None = None) -> ModelAdapter:
@@ -278,7 +286,6 @@ def build_context(
     assert test is not None
     _validate_causal_graph(spec, test)
     # the positive class is resolved here, once: checks read it from the context
-    resolved: dict[str, Any] = {"positive_index": pos_idx} if _CONTEXT_HAS_POSITIVE_INDEX else {}
     ctx = AuditContext(
         spec=spec,
         model=adapter,
@@ -287,10 +294,8 @@ def build_context(
         holdout=splits["holdout"],
         seed=spec.seed,
         extras=dict(extras or {}),
-        **resolved,
+        positive_index=pos_idx,
     )
-    if not _CONTEXT_HAS_POSITIVE_INDEX:
-        ctx.memo(POSITIVE_INDEX_MEMO, lambda: pos_idx)
     return ctx, inputs
 
 

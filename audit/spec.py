@@ -234,9 +234,11 @@ class DataSpec(_Strict):
 class DPClaim(_Strict):
     """A differential-privacy training claim shipped with a model or stated in the spec.
 
-    DP-SGD with Poisson sampling: ``noise_multiplier`` σ, sampling rate q (``sample_rate``, or
-    ``batch_size / dataset_size``), a number of ``steps`` (or ``epochs``, giving
-    ``ceil(epochs / q)`` steps), and the claimed (ε, δ) under ``accountant``. Impossible values
+    DP-SGD with Poisson sampling: ``noise_multiplier`` σ, sampling rate q and a number of steps as
+    Opacus runs them — ``sample_rate`` (steps = ``steps`` or ``ceil(epochs / q)``), or
+    ``batch_size`` B and ``dataset_size`` N, where Opacus' ``DPDataLoader`` samples at
+    q = 1 / ceil(N / B) and E ``epochs`` are ceil(E · ceil(N / B)) steps — and the claimed (ε, δ)
+    under ``accountant``. Impossible values
     (q > 1, σ ≤ 0, δ outside (0, 1), a batch larger than the data set) are refused here.
     In a spec file::
 
@@ -278,20 +280,28 @@ class DPClaim(_Strict):
         return self
 
     @property
+    def _batches_per_epoch(self) -> int:
+        assert self.batch_size is not None and self.dataset_size is not None
+        return -(-int(self.dataset_size) // int(self.batch_size))  # ceil(N / B), exact
+
+    @property
     def effective_sample_rate(self) -> float:
-        """q: ``sample_rate`` when given, else ``batch_size / dataset_size``."""
+        """q: ``sample_rate`` when given, else Opacus' ``1 / ceil(dataset_size / batch_size)``
+        (not B / N: with N = 100 and B = 30 that is 0.3 where Opacus samples at 0.25)."""
         if self.sample_rate is not None:
             return float(self.sample_rate)
-        assert self.batch_size is not None and self.dataset_size is not None
-        return self.batch_size / self.dataset_size
+        return 1.0 / self._batches_per_epoch
 
     @property
     def effective_steps(self) -> int:
-        """Steps: ``steps`` when given, else ``ceil(epochs / q)`` (never fewer than the epochs imply)."""
+        """Steps: ``steps`` when given, else ``ceil(epochs / q)`` with a stated ``sample_rate`` and
+        Opacus' ``ceil(epochs · ceil(N / B))`` with a batch size."""
         if self.steps is not None:
             return int(self.steps)
         assert self.epochs is not None
-        return max(1, math.ceil(self.epochs / self.effective_sample_rate - 1e-9))
+        if self.sample_rate is not None:
+            return max(1, math.ceil(self.epochs / float(self.sample_rate) - 1e-9))
+        return max(1, math.ceil(self.epochs * self._batches_per_epoch - 1e-9))
 
 
 class PrivacySpec(_Strict):

@@ -50,21 +50,9 @@ _LINEAR_MODULES = ("sklearn.linear_model", "sklearn.svm")
 
 
 def positive_index(ctx: Any) -> int:
-    """Column of ``predict_proba`` holding the positive label, as the runner resolved it.
-
-    The runner is the only place that resolves the positive class (against the model's
-    ``classes_``, while validating the data); it puts the index on the context, or, on a context
-    type without that field, in the context's memo under ``audit.positive_index``. Nothing here
-    matches labels again.
-    """
-    idx = getattr(ctx, "positive_index", None)
-    if idx is None:
-        idx = ctx.memo("audit.positive_index", _unresolved)
-    return int(idx)
-
-
-def _unresolved() -> int:
-    raise RuntimeError("the audit context carries no positive-class index: build it with the runner")
+    """Column of ``predict_proba`` holding the positive label, as the runner resolved it (the
+    only place that resolves the positive class, against the model's ``classes_``)."""
+    return int(ctx.positive_index)
 
 
 # --- codec over the submitted columns -------------------------------------------------------

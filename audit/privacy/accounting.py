@@ -81,20 +81,11 @@ def opacus_schedule(claim: DPClaim) -> tuple[float, int]:
       ``q = 1 / len(data_loader) = 1 / ceil(N / B)`` and E epochs are ``E · ceil(N / B)`` steps
       (``ceil`` for a fractional E). Not B / N: with N = 100 and B = 30 that is 0.3 where Opacus
       samples at 0.25.
+
+    The arithmetic lives on the claim itself (``DPClaim.effective_sample_rate`` / ``effective_steps``),
+    validated at the boundary; this names it for the accountants.
     """
-    if claim.sample_rate is not None:
-        q = float(claim.sample_rate)
-        if claim.steps is not None:
-            return q, int(claim.steps)
-        assert claim.epochs is not None
-        return q, max(1, math.ceil(claim.epochs / q - 1e-9))
-    assert claim.batch_size is not None and claim.dataset_size is not None
-    per_epoch = -(-int(claim.dataset_size) // int(claim.batch_size))  # ceil(N / B), exact
-    q = 1.0 / per_epoch
-    if claim.steps is not None:
-        return q, int(claim.steps)
-    assert claim.epochs is not None
-    return q, max(1, math.ceil(claim.epochs * per_epoch - 1e-9))
+    return claim.effective_sample_rate, claim.effective_steps
 
 
 #: How a run drew its batches (record level) or clients (client level) for a private step.

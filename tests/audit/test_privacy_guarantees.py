@@ -253,3 +253,34 @@ def test_infinite_epsilon_round_trips_through_json_and_the_schema():
 
     with pytest.raises(jsonschema.ValidationError):
         validate_report_dict(bad)
+
+
+def test_malformed_dp_conditions_in_model_metadata_is_bad_input():
+    """The runner validates a shipped claim's conditions at the boundary: exit 2, not an ERROR result."""
+    from types import SimpleNamespace
+
+    from audit.exceptions import ConfigError
+    from audit.runner import _validate_model_metadata
+
+    claim = {"epsilon": 3.0, "delta": 1e-5, "noise_multiplier": 1.1, "batch_size": 30, "dataset_size": 100,
+             "epochs": 2}
+    _validate_model_metadata(SimpleNamespace(metadata={"dp_claim": claim, "dp_conditions": {"sampling": "poisson"}}))
+    with pytest.raises(ConfigError, match="model metadata dp_conditions: dp_conditions: sampling must be one of"):
+        _validate_model_metadata(SimpleNamespace(metadata={"dp_claim": claim, "dp_conditions": {"sampling": "x"}}))
+    with pytest.raises(ConfigError) as err:
+        _validate_model_metadata(SimpleNamespace(metadata={"dp_claim": claim, "dp_conditions": "{not json"}))
+    assert err.value.exit_code == 2
+    # an ONNX model's metadata holds the claim as JSON text: parsed, not refused
+    import json
+
+    _validate_model_metadata(SimpleNamespace(metadata={"dp_claim": json.dumps(claim)}))
+
+
+def test_claim_schedule_follows_opacus_from_the_spec_model():
+    from audit.spec import DPClaim
+
+    c = DPClaim(epsilon=3.0, delta=1e-5, noise_multiplier=1.1, batch_size=30, dataset_size=100, epochs=2.5)
+    assert c.effective_sample_rate == 0.25  # 1 / ceil(100 / 30), not 0.3
+    assert c.effective_steps == 10  # ceil(2.5 * 4)
+    c = DPClaim(epsilon=3.0, delta=1e-5, noise_multiplier=1.1, sample_rate=0.3, epochs=2)
+    assert c.effective_steps == 7  # ceil(2 / 0.3)
