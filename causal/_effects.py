@@ -214,6 +214,7 @@ def _replicate(
     *,
     effects: bool,
     factual: tuple[np.ndarray, np.ndarray] | None,
+    self_check: bool = False,
 ) -> dict[str, Any]:
     """Every quantity on one (re)fitted SCM: effects by the mediation formula, counterfactual
     changes when ``factual`` (score, decision of ``X``) is given. One call to the model."""
@@ -232,9 +233,16 @@ def _replicate(
                 fixed = {tr: setup.setting(rows, v), **{m: world_c[m] for m in mediators}}
                 frames[f"nested:{v}"] = apply_to_inputs(X, fitted.propagate_arrays(noise, fixed), changed)
     if factual is not None:
+        fact = np.full(len(rows), OBSERVED, dtype=object) if setup.shift else rows[tr].astype(str).to_numpy()
         post = fitted.abduct(rows, seed + 7919)
         for v in setup.levels:
-            frames[f"cf:{v}"] = apply_to_inputs(X, fitted.propagate_arrays(post, {tr: setup.setting(rows, v)}), changed)
+            world = fitted.propagate_arrays(post, {tr: setup.setting(rows, v)})
+            if self_check:  # every row, the factual level included (it must reproduce the factual world)
+                frames[f"cf:{v}"] = apply_to_inputs(X, world, changed)
+            else:  # only the rows whose factual level differs: the others are not used
+                other = np.flatnonzero(fact != str(v))
+                frames[f"cf:{v}"] = apply_to_inputs(X.iloc[other].reset_index(drop=True),
+                                                    {c: world[c][other] for c in changed}, changed)
     pred = _batched_predict(predict, frames)
     out: dict[str, Any] = {}
     if effects:
@@ -249,20 +257,18 @@ def _replicate(
     if factual is not None:
         s0, d0 = factual
         n, k = len(rows), len(setup.levels)
-        if setup.shift:
-            fact = np.full(n, OBSERVED, dtype=object)
-        else:
-            fact = rows[tr].astype(str).to_numpy()
         deltas = np.full((n, k), np.nan)
         flips = np.zeros((n, k), dtype=bool)
         self_delta = 0.0
         for j, v in enumerate(setup.levels):
             s1, d1 = pred[f"cf:{v}"]
             same = fact == str(v)
-            if same.any():
-                self_delta = max(self_delta, float(np.max(np.abs(s1[same] - s0[same]))))
-            deltas[~same, j] = (s1 - s0)[~same]
-            flips[~same, j] = (d1 != d0)[~same]
+            if self_check:
+                if same.any():
+                    self_delta = max(self_delta, float(np.max(np.abs(s1[same] - s0[same]))))
+                s1, d1 = s1[~same], d1[~same]
+            deltas[~same, j] = s1 - s0[~same]
+            flips[~same, j] = d1 != d0[~same]
         use = np.isin(fact, [str(v) for v in setup.levels]) & ~np.all(np.isnan(deltas), axis=1)
         max_abs = np.where(np.isnan(deltas), -np.inf, np.abs(deltas)).max(axis=1)
         flipped = flips.any(axis=1)
@@ -341,7 +347,7 @@ def scm_analysis(
     factual = predict(X) if counterfactuals else None
     if factual is not None:
         factual = (np.asarray(factual[0], dtype=float), np.asarray(factual[1]))
-    point = _replicate(st, fitted, rows, X, predict, on_path, seed, effects=effects, factual=factual)
+    point = _replicate(st, fitted, rows, X, predict, on_path, seed, effects=effects, factual=factual, self_check=True)
     rng = np.random.default_rng(seed)
     boots: list[dict[str, Any]] = []
     failed = 0

@@ -17,8 +17,10 @@ model families per node: about 17 s for 3 nodes × 2,000 rows on a 2-core machin
   a histogram gradient-boosting regressor (``"boosted"``): invertible, so each individual's noise
   can be recovered (abduction) for counterfactuals;
 * categorical or binary non-roots: ``ClassifierFCM`` with a logistic regression (or gradient
-  boosting): not invertible, so counterfactuals through such a node are refused, interventions
-  work;
+  boosting): not invertible. Interventions draw them from the fitted class probabilities;
+  counterfactuals draw each individual's noise from its posterior given the observed category
+  under a Gumbel-max mechanism (``FittedSCM.abduct``, ``gumbel_posterior``), an assumption the
+  results state;
 * ``"auto"``: DoWhy's ``assign_causal_mechanisms`` with ``AssignmentQuality.GOOD``.
 
 String columns stay strings: dowhy.gcm one-hot encodes string parents itself, and the model is
@@ -269,8 +271,9 @@ def _least_squares_class() -> type:
                     parts.append(col.astype(float).reshape(-1, 1))
                 else:
                     index = {v: i for i, v in enumerate(levels)}
-                    uniq, inverse = np.unique(col, return_inverse=True)
-                    codes = np.fromiter((index.get(v, -1) for v in uniq), dtype=np.int64, count=len(uniq))[inverse]
+                    inverse, uniq = pd.factorize(col)  # hash-based: far cheaper than sorting objects
+                    table = np.fromiter((index.get(v, -1) for v in uniq), dtype=np.int64, count=len(uniq))
+                    codes = np.where(inverse >= 0, table[np.maximum(inverse, 0)] if len(table) else -1, -1)
                     onehot = np.zeros((len(col), len(levels)))
                     hit = codes >= 0  # unseen values code to no level (all zeros)
                     onehot[np.flatnonzero(hit), codes[hit]] = 1.0
