@@ -1,7 +1,18 @@
 """``trustaudit`` command line.
 
-Exit codes: 0 every check passed, 1 a check failed its policy (or could not run), 2 bad input or
-usage: one line ``trustaudit: error: ...`` on stderr, never a traceback.
+Exit codes: 0 every check that ran passed, 1 a check failed its policy (or could not run), 2 bad
+input or usage: one line ``trustaudit: error: ...`` on stderr, never a traceback.
+
+* An audit in which every selected check was SKIPPED is exit 2 (nothing audited is not a pass),
+  with one line naming the inputs that would let the checks run; no report is written. When some
+  checks ran and others were skipped, the skipped ones stay SKIPPED in the report and the exit
+  code is decided by the ones that ran.
+* Output locations (``--json``, ``--out``...) are checked before the work: a missing or
+  read-only folder, or ``--out`` naming a file, is exit 2 at once.
+* A history store that stays locked by another process past its busy timeout is exit 2 with one
+  line; the report files are written before the store is touched, so they are kept.
+* Any other operating-system error (permission denied, a folder where a file was expected, a
+  symbolic link loop, a full disk) is exit 2 with one line naming the path.
 
 Other packages add sub-commands through a module-level ``add_commands(subparsers)`` in
 ``<package>/cli_commands.py``; each command sets ``func(args) -> int`` and raises
@@ -15,6 +26,7 @@ import gc
 import importlib
 import importlib.util
 import os
+import sqlite3
 import sys
 import warnings
 from collections.abc import Sequence
@@ -70,6 +82,14 @@ def _add_audit(sub: Any) -> None:
     p.add_argument("--features", action="append", metavar="COLUMN", help="a model input column (repeatable; default: the model's own list)")
     p.add_argument("--checks", action="append", metavar="FAMILY", help="check family or check id to run (repeatable, or comma-separated)")
     p.add_argument("--seed", type=int, help="seed of every stochastic step")
+    p.add_argument("--multiclass", choices=["one-vs-rest"],
+                   help="audit a target of 3 or more classes as the positive label against the rest "
+                   "(refused otherwise; data.multiclass)")
+    p.add_argument("--max-groups", dest="max_groups", type=int, metavar="N",
+                   help="most groups a sensitive feature may have (default 50; policy.max_groups)")
+    p.add_argument("--bin-sensitive", dest="bin_sensitive", action="append", metavar="COLUMN=BINS",
+                   help="cut a numeric sensitive column into BINS quantile bins of the audited rows "
+                   "(repeatable; data.bin_sensitive)")
     p.add_argument("--trust", action="append", metavar="TYPE", help="trust this skops type explicitly (repeatable)")
     p.add_argument("--unsafe-pickle", action="store_true", help="allow pickle/joblib models: runs any code in the file")
     p.add_argument("--out", metavar="DIR", help="write report.json, report.html, report.md and report.xml here")
@@ -139,6 +159,10 @@ def spec_from_args(args: argparse.Namespace) -> Any:
         data["sensitive"] = _split_multi(args.sensitive)
     if args.features:
         data["features"] = _split_multi(args.features)
+    if args.multiclass:
+        data["multiclass"] = args.multiclass
+    if args.bin_sensitive:
+        data["bin_sensitive"] = _parse_bins(args.bin_sensitive)
     if model:
         overrides["model"] = model
     if data:
@@ -148,6 +172,8 @@ def spec_from_args(args: argparse.Namespace) -> Any:
         overrides["checks"] = checks
     if args.seed is not None:
         overrides["seed"] = args.seed
+    if args.max_groups is not None:
+        overrides["policy"] = {"max_groups": args.max_groups}
     if args.spec:
         spec = load_spec(args.spec, _resolve_cli_paths(overrides))
     else:
@@ -157,6 +183,16 @@ def spec_from_args(args: argparse.Namespace) -> Any:
             raise UsageError(f"audit: give --spec or all of --model, --data, --target, --positive-label (missing: {', '.join(missing)})")
         spec = spec_from_mapping(_resolve_cli_paths(overrides), source="flags")
     return spec
+
+
+def _parse_bins(values: Sequence[str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for item in _split_multi(values) or []:
+        col, sep, bins = item.rpartition("=")
+        if not sep or not col.strip() or not bins.strip().isdigit():
+            raise UsageError(f"audit: --bin-sensitive takes COLUMN=BINS, e.g. age=4; got {item!r}")
+        out[col.strip()] = int(bins)
+    return out
 
 
 def _resolve_cli_paths(overrides: dict[str, Any]) -> dict[str, Any]:
@@ -227,6 +263,7 @@ def _cmd_audit(args: argparse.Namespace) -> int:
 
     spec = spec_from_args(args)
     targets = _report_targets(args)
+    _check_outputs(args, targets)
     store = None if args.no_store else _open_store(args)
     with _progress_runner(args.quiet) as cb:
         with warnings.catch_warnings():
@@ -235,16 +272,49 @@ def _cmd_audit(args: argparse.Namespace) -> int:
             report = run_audit(spec, allow_unsafe_pickle=args.unsafe_pickle, progress=cb)
     written = write_reports(report, targets)
     if store is not None:
-        store.record(report)
+        _record(store, report)
     if not args.quiet:
         _print_summary(report, written)
     return report.exit_code(strict=args.strict)
 
 
+def _check_outputs(args: argparse.Namespace, targets: dict[str, Path]) -> None:
+    """Every output location is checked before the audit starts (exit 2 at once, not after it)."""
+    from audit._preflight import check_output_dir, check_output_file
+
+    if getattr(args, "out", None):
+        check_output_dir(args.out, "--out")
+    for kind, path in targets.items():
+        flag = f"--{kind}" if getattr(args, kind, None) else "--out"
+        check_output_file(path, flag)
+
+
+def _record(store: Any, report: Any) -> None:
+    """Record the audit; a store locked past its busy timeout is one line (the reports are kept)."""
+    from audit.exceptions import StoreError
+
+    try:
+        store.record(report)
+    except sqlite3.OperationalError as exc:
+        reason = " ".join(str(exc).split())
+        if "locked" in reason or "busy" in reason:
+            raise StoreError(
+                f"history store {store.path} is locked by another process ({reason}); the audit "
+                f"{report.audit_id[:12]} (verdict {report.verdict.value}) was not recorded; its reports are written"
+            ) from None
+        raise StoreError(f"history store {store.path} cannot be written: {reason}; the audit "
+                         f"{report.audit_id[:12]} was not recorded; its reports are written") from None
+
+
 def _open_store(args: argparse.Namespace):
+    from audit.exceptions import StoreError
     from audit.store import HistoryStore, default_store_path
 
-    return HistoryStore(Path(args.store) if args.store else default_store_path())
+    path = Path(args.store) if args.store else default_store_path()
+    try:
+        return HistoryStore(path)
+    except sqlite3.OperationalError as exc:
+        raise StoreError(f"history store {path} cannot be opened: {' '.join(str(exc).split())}") from None
 
 
 def _print_summary(report: Any, written: dict[str, Path]) -> None:
@@ -267,8 +337,10 @@ def _print_summary(report: Any, written: dict[str, Path]) -> None:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    from audit._preflight import check_output_dir
     from audit.demo import run_demo
 
+    check_output_dir(args.out, "--out")
     store = None if args.no_store else _open_store(args)
     return run_demo(Path(args.out), seed=args.seed, checks=_split_multi(args.checks), store=store, quiet=args.quiet)
 
@@ -318,6 +390,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as exc:  # permission denied, a folder for a file, a link loop, a full disk...
+        from audit._preflight import os_error_line
+
+        print(f"trustaudit: error: {os_error_line(exc)}", file=sys.stderr)
+        return 2
+    except sqlite3.Error as exc:
+        print(f"trustaudit: error: history store: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print("trustaudit: error: out of memory (an input is too large for this machine)", file=sys.stderr)
+        return 2
 
 
 def entrypoint() -> NoReturn:  # pragma: no cover - the console script; tests call main()

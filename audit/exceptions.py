@@ -10,6 +10,7 @@ Tree::
     TrustAuditError (Exception)                       exit 2
     ├── UsageError (TrustAuditError, ValueError)      a flag or argument is wrong
     ├── SpecError (TrustAuditError, ValueError)       the audit spec is invalid
+    │   └── NothingAuditedError                       every selected check was SKIPPED
     ├── DataError (TrustAuditError, ValueError)       a data file or a column is unusable
     │   └── DataFileError (DataError, OSError-like)   missing, empty, unparsable, too large
     ├── ModelError (TrustAuditError, ValueError)      a model cannot be used
@@ -36,6 +37,7 @@ __all__ = [
     "ModelError",
     "ModelLoadError",
     "ModelOutputError",
+    "NothingAuditedError",
     "SpecError",
     "StoreError",
     "TrustAuditError",
@@ -62,6 +64,18 @@ class UsageError(TrustAuditError, ValueError):
 
 class SpecError(TrustAuditError, ValueError):
     """The audit spec (TOML or flags) is invalid."""
+
+
+class NothingAuditedError(SpecError):
+    """Every selected check was SKIPPED: an audit that ran nothing is not a pass (exit 2).
+
+    The message names the inputs that would let the checks run; ``report`` is the audit's report
+    (every result SKIPPED), for a caller that wants to show it.
+    """
+
+    def __init__(self, message: str, report: object = None) -> None:
+        super().__init__(message)
+        self.report = report
 
 
 class DataError(TrustAuditError, ValueError):

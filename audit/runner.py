@@ -2,6 +2,19 @@
 
 A check that raises becomes an ERROR result (the exception summarised and kept); the audit goes
 on. A check that does not apply is SKIPPED with the sentence its predicate returned.
+
+Nothing audited is not a pass: when every selected check is SKIPPED, :func:`run_audit` raises
+:class:`~audit.exceptions.NothingAuditedError` (a ``SpecError``, exit 2) naming the inputs that
+would let them run; the all-SKIPPED report rides on the exception (``exc.report``). When some
+checks ran, the skipped ones stay SKIPPED in the report and ``report.exit_code()`` is decided
+by the ones that ran.
+
+Validation at the boundary also refuses (exit 2, one line): a target or a model with 3 or more
+classes unless ``data.multiclass = "one-vs-rest"`` (then ``inputs.target`` in the report says
+which classes were counted negative); a sensitive column with more groups than
+``policy.max_groups`` (checked on the distinct values before any per-group work; numeric columns
+can be cut into quantile bins with ``data.bin_sensitive``, recorded in ``inputs.sensitive_bins``).
+Nothing here is quadratic in the number of columns.
 """
 
 from __future__ import annotations
@@ -9,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import importlib.metadata
+import itertools
 import json
 import platform
 import time
@@ -22,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 from audit.context import AuditContext, DataSplit
-from audit.exceptions import CheckNotApplicable, DataError, ModelOutputError, SpecError
+from audit.exceptions import CheckNotApplicable, DataError, ModelOutputError, NothingAuditedError, SpecError
 from audit.io import LoadedModel, load_model, load_table, sha256_file
 from audit.model import ModelAdapter, SklearnAdapter, check_proba
 from audit.registry import CheckInfo, iter_checks, unknown_selection
@@ -35,6 +49,7 @@ __all__ = [
     "build_context",
     "context_from_frames",
     "library_versions",
+    "nothing_audited_message",
     "run_audit",
     "run_checks",
 ]
@@ -105,6 +120,67 @@ def _positive_class_index(adapter: ModelAdapter, label: Any) -> int:
     return int(hits[0])
 
 
+def _shown(values: Sequence[Any], limit: int = 10) -> str:
+    head = ", ".join(str(v) for v in values[:limit])
+    return head + (f", ... ({len(values)} in all)" if len(values) > limit else "")
+
+
+_MULTICLASS_HINT = (
+    "the audit needs a binary outcome: pass --multiclass one-vs-rest "
+    '(data.multiclass = "one-vs-rest") to audit positive label {label!r} against the other classes'
+)
+
+
+def _refuse_multiclass(what: str, classes: Sequence[Any], spec: AuditSpec) -> None:
+    if len(classes) > 2 and spec.data.multiclass != "one-vs-rest":
+        raise DataError(
+            f"{what} has {len(classes)} classes ({_shown(classes)}); "
+            + _MULTICLASS_HINT.format(label=spec.data.positive_label)
+        )
+
+
+def _bin_edges(col: pd.Series, bins: int, name: str, where: str) -> np.ndarray:
+    """Inner cut points of ``bins`` quantile bins of a numeric column (ties merge bins)."""
+    if not pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
+        raise DataError(
+            f"data.bin_sensitive: sensitive column '{name}' in {where} is not numeric ({col.dtype}); "
+            "only numeric columns can be cut into quantile bins"
+        )
+    values = col.to_numpy(dtype=float, na_value=np.nan)
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        raise DataError(f"data.bin_sensitive: sensitive column '{name}' in {where} has no finite values")
+    qs = np.quantile(values, np.linspace(0, 1, bins + 1)[1:-1], method="linear")
+    return np.unique(qs)
+
+
+def _bin_labels(edges: np.ndarray) -> list[str]:
+    if edges.size == 0:
+        return ["all values"]
+    e = [f"{x:.6g}" for x in edges]
+    return [f"< {e[0]}", *(f"[{a}, {b})" for a, b in itertools.pairwise(e)), f">= {e[-1]}"]
+
+
+def _apply_bins(col: pd.Series, edges: np.ndarray) -> pd.Series:
+    labels = np.asarray(_bin_labels(edges), dtype=object)
+    values = col.to_numpy(dtype=float, na_value=np.nan)
+    idx = np.searchsorted(edges, values, side="right")
+    out = pd.Series(labels[np.minimum(idx, len(labels) - 1)], index=col.index, dtype=object)
+    return out.where(~np.isnan(values), MISSING_GROUP)
+
+
+def _group_limit_message(name: str, where: str, n: int, limit: int, numeric: bool) -> str:
+    hint = (
+        f"or cut it into quantile bins: --bin-sensitive {name}=4 (data.bin_sensitive = {{{name} = 4}})"
+        if numeric
+        else "or merge its values into fewer groups"
+    )
+    return (
+        f"sensitive column '{name}' in {where} has {n} distinct values; the limit is {limit} groups per "
+        f"sensitive feature: raise it with --max-groups (policy.max_groups) {hint}"
+    )
+
+
 def _validate_frame(
     frame: pd.DataFrame,
     role: str,
@@ -112,19 +188,23 @@ def _validate_frame(
     spec: AuditSpec,
     *,
     need_two_classes: bool,
+    bins: dict[str, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, pd.DataFrame]:
+    """(0/1 target, sensitive groups as strings) of one split. ``bins``: cut points of binned
+    sensitive columns, computed from the first (audited) split and filled in here."""
     target = spec.data.target
     where = f"data file '{source}'" if source else f"{role} data"
-    if target not in frame.columns:
-        cols = ", ".join(map(str, frame.columns[:20]))
+    columns = frame.columns
+    if target not in columns:
+        cols = ", ".join(map(str, columns[:20]))
         raise DataError(f"target column '{target}' not found in {where} (columns: {cols})")
     for s in spec.data.sensitive:
-        if s not in frame.columns:
-            cols = ", ".join(map(str, frame.columns[:20]))
+        if s not in columns:
+            cols = ", ".join(map(str, columns[:20]))
             raise DataError(f"sensitive column '{s}' not found in {where} (columns: {cols})")
-        if s == target:
-            raise DataError(f"sensitive column '{s}' is the target column")
     yraw = frame[target]
+    if isinstance(yraw, pd.DataFrame):  # a frame given in memory with the name twice
+        raise DataError(f"target column '{target}' appears {yraw.shape[1]} times in {where}")
     n_nan = int(yraw.isna().sum())
     if n_nan:
         raise DataError(f"target column '{target}' in {where} has {n_nan} missing value(s)")
@@ -141,10 +221,26 @@ def _validate_frame(
             f"target column '{target}' in {where} has a single class ({values[0]}); "
             "an audit needs both outcomes"
         )
+    _refuse_multiclass(f"target column '{target}' in {where}", values, spec)
+    bins = {} if bins is None else bins
+    limit = spec.policy.max_groups
     sens = pd.DataFrame(index=frame.index)
     for s in spec.data.sensitive:
         col = frame[s]
-        sens[s] = col.astype(str).where(col.notna(), MISSING_GROUP)
+        if isinstance(col, pd.DataFrame):
+            raise DataError(f"sensitive column '{s}' appears {col.shape[1]} times in {where}")
+        if s in spec.data.bin_sensitive:
+            if s not in bins:
+                bins[s] = _bin_edges(col, spec.data.bin_sensitive[s], s, where)
+            groups = _apply_bins(col, bins[s])
+        else:
+            # the limit is checked on the raw distinct values, before any per-group work
+            n_groups = int(col.nunique(dropna=True)) + int(bool(col.isna().any()))
+            if n_groups > limit:
+                numeric = pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col)
+                raise DataError(_group_limit_message(s, where, n_groups, limit, numeric))
+            groups = col.astype(str).where(col.notna(), MISSING_GROUP)
+        sens[s] = groups
         if need_two_classes and sens[s].nunique() < 2:
             raise DataError(
                 f"sensitive column '{s}' in {where} has a single group ({sens[s].iloc[0]}); "
@@ -157,7 +253,8 @@ def _feature_frame(frame: pd.DataFrame, adapter: ModelAdapter, spec: AuditSpec, 
     X = frame.drop(columns=[spec.data.target])
     names = adapter.feature_names or (tuple(spec.data.features) or None)
     if names is not None:
-        missing = [c for c in names if c not in X.columns]
+        present = set(X.columns)  # O(columns): one hash set, not a scan per name
+        missing = [c for c in names if c not in present]
         if missing:
             raise DataError(
                 f"model expects columns the data lacks: {', '.join(missing)} (in {where})"
@@ -174,9 +271,10 @@ def _make_split(
     pos_idx: int,
     source: str = "",
     sha: str = "",
+    bins: dict[str, np.ndarray] | None = None,
 ) -> DataSplit:
     where = f"data file '{source}'" if source else f"{role} data"
-    y, sens = _validate_frame(frame, role, source, spec, need_two_classes=(role == "test"))
+    y, sens = _validate_frame(frame, role, source, spec, need_two_classes=(role == "test"), bins=bins)
     X = _feature_frame(frame, adapter, spec, where)
     try:
         proba = adapter.predict_proba(X)
@@ -263,25 +361,37 @@ def build_context(
         else:
             inputs["model"] = {"path": "<in memory>", "kind": adapter.kind, "sha256": None}
     _validate_model_metadata(adapter)
+    _refuse_multiclass("the model", list(adapter.classes_), spec)
     pos_idx = _positive_class_index(adapter, spec.data.positive_label)
     splits: dict[str, DataSplit | None] = {"test": None, "train": None, "holdout": None}
     files: dict[str, Any] = {}
+    bins: dict[str, np.ndarray] = {}  # cut points of binned sensitive columns, from the test split
+    classes: dict[str, list[str]] = {}
     for role in ("test", "train", "holdout"):
         if frames is not None and role in frames and frames[role] is not None:
             frame = frames[role]
-            splits[role] = _make_split(role, frame, adapter, spec, pos_idx)
+            splits[role] = _make_split(role, frame, adapter, spec, pos_idx, bins=bins)
             files[role] = {"path": "<in memory>", "sha256": None, "rows": len(frame), "columns": frame.shape[1]}
-            continue
-        path = getattr(spec.data, role)
-        if path is None or (frames is not None and role == "test" and "test" in frames):
-            continue
-        frame = load_table(path, na_values=spec.data.na_values)
-        sha = sha256_file(path)
-        splits[role] = _make_split(role, frame, adapter, spec, pos_idx, source=str(path), sha=sha)
-        files[role] = {"path": str(path), "sha256": sha, "rows": len(frame), "columns": frame.shape[1]}
+        else:
+            path = getattr(spec.data, role)
+            if path is None or (frames is not None and role == "test" and "test" in frames):
+                continue
+            frame = load_table(path, na_values=spec.data.na_values)
+            sha = sha256_file(path)
+            splits[role] = _make_split(role, frame, adapter, spec, pos_idx, source=str(path), sha=sha, bins=bins)
+            files[role] = {"path": str(path), "sha256": sha, "rows": len(frame), "columns": frame.shape[1]}
+        classes[role] = sorted(map(str, frame[spec.data.target].astype(str).unique()))
     if splits["test"] is None:
         raise SpecError("no audited data: give it with --data or data.test")
     inputs["data"] = files
+    inputs["target"] = _target_provenance(spec, adapter, pos_idx, classes)
+    if bins:
+        inputs["sensitive_bins"] = {
+            name: {"bins_asked": spec.data.bin_sensitive[name], "bins": len(edges) + 1,
+                   "cut_points": [float(x) for x in edges], "groups": _bin_labels(edges),
+                   "method": "quantiles of the audited rows; values outside them fall in the outer bins"}
+            for name, edges in sorted(bins.items())
+        }
     test = splits["test"]
     assert test is not None
     _validate_causal_graph(spec, test)
@@ -297,6 +407,28 @@ def build_context(
         positive_index=pos_idx,
     )
     return ctx, inputs
+
+
+def _target_provenance(
+    spec: AuditSpec, adapter: ModelAdapter, pos_idx: int, classes: Mapping[str, list[str]]
+) -> dict[str, Any]:
+    """How the target became 0/1: binary as given, or one-vs-rest (which classes were negative)."""
+    positive = str(adapter.classes_[pos_idx])
+    every = sorted({c for values in classes.values() for c in values} | {str(c) for c in adapter.classes_})
+    out: dict[str, Any] = {
+        "column": spec.data.target,
+        "positive_label": spec.data.positive_label,
+        "model_classes": [str(c) for c in adapter.classes_],
+        "data_classes": {role: list(values) for role, values in classes.items()},
+        "binarisation": "binary",
+    }
+    if len(every) > 2 or len(adapter.classes_) > 2:
+        negative = [c for c in every if c != positive and not _label_matches(pd.Series([c]), spec.data.positive_label)[0]]
+        out["binarisation"] = "one-vs-rest"
+        out["negative_classes"] = negative
+        out["note"] = (f"positive label {spec.data.positive_label!r} audited against the other "
+                       f"{len(negative)} classes together ({', '.join(negative)}), as asked by data.multiclass")
+    return out
 
 
 def _validate_causal_graph(spec: AuditSpec, test: DataSplit) -> None:
@@ -454,7 +586,7 @@ def run_audit(
     )
     results = run_checks(ctx, progress=progress)
     model_info = dict(inputs.pop("model"))
-    return AuditReport(
+    report = AuditReport(
         audit_id=uuid.uuid4().hex,
         created_at=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         results=tuple(results),
@@ -464,3 +596,18 @@ def run_audit(
         environment={"versions": library_versions(), "platform": platform.platform()},
         seconds=time.perf_counter() - t0,
     )
+    if results and all(r.verdict is Verdict.SKIPPED for r in results):
+        raise NothingAuditedError(nothing_audited_message(results), report=report)
+    return report
+
+
+def nothing_audited_message(results: Sequence[CheckResult]) -> str:
+    """One line: every selected check was skipped, and what each group of them needs to run."""
+    by_reason: dict[str, list[str]] = {}
+    for r in results:
+        reason = r.summary.removeprefix("Skipped: ").strip().rstrip(".")
+        by_reason.setdefault(reason, []).append(r.check_id)
+    parts = [f"{reason} ({', '.join(ids)})" for reason, ids in by_reason.items()]
+    n = len(results)
+    what = "the selected check was" if n == 1 else f"all {n} selected checks were"
+    return f"nothing audited: {what} skipped; to run them: " + "; ".join(parts)

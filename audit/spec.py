@@ -34,7 +34,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from audit.exceptions import SpecError
 
@@ -191,6 +199,12 @@ class PrivacyPolicy(_Strict):
 
 
 class Policy(_Strict):
+    """Thresholds of every family, and ``max_groups``: the most groups (distinct values, missing
+    counted as one) a sensitive feature may have. A column over it is refused at the boundary with
+    a hint to bin it (``data.bin_sensitive``) or to raise the limit (``--max-groups``): per-group
+    statistics over thousands of tiny groups are all noise and cost minutes."""
+
+    max_groups: int = Field(50, ge=2, le=100_000)
     fairness: FairnessPolicy = FairnessPolicy()
     explain: ExplainPolicy = ExplainPolicy()
     causal: CausalPolicy = CausalPolicy()
@@ -204,12 +218,23 @@ class ModelSpec(_Strict):
 
 
 class DataSpec(_Strict):
+    """The data of an audit and the roles of its columns.
+
+    ``multiclass``: a target (or a model) with 3 or more classes is refused unless this is
+    ``"one-vs-rest"``, which audits ``positive_label`` against all the other classes together
+    (the report's ``inputs.target`` says so). ``bin_sensitive`` maps a numeric sensitive column to a
+    number of quantile bins (cut points from the audited rows, applied to train and holdout too),
+    e.g. ``bin_sensitive = {age = 4}`` for quartiles.
+    """
+
     test: Path = Field(..., description="the audited rows")
     train: Path | None = None
     holdout: Path | None = None
     target: str = Field(..., min_length=1)
     positive_label: Scalar
+    multiclass: Literal["refuse", "one-vs-rest"] = "refuse"
     sensitive: tuple[str, ...] = ()
+    bin_sensitive: dict[str, int] = Field(default_factory=dict)
     features: tuple[str, ...] = ()
     na_values: tuple[str, ...] = ("?",)
 
@@ -223,12 +248,35 @@ class DataSpec(_Strict):
             values["test"] = values.pop("data")
         return values
 
-    @field_validator("sensitive")
+    @field_validator("sensitive", "features")
     @classmethod
-    def _unique(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        if len(set(v)) != len(v):
-            raise ValueError(f"sensitive features must be unique, got {list(v)}")
+    def _unique(cls, v: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        _refuse_repeats(v)
+        target = info.data.get("target")
+        if target is not None and target in v:
+            raise ValueError(f"names the target column {target!r}")
         return v
+
+    @field_validator("bin_sensitive")
+    @classmethod
+    def _bins(cls, v: dict[str, int], info: ValidationInfo) -> dict[str, int]:
+        sensitive = info.data.get("sensitive", ())
+        for col, bins in v.items():
+            if col not in sensitive:
+                shown = ", ".join(sensitive) or "none"
+                raise ValueError(f"names {col!r}, which is not a sensitive column (sensitive: {shown})")
+            if isinstance(bins, bool) or not 2 <= bins <= 100:
+                raise ValueError(f"gives {col!r} {bins} bins; allowed: 2 to 100")
+        return v
+
+
+def _refuse_repeats(v: tuple[str, ...]) -> None:
+    """O(n): the first name given twice."""
+    seen: set[str] = set()
+    for name in v:
+        if name in seen:
+            raise ValueError(f"names {name!r} twice")
+        seen.add(name)
 
 
 class DPClaim(_Strict):
@@ -378,7 +426,11 @@ def _format_validation_error(exc: ValidationError, source: str) -> str:
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]
     allowed = msg[0].lower() + msg[1:] if msg else msg
-    return f"{source}: field '{loc}' {allowed} (got {got!r})" if loc else f"{source}: {allowed}"
+    if not loc:
+        return f"{source}: {allowed}"
+    if isinstance(got, Mapping) and len(repr(got)) > 200:
+        return f"{source}: field '{loc}' {allowed}"
+    return f"{source}: field '{loc}' {allowed} (got {got!r})"
 
 
 def spec_from_mapping(
