@@ -10,6 +10,12 @@ every client.
 
 :class:`FederatedRun` is the result: plain records (``to_dict()`` is JSON-ready, the
 ``*_frame()`` methods give the CSV tables) plus the final parameters and the encoder.
+
+A round's quorum: each round records ``min_answered`` (a majority of the clients sampled,
+``ceil(sampled / 2)``, at least 1) and ``quorum`` (whether at least that many training updates
+were received). A run in which no round aggregated a single update trained nothing:
+:attr:`FederatedRun.trained` is False, :func:`write_outputs` writes the metrics and the run
+report but no model file (a stale one in the folder is removed), and the CLI exits 2.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import pandas as pd
 from federated._config import FederatedConfig
 from federated._metrics import client_spread
 
-__all__ = ["FederatedRun", "RoundProgress", "RunRecorder"]
+__all__ = ["FederatedRun", "RoundProgress", "RunRecorder", "min_answered", "write_outputs"]
 
 ProgressFn = Callable[["RoundProgress"], None]
 
@@ -58,6 +64,12 @@ def _clean(v: Any) -> Any:
     if isinstance(v, (list, tuple)):
         return [_clean(x) for x in v]
     return v
+
+
+def min_answered(sampled: int) -> int:
+    """Fewest training updates a round needs to count as having a quorum: a majority of the
+    clients sampled (``ceil(sampled / 2)``), at least 1."""
+    return max(1, math.ceil(sampled / 2))
 
 
 class RunRecorder:
@@ -172,6 +184,8 @@ class RunRecorder:
         rec = self._round(r)
         rec["aggregated"] = bool(ok)
         rec["answered"] = sorted(rec["answered"])
+        rec["min_answered"] = min_answered(len(rec["sampled"]))
+        rec["quorum"] = len(rec["answered"]) >= rec["min_answered"]
         rec["dropped"] = sorted(rec["dropped"])
         rec["timed_out"] = sorted(rec["timed_out"])
         if self.accountant is not None:
@@ -213,6 +227,8 @@ class RunRecorder:
         reason = "SecAgg+ halted the round: too few clients left to reconstruct the masks"
         rec["failed"] = {p: reason for p in rec["sampled"] if p not in rec["dropped"]}
         rec["halted"] = True
+        rec["min_answered"] = min_answered(len(rec["sampled"]))
+        rec["quorum"] = False
         if self.accountant is not None:
             self.aggregated(r, False)
 
@@ -279,6 +295,34 @@ class FederatedRun:
     def final_accuracy(self) -> float:
         return float(self.final["global"].get("accuracy", float("nan")))
 
+    @property
+    def trained(self) -> bool:
+        """Whether any round aggregated at least one client's update (else the model is the
+        initial one)."""
+        return any(r["round"] > 0 and r.get("aggregated") and r.get("answered") for r in self.rounds)
+
+    def training_status(self) -> dict[str, Any]:
+        """Rounds that aggregated an update, rounds below their quorum, and whether the run trained."""
+        rounds = [r for r in self.rounds if r["round"] > 0]
+        return {
+            "trained": self.trained,
+            "rounds": len(rounds),
+            "rounds_aggregated": [r["round"] for r in rounds if r.get("aggregated") and r.get("answered")],
+            "rounds_below_quorum": [r["round"] for r in rounds
+                                    if len(r["answered"]) < min_answered(len(r["sampled"]))],
+            "quorum_rule": "a round needs updates from a majority of the clients sampled (ceil(sampled / 2), at least 1)",
+        }
+
+    def untrained_message(self, out_dir: Any = None) -> str:
+        """The one line the CLI prints when the run trained nothing."""
+        cfg = self.config
+        n = len([r for r in self.rounds if r["round"] > 0])
+        sampled = sum(len(r["sampled"]) for r in self.rounds if r["round"] > 0)
+        where = f"; metrics and run report in {out_dir}" if out_dir else ""
+        return (f"federated run trained nothing: no client update was aggregated in any of the {n} round(s) "
+                f"(0 of {sampled} sampled updates used; dropout {cfg.dropout:g}, stragglers {cfg.stragglers:g}, "
+                f"round-timeout {cfg.round_timeout:g}); no model file written{where}")
+
     def answered(self) -> dict[int, list[int]]:
         """Round -> partition ids whose training update was received."""
         return {r["round"]: list(r["answered"]) for r in self.rounds if r["round"] > 0}
@@ -342,6 +386,7 @@ class FederatedRun:
             "final": self.final["global"],
             "final_client_accuracy": self.final.get("client_fairness", {}),
             "answered_per_round": {str(k): len(v) for k, v in self.answered().items()},
+            "training": self.training_status(),
             "aggregation": self.aggregation(),
             "privacy": self.privacy,
             "encoder_source": "federated statistics: pooled mean and population std of numeric columns "
@@ -358,6 +403,7 @@ class FederatedRun:
             "rounds": list(self.rounds),
             "encoder": self.encoder,
             "aggregation": self.aggregation(),
+            "training": self.training_status(),
             "privacy": self.privacy,
             "timings": {k: v for k, v in self.timings.items() if not k.startswith("_")},
             "engine": self.engine,
@@ -371,6 +417,7 @@ class FederatedRun:
             row: dict[str, Any] = {"round": r["round"], "sampled": len(r["sampled"]), "answered": len(r["answered"]),
                                    "dropped": len(r["dropped"]), "timed_out": len(r["timed_out"]),
                                    "failed": len(r["failed"]), "aggregated": r["aggregated"],
+                                   "quorum": r.get("quorum", r["round"] == 0),
                                    "secagg_halted": bool(r.get("halted", False))}
             row.update({f"global_{k}": v for k, v in r["global"].items()})
             row.update({f"clients_{k}": v for k, v in r.get("client_fairness", {}).items()})
@@ -416,3 +463,32 @@ class FederatedRun:
         set_weights(model, list(self.final_arrays))
         model.eval()
         return model
+
+
+def write_outputs(run: FederatedRun, out_dir: Any, *, audit: bool = False) -> dict[str, Any]:
+    """Write the run's outputs; a run that trained nothing gets no model file.
+
+    A trained run: :func:`federated.export.write_run_outputs` (metrics, tables, model, run report,
+    optionally the audit). An untrained one: the metrics, tables and run report only, and a
+    ``model.pt`` left in the folder by an earlier run is removed, so no file there presents the
+    initial weights as a trained model.
+    """
+    from pathlib import Path
+
+    from federated.export import MODEL_FILE, write_run_outputs
+
+    if run.trained:
+        return write_run_outputs(run, out_dir, audit=audit)
+    import json
+
+    from audit.io import write_text_atomic
+    from federated._report import render_run_report
+
+    out = Path(out_dir)
+    written: dict[str, Any] = {"metrics": write_text_atomic(out / "metrics.json", json.dumps(run.to_dict(), indent=2))}
+    for name, frame in (("rounds", run.rounds_frame()), ("clients", run.clients_frame()),
+                        ("groups", run.groups_frame()), ("partitions", run.partitions_frame())):
+        written[name] = write_text_atomic(out / f"{name}.csv", frame.to_csv(index=False))
+    (out / MODEL_FILE).unlink(missing_ok=True)
+    written["report"] = write_text_atomic(out / "report.html", render_run_report(run))
+    return written

@@ -4,6 +4,14 @@ Every run-config setting of the app is a flag of the same name (``--num-clients`
 ``--strategy``, ``--alpha``...), so a command line and a ``flwr run --run-config`` say the same
 thing. Values are validated by :class:`federated.FederatedConfig`; bad ones exit 2 with one line.
 With ``--audit`` the exit code is the audit's (0 pass, 1 a check failed); otherwise 0.
+
+The output folder is checked before the data is partitioned or the engine starts (``--out``
+naming a file, or a folder that cannot be written, is exit 2 at once). A run in which no round
+aggregated a single client update (every sampled client dropped out or timed out) trained
+nothing: its metrics and run report are written, no model file is (a stale ``model.pt`` is
+removed), no audit runs, and the command exits 2 with one line. Rounds in which fewer than a
+majority of the sampled clients answered are recorded (``quorum`` false in the metrics) and
+listed in the summary.
 """
 
 from __future__ import annotations
@@ -169,23 +177,25 @@ class _Progress:
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
+    from audit._preflight import check_output_dir
     from audit.io import write_text_atomic
     from federated._data import load_run_data
     from federated._engine import simulate
-    from federated.export import audit_run, write_audit_reports, write_run_outputs
+    from federated._run import write_outputs
+    from federated.export import audit_run, write_audit_reports
 
     cfg = _config_from_args(args)
     if args.client_cpus is not None and args.client_cpus <= 0:
         raise ConfigError(f"--client-cpus must be a positive number; got {args.client_cpus}")
     load_run_data(cfg.data_setup_json())  # data and partition errors exit 2 before the engine starts
-    out = Path(cfg.output_dir)
+    out = check_output_dir(cfg.output_dir, "--out")  # ... and so is an output folder that cannot be written
     early: dict[str, Any] = {}
 
     def write_early(finished: Any) -> None:
         """Write the outputs on a thread of their own while the engine stops (seconds of waiting)."""
         def work() -> None:
             try:
-                early["written"] = write_run_outputs(finished, out, audit=False)
+                early["written"] = write_outputs(finished, out, audit=False)
             except BaseException as exc:  # noqa: BLE001 - re-raised on the main thread below
                 early["error"] = exc
 
@@ -204,7 +214,9 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         early["written"]["metrics"] = write_text_atomic(out / "metrics.json", json.dumps(run.to_dict(), indent=2))
         written = early["written"]
     else:
-        written = write_run_outputs(run, out, audit=False)
+        written = write_outputs(run, out, audit=False)
+    if not run.trained:
+        raise ConfigError(run.untrained_message(out))
     report = None
     if cfg.audit:
         from audit.cli import _progress_runner
@@ -238,6 +250,10 @@ def _print_summary(run: Any, written: dict[str, Path], report: Any) -> None:
     for attr, gaps in run.final["fairness"].items():
         console.print(f"{attr}: demographic parity difference {gaps['demographic_parity_difference']:.3f}, "
                       f"equalized odds difference {gaps['equalized_odds_difference']:.3f}")
+    below = run.training_status()["rounds_below_quorum"]
+    if below:
+        console.print(f"rounds below quorum (fewer than a majority of the sampled clients answered): "
+                      f"{', '.join(map(str, below))}")
     if cfg.strategy in ("krum", "multikrum"):
         console.print(f"{cfg.strategy}: f = {cfg.krum_f_used} ({cfg.krum_f_source})")
     claim = run.dp_claim()

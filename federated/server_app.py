@@ -12,7 +12,9 @@ the run config (``[tool.flwr.app.config]`` plus ``--run-config`` overrides), the
 3. **evaluation**: after every round, the global model on the server's test rows, overall and
    per sensitive group;
 4. **outputs**: with ``output-dir`` set, metrics (JSON + CSV), the run report (HTML), the final
-   model (TorchScript with its metadata) and, with ``audit = true``, the audit of that model.
+   model (TorchScript with its metadata) and, with ``audit = true``, the audit of that model. A
+   run in which no round aggregated any client update writes no model file and fails
+   (``ConfigError``): the initial weights are never exported as a trained model.
 
 ``trustaudit federated simulate`` runs the same ClientApp and a ServerApp built by
 :func:`make_server_app` (which also hands the result back in memory) on Flower's simulation
@@ -333,11 +335,13 @@ def make_server_app(sink: Callable[[FederatedRun], None] | None = None, *, progr
             if write_outputs and run.config.output_dir:
                 from pathlib import Path
 
-                from federated.export import write_run_outputs
+                from federated._run import write_outputs as write_checked
 
-                written = write_run_outputs(run, run.config.output_dir, audit=run.config.audit)
+                written = write_checked(run, run.config.output_dir, audit=run.config.audit)
                 logging.getLogger("flwr").info("trustaudit: run outputs written to %s (%s)",
                                                Path(run.config.output_dir).resolve(), ", ".join(written))
+                if not run.trained:  # no model file was written; the run fails
+                    raise ConfigError(run.untrained_message(Path(run.config.output_dir).resolve()))
             if sink is not None:
                 sink(run)
 
