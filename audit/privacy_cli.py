@@ -171,10 +171,12 @@ def _classes(train: Any, target: str, positive: Any) -> list[Any]:
 
 
 def _cmd_train_dp(args: argparse.Namespace) -> int:
+    from audit._preflight import check_output_dir
     from audit.io import write_text_atomic
     from audit.privacy.train_dp import DPTrainConfig, train_dp_models
 
     epsilons = parse_epsilons(args.epsilons)
+    check_output_dir(args.out, "--out")  # before any training
     config = DPTrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, hidden=_parse_hidden(args.hidden),
         max_grad_norm=args.max_grad_norm, delta=args.delta, accountant=args.accountant,

@@ -79,6 +79,10 @@ def _cmd_discover(args: argparse.Namespace) -> int:
         raise UsageError(f"discover: --alpha must be between 0 and 1, got {args.alpha}")
     if args.max_rows < 20:
         raise UsageError(f"discover: --max-rows must be at least 20, got {args.max_rows}")
+    if args.out:
+        from audit._preflight import check_output_file
+
+        check_output_file(args.out, "--out")  # before the search
     frame = load_table(args.data)
     cols = _split(args.columns) or [str(c) for c in frame.columns]
     unknown = [c for c in cols + _split(args.exclude) if c not in frame.columns]
