@@ -1,6 +1,7 @@
 """Run code that touches an untrusted model in a child process, so a crash cannot take the caller.
 
-A model file is data, but the code that runs it (scikit-learn's Cython trees, onnxruntime,
+Native thread pools (OpenMP, BLAS) run with one thread in the child: libgomp's pool does not
+survive ``fork``. A model file is data, but the code that runs it (scikit-learn's Cython trees, onnxruntime,
 TorchScript) trusts the arrays it reads. Validation on load (:mod:`audit._treecheck`) refuses the
 crafted structures we know of; :func:`run_isolated` is the second wall: the work runs in a forked
 child (``fork`` on Linux, ``spawn`` elsewhere) with an optional address-space limit and timeout, and
@@ -147,6 +148,11 @@ def _child(conn: Any, fn: Callable[..., Any], args: tuple, kwargs: dict, memory_
     # a crash is reported by the parent in one line; no C-level traceback dump from the child
     faulthandler.disable()
     try:
+        # OpenMP (libgomp) thread pools do not survive fork: a parallel region in the child would
+        # wait forever for the parent's workers. One thread per native library in the child.
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=1)
         if memory_bytes is not None:
             import resource
 
