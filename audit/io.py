@@ -828,6 +828,14 @@ def _scan_for_nul(p: Path) -> None:
         raise _os_error(exc, "data file", p, DataFileError) from None
 
 
+def _is_utf8(b: bytes) -> bool:
+    try:
+        b.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def _read_csv(p: Path, head: bytes, na_values: Sequence[str], lim: Limits) -> pd.DataFrame:
     for magic, kind in _COMPRESSED_MAGIC:
         if head.startswith(magic):
@@ -838,7 +846,7 @@ def _read_csv(p: Path, head: bytes, na_values: Sequence[str], lim: Limits) -> pd
     nul = head.find(b"\x00")
     if nul >= 0:
         # a NUL inside the first bytes is a binary file; later, it is padding or damage
-        if nul < 64 or head[:nul].count(b"\n") == 0:
+        if b"\n" not in head[:nul] or not _is_utf8(head[:nul]):
             raise DataFileError(f"data file {p} is not a CSV or Parquet file (binary content)")
         raise DataFileError(MSG_NUL.format(path=p, offset=nul))
     try:

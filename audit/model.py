@@ -30,9 +30,10 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import pandas as pd
 
-from audit.exceptions import ModelLoadError, ModelOutputError
+from audit.exceptions import DataError, ModelLoadError, ModelOutputError
 
 __all__ = [
+    "MSG_NON_NUMERIC",
     "EncodedColumn",
     "ModelAdapter",
     "OnnxAdapter",
@@ -40,6 +41,7 @@ __all__ = [
     "TabularEncoder",
     "TorchAdapter",
     "check_proba",
+    "numeric_column",
 ]
 
 
@@ -58,6 +60,56 @@ class ModelAdapter(Protocol):
     def predict(self, X: pd.DataFrame) -> np.ndarray: ...
 
     def select(self, X: pd.DataFrame) -> pd.DataFrame: ...
+
+
+MSG_NON_NUMERIC = "column '{column}' has {n} non-numeric value(s) where the model expects numbers (e.g. {example!r})"
+
+
+def numeric_column(col: pd.Series, name: str) -> np.ndarray:
+    """A column as float64; missing stays NaN, any other non-number is refused naming the column."""
+    values = pd.to_numeric(col, errors="coerce")
+    arr = np.asarray(values, dtype=np.float64)
+    bad = np.isnan(arr) & np.asarray(col.notna())
+    if bad.any():
+        example = col[bad].iloc[0]
+        raise DataError(MSG_NON_NUMERIC.format(column=name, n=int(bad.sum()), example=str(example)))
+    return arr
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    from scipy.special import expit
+
+    return expit(np.asarray(z, dtype=np.float64))
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    from scipy.special import softmax
+
+    z = np.asarray(z, dtype=np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return softmax(z, axis=1)
+
+
+def _explain_conversion_error(exc: ValueError, X: pd.DataFrame) -> DataError | None:
+    """scikit-learn's "could not convert string to float: 'abc'" -> the column that holds 'abc'."""
+    text = str(exc)
+    marker = "could not convert string to float: "
+    if marker not in text:
+        return None
+    raw = text.split(marker, 1)[1].strip()
+    value = raw[1:-1] if len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "'\"" else raw
+    for name in X.columns:
+        col = X[name]
+        if col.dtype.kind in "fiub":
+            continue
+        hits = col.astype(str) == value
+        if hits.any():
+            try:
+                numeric_column(col, str(name))
+            except DataError as err:
+                return err
+            return DataError(MSG_NON_NUMERIC.format(column=name, n=int(hits.sum()), example=value))
+    return None
 
 
 def check_proba(proba: Any, n_rows: int, n_classes: int) -> np.ndarray:
@@ -140,19 +192,24 @@ class SklearnAdapter(_Base):
                 f"model expects {self.n_features_in} feature columns, the data gives {Xs.shape[1]}; "
                 "name the model's columns with data.features"
             )
-        if hasattr(self.estimator, "predict_proba"):
-            try:
-                return np.asarray(self.estimator.predict_proba(Xs))
-            except AttributeError:
-                # e.g. SVC(probability=False) exposes predict_proba but raises
-                if not hasattr(self.estimator, "decision_function"):
-                    raise
-        d = np.asarray(self.estimator.decision_function(Xs), dtype=float)
+        try:
+            if hasattr(self.estimator, "predict_proba"):
+                try:
+                    return np.asarray(self.estimator.predict_proba(Xs))
+                except AttributeError:
+                    # e.g. SVC(probability=False) exposes predict_proba but raises
+                    if not hasattr(self.estimator, "decision_function"):
+                        raise
+            d = np.asarray(self.estimator.decision_function(Xs), dtype=float)
+        except ValueError as exc:
+            named = _explain_conversion_error(exc, Xs)
+            if named is not None:
+                raise named from None
+            raise
         if d.ndim == 1:
-            p = 1.0 / (1.0 + np.exp(-d))
+            p = _sigmoid(d)
             return np.column_stack([1 - p, p])
-        e = np.exp(d - d.max(axis=1, keepdims=True))
-        return e / e.sum(axis=1, keepdims=True)
+        return _softmax(d)
 
     @property
     def has_native_proba(self) -> bool:
@@ -260,7 +317,7 @@ class TabularEncoder:
         for c in self.columns:
             col = X[c.name]
             if c.kind == "numeric":
-                v = pd.to_numeric(col, errors="coerce").astype(float).to_numpy()
+                v = numeric_column(col, c.name)
                 v = np.where(np.isnan(v), c.fill, v)
                 parts.append(((v - c.mean) / c.std)[:, None])
             else:
@@ -311,11 +368,11 @@ class TorchAdapter(_Base):
         if out.ndim == 1:
             out = out[:, None]
         if out.ndim == 2 and out.shape[1] == 1:
-            p = 1.0 / (1.0 + np.exp(-out[:, 0])) if self.output == "logits" else out[:, 0]
+            # expit: no overflow warning for large logits (1 / (1 + exp(-z)) warned once per call)
+            p = _sigmoid(out[:, 0]) if self.output == "logits" else out[:, 0]
             return np.column_stack([1 - p, p])
         if self.output == "logits":
-            e = np.exp(out - out.max(axis=1, keepdims=True))
-            return e / e.sum(axis=1, keepdims=True)
+            return _softmax(out)
         return out
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
@@ -398,10 +455,10 @@ class OnnxAdapter(_Base):
                     f"model expects {width} feature columns, the data gives {Xs.shape[1]}; "
                     "name the model's columns with data.features"
                 )
-            return {inp.name: _onnx_cast(Xs.to_numpy(), inp.type)}
+            return {inp.name: _onnx_cast(Xs, inp.type)}
         feed = {}
         for inp in self.inputs:
-            feed[inp.name] = _onnx_cast(Xs[[inp.name]].to_numpy(), inp.type)
+            feed[inp.name] = _onnx_cast(Xs[[inp.name]], inp.type)
         return feed
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
@@ -422,11 +479,16 @@ class OnnxAdapter(_Base):
         return prob
 
 
-def _onnx_cast(a: np.ndarray, onnx_type: str) -> np.ndarray:
+def _onnx_cast(frame: pd.DataFrame, onnx_type: str) -> np.ndarray:
+    """Columns -> the input tensor; a non-number in a numeric input is refused naming its column."""
+    a = frame.to_numpy()
     if "string" in onnx_type:
         return np.array([["" if pd.isna(v) else str(v)] for v in a.ravel()], dtype=object).reshape(a.shape)
+    if frame.shape[1] == 0:
+        return np.zeros((len(frame), 0), dtype=np.float32)
+    cols = np.column_stack([numeric_column(frame.iloc[:, j], str(frame.columns[j])) for j in range(frame.shape[1])])
     if "double" in onnx_type:
-        return pd.DataFrame(a).apply(pd.to_numeric, errors="coerce").to_numpy(np.float64)
+        return cols.astype(np.float64)
     if "int64" in onnx_type:
-        return pd.DataFrame(a).apply(pd.to_numeric, errors="coerce").fillna(0).to_numpy(np.int64)
-    return pd.DataFrame(a).apply(pd.to_numeric, errors="coerce").to_numpy(np.float32)
+        return np.nan_to_num(cols, nan=0.0).astype(np.int64)
+    return cols.astype(np.float32)
