@@ -197,12 +197,13 @@ def _parse_bins(values: Sequence[str]) -> dict[str, int]:
 
 def _resolve_cli_paths(overrides: dict[str, Any]) -> dict[str, Any]:
     """CLI paths are relative to the working directory, not to the spec file."""
+    # absolute, but symbolic links kept as given (a link loop is then named by the loader)
     out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in overrides.items()}
     if "model" in out and "path" in out["model"]:
-        out["model"]["path"] = str(Path(out["model"]["path"]).resolve())
+        out["model"]["path"] = os.path.abspath(out["model"]["path"])
     for role in ("test", "train", "holdout"):
         if role in out.get("data", {}):
-            out["data"][role] = str(Path(out["data"][role]).resolve())
+            out["data"][role] = os.path.abspath(out["data"][role])
     return out
 
 

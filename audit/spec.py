@@ -48,6 +48,7 @@ from audit.exceptions import SpecError
 
 __all__ = [
     "FAMILIES",
+    "MAX_SPEC_BYTES",
     "AuditSpec",
     "CausalPolicy",
     "CausalSpec",
@@ -62,6 +63,9 @@ __all__ = [
     "load_spec",
     "spec_from_mapping",
 ]
+
+#: Largest spec file read (a spec is a few kilobytes; an edge list of a large graph stays far below).
+MAX_SPEC_BYTES = 4 * 1024**2
 
 #: Check families a spec may select.
 FAMILIES: tuple[str, ...] = ("fairness", "explain", "causal", "privacy")
@@ -413,6 +417,10 @@ class AuditSpec(_Strict):
         return self.model_dump(mode="json")
 
 
+#: Fields whose value is itself a mapping (shown after "got" in an error, unlike a whole section).
+_MAPPING_FIELDS = frozenset({"bin_sensitive"})
+
+
 def _format_validation_error(exc: ValidationError, source: str) -> str:
     err = exc.errors()[0]
     loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
@@ -428,8 +436,8 @@ def _format_validation_error(exc: ValidationError, source: str) -> str:
     allowed = msg[0].lower() + msg[1:] if msg else msg
     if not loc:
         return f"{source}: {allowed}"
-    if isinstance(got, Mapping) and len(repr(got)) > 200:
-        return f"{source}: field '{loc}' {allowed}"
+    if isinstance(got, Mapping) and loc.rsplit(".", 1)[-1] not in _MAPPING_FIELDS:
+        return f"{source}: field '{loc}' {allowed}"  # a whole section: the line names what is wrong
     return f"{source}: field '{loc}' {allowed} (got {got!r})"
 
 
@@ -473,11 +481,12 @@ def _looks_like_path(text: str) -> bool:
 
 def load_spec(path: str | Path, overrides: Mapping[str, Any] | None = None) -> AuditSpec:
     """Read a TOML spec file; ``overrides`` (nested, e.g. from CLI flags) win over the file."""
+    from audit.io import _read_file  # the one reader of files: kinds, links and OS errors named
+
     p = Path(path)
-    if not p.is_file():
-        raise SpecError(f"spec file not found: {p}")
+    data = _read_file(p, "spec file", SpecError, MAX_SPEC_BYTES, "an audit spec is a short TOML file")
     try:
-        raw = tomllib.loads(p.read_text(encoding="utf-8"))
+        raw = tomllib.loads(data.decode("utf-8"))
     except UnicodeDecodeError:
         raise SpecError(f"spec file {p} is not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
