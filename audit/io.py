@@ -414,7 +414,7 @@ def detect_model_format(data: bytes) -> str:
 
 def _detect(data: bytes, name: str) -> str:
     if data[:4] == b"PK\x03\x04":
-        with check_zip_bounds(data, name) as z:
+        with check_zip_bounds(data, name, member_limits={"schema.json": current_limits().skops_schema_bytes}) as z:
             names = z.namelist()
         if "schema.json" in names:
             return "skops"
