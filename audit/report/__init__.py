@@ -47,7 +47,11 @@ def write_reports(report: AuditReport, targets: Mapping[str, str | Path]) -> dic
         p = Path(path)
         if p.exists() and p.is_dir():
             raise UsageError(f"--{kind} must be a file path, got the folder {p}")
-        written[kind] = write_text_atomic(p, RENDERERS[kind](report))
+        try:
+            written[kind] = write_text_atomic(p, RENDERERS[kind](report))
+        except OSError as exc:
+            reason = "permission denied" if isinstance(exc, PermissionError) else (exc.strerror or str(exc)).lower()
+            raise UsageError(f"--{kind} {p} cannot be written: {reason}") from None
     return written
 
 
