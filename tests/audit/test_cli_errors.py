@@ -300,3 +300,231 @@ def test_bad_seed_type(case, capsys):
     assert run_err(capsys, audit_args(case, "--seed", "abc")) == (
         "trustaudit: error: audit: argument --seed: invalid int value: 'abc'"
     )
+
+
+# --- issue 12: nothing audited, output locations, OS errors, a locked store ---------------------
+
+
+def test_nothing_audited_is_exit_2_naming_the_inputs(case, capsys, tmp_path):
+    """`--checks privacy` without train/holdout rows used to exit 0 with every check SKIPPED."""
+    out = tmp_path / "r.json"
+    args = audit_args(case, "--json", str(out))
+    args[args.index("--checks") + 1] = "privacy"
+    assert run_err(capsys, args) == (
+        "trustaudit: error: nothing audited: all 2 selected checks were skipped; to run them: no DP claim to "
+        "verify: state one in privacy.dp_claim (epsilon, delta, noise_multiplier, sample_rate or batch_size and "
+        "dataset_size, steps or epochs, accountant) or ship it as 'dp_claim' in the model's metadata "
+        "(privacy.dp_claim); membership inference needs both training rows (members) and holdout rows "
+        "(non-members): give them with --train and --holdout (data.train, data.holdout) "
+        "(privacy.membership_inference)"
+    )
+    assert not out.exists()  # an audit that ran nothing writes no report
+
+
+def test_nothing_audited_python_api_raises_with_the_report(case):
+    import pandas as pd
+
+    from audit.exceptions import NothingAuditedError, SpecError
+    from audit.io import load_model
+    from audit.results import Verdict
+    from audit.runner import run_audit
+
+    raw = {"model": {"path": "<in memory>"},
+           "data": {"test": "<in memory>", "target": "approved", "positive_label": 1},
+           "checks": ["fairness"]}
+    with pytest.raises(NothingAuditedError) as exc:
+        run_audit(raw, model=load_model(case["model"]), frames={"test": pd.read_csv(case["test"])})
+    assert isinstance(exc.value, SpecError) and exc.value.exit_code == 2
+    assert str(exc.value).startswith("nothing audited: all 6 selected checks were skipped; to run them: "
+                                     "no sensitive features given")
+    assert len(exc.value.report.results) == 6
+    assert {r.verdict for r in exc.value.report.results} == {Verdict.SKIPPED}
+
+
+def test_output_locations_checked_before_the_audit(case, capsys, monkeypatch, tmp_path):
+    import audit.runner
+
+    def never(*a, **k):
+        raise AssertionError("the audit ran before its outputs were checked")
+
+    monkeypatch.setattr(audit.runner, "run_audit", never)
+    assert run_err(capsys, audit_args(case, "--json", "/proc/x/r.json")) == (
+        "trustaudit: error: --json /proc/x/r.json cannot be written: no such folder")
+    assert run_err(capsys, audit_args(case, "--out", str(case["test"]))) == (
+        f"trustaudit: error: --out {case['test']} cannot be written: it is a file, not a folder")
+    assert run_err(capsys, audit_args(case, "--sarif", str(tmp_path))) == (
+        f"trustaudit: error: --sarif {tmp_path} cannot be written: it is a folder; give a file path")
+    assert not (tmp_path / ".trustaudit-").exists() and list(tmp_path.iterdir()) == []  # the probe is removed
+
+
+@pytest.mark.parametrize(
+    ("exc", "line"),
+    [
+        (PermissionError(13, "Permission denied", "/srv/reports/r.json"), "/srv/reports/r.json: permission denied"),
+        (IsADirectoryError(21, "Is a directory", "/srv/reports"), "/srv/reports: is a directory"),
+        (OSError(40, "Too many levels of symbolic links", "/srv/loop"), "/srv/loop: too many levels of symbolic links"),
+        (OSError(28, "No space left on device", "/srv/reports/r.html"),
+         "/srv/reports/r.html: no space left on device"),
+        (OSError(18, "Invalid cross-device link", "/a", None, "/b"), "/a -> /b: invalid cross-device link"),
+    ],
+    ids=["EACCES", "EISDIR", "ELOOP", "ENOSPC", "EXDEV"],
+)
+def test_os_errors_at_the_top_level_are_one_line(case, capsys, monkeypatch, tmp_path, exc, line):
+    """Any OSError that still reaches the CLI is exit 2 naming the path, not exit 1 with a traceback."""
+    import audit.report
+
+    def failing(*a, **k):
+        raise exc
+
+    monkeypatch.setattr(audit.report, "write_reports", failing)
+    args = audit_args(case, "--json", str(tmp_path / "r.json"), "--no-store")
+    args[args.index("--checks") + 1] = "fairness.demographic_parity"
+    assert run_err(capsys, args) == f"trustaudit: error: {line}"
+
+
+def _short_busy_timeout(monkeypatch, seconds: float = 0.3) -> None:
+    import sqlite3
+
+    real = sqlite3.connect
+
+    def connect(*a, **k):
+        k["timeout"] = seconds
+        return real(*a, **k)
+
+    monkeypatch.setattr(sqlite3, "connect", connect)
+
+
+def test_store_locked_when_recording_keeps_the_reports(case, capsys, monkeypatch, tmp_path):
+    """Another process holds the store's write lock past the busy timeout: exit 2, one line, reports kept."""
+    import json
+    import sqlite3
+
+    import audit.runner
+    from audit.store import HistoryStore
+
+    store = tmp_path / "h.sqlite"
+    HistoryStore(store)
+    real_run = audit.runner.run_audit
+    holders = []
+
+    def run_then_lock(*a, **k):
+        report = real_run(*a, **k)
+        holder = sqlite3.connect(store, isolation_level=None)
+        holder.execute("BEGIN EXCLUSIVE")  # what a writer in another process holds
+        holders.append(holder)
+        return report
+
+    monkeypatch.setattr(audit.runner, "run_audit", run_then_lock)
+    _short_busy_timeout(monkeypatch)
+    out = tmp_path / "r.json"
+    args = audit_args(case, "--json", str(out), "--store", str(store))
+    args[args.index("--checks") + 1] = "fairness.demographic_parity"
+    line = run_err(capsys, args)
+    d = json.loads(out.read_text())
+    assert line == (
+        f"trustaudit: error: history store {store} is locked by another process (database is locked); the audit "
+        f"{d['audit_id'][:12]} (verdict {d['verdict']}) was not recorded; its reports are written"
+    )
+    holders[0].execute("ROLLBACK")
+    holders[0].close()
+    assert HistoryStore(store).count() == 0
+
+
+def test_store_locked_at_the_start_is_one_line(case, capsys, monkeypatch, tmp_path):
+    import sqlite3
+
+    from audit.store import HistoryStore
+
+    store = tmp_path / "h.sqlite"
+    HistoryStore(store)
+    holder = sqlite3.connect(store, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        _short_busy_timeout(monkeypatch)
+        line = run_err(capsys, audit_args(case, "--store", str(store)))
+        # the wording is the store's (audit/store.py): one line naming the store and the lock
+        assert line.startswith(f"trustaudit: error: history store {store} ") and line.endswith("database is locked")
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+
+# --- issue 12: silently accepted inputs, unbounded work ---------------------------------------
+
+
+def test_three_class_target_refused(case, capsys, tmp_path):
+    import pandas as pd
+
+    df = pd.read_csv(case["test"])
+    df.loc[::7, "approved"] = 2
+    p = frame_csv(tmp_path, "three.csv", df)
+    assert run_err(capsys, with_data(case, p)) == (
+        f"trustaudit: error: target column 'approved' in data file '{p}' has 3 classes (0, 1, 2); the audit needs "
+        "a binary outcome: pass --multiclass one-vs-rest (data.multiclass = \"one-vs-rest\") to audit positive "
+        "label '1' against the other classes"
+    )
+
+
+def test_duplicate_columns_of_an_in_memory_frame_refused(case):
+    import pandas as pd
+
+    from audit.exceptions import DataError
+    from audit.io import load_model
+    from audit.runner import run_audit
+
+    df = pd.read_csv(case["test"])
+    twice = pd.concat([df, df[["sex"]]], axis=1)
+    raw = {"model": {"path": "<in memory>"},
+           "data": {"test": "<in memory>", "target": "approved", "positive_label": 1, "sensitive": ["sex"]},
+           "checks": ["fairness"]}
+    with pytest.raises(DataError) as exc:
+        run_audit(raw, model=load_model(case["model"]), frames={"test": twice})
+    assert str(exc.value) == "sensitive column 'sex' appears 2 times in test data"
+
+
+def test_too_many_groups_refused_fast(case, capsys, tmp_path):
+    """10,000 distinct values on 50,000 rows used to run past 7 minutes; now one line in well under 2 s."""
+    import time
+
+    import pandas as pd
+
+    df = pd.read_csv(case["test"])
+    big = pd.concat([df] * 34, ignore_index=True).iloc[:50_000].copy()
+    big["zip"] = np.arange(50_000) % 10_000
+    p = frame_csv(tmp_path, "big.csv", big)
+    main(audit_args(case, "--checks", "fairness.group_metrics"))  # warm: imports and model loading paid here
+    capsys.readouterr()
+    t0 = time.perf_counter()
+    line = run_err(capsys, with_data(case, p, "--sensitive", "zip"))
+    seconds = time.perf_counter() - t0
+    assert line == (
+        f"trustaudit: error: sensitive column 'zip' in data file '{p}' has 10000 distinct values; the limit is 50 "
+        "groups per sensitive feature: raise it with --max-groups (policy.max_groups) or cut it into quantile "
+        "bins: --bin-sensitive zip=4 (data.bin_sensitive = {zip = 4})"
+    )
+    assert seconds < 2.0, seconds
+
+
+def test_runner_is_linear_in_the_number_of_columns(case):
+    """Validation and the feature frame on 100,000 extra columns: a fraction of a second, not minutes."""
+    import time
+
+    import pandas as pd
+
+    from audit.io import load_model
+    from audit.runner import build_context
+    from audit.spec import spec_from_mapping
+
+    df = pd.read_csv(case["test"]).iloc[:300]
+    k = 100_000
+    wide = pd.concat([df, pd.DataFrame(np.zeros((300, k), dtype=np.int8), columns=[f"x{i}" for i in range(k)])],
+                     axis=1)
+    spec = spec_from_mapping({"model": {"path": "<m>"}, "checks": ["fairness.demographic_parity"],
+                              "data": {"test": "<m>", "target": "approved", "positive_label": 1,
+                                       "sensitive": ["sex"]}})
+    model = load_model(case["model"])
+    t0 = time.perf_counter()
+    ctx, inputs = build_context(spec, model=model, frames={"test": wide})
+    assert time.perf_counter() - t0 < 3.0
+    assert inputs["data"]["test"]["columns"] == k + df.shape[1]
+    assert ctx.test.X.shape == (300, 7)
