@@ -102,3 +102,98 @@ def test_demo_runs_and_its_interval_contains_the_truth(tmp_path, capsys):
     # the spec the demo wrote re-runs as is
     assert main(["audit", "--spec", str(tmp_path / "demo" / "audit.toml"), "--checks", "fairness.disparate_impact",
                  "--quiet", "--no-store"]) == 1
+
+
+def test_some_checks_skipped_exit_is_decided_by_those_that_ran(case, tmp_path):
+    """Skipped checks stay SKIPPED in the report; the exit code comes from the checks that ran."""
+    spec = tmp_path / "audit.toml"
+    spec.write_text(
+        f'checks = ["fairness.demographic_parity", "privacy.membership_inference"]\n[model]\npath = "{case["model"]}"\n'
+        f'[data]\ntest = "{case["test"]}"\ntarget = "approved"\npositive_label = 1\nsensitive = ["sex"]\n'
+        "[policy.fairness]\ndemographic_parity_difference_max = 0.6\n"
+    )
+    out = tmp_path / "r.json"
+    assert main(["audit", "--spec", str(spec), "--quiet", "--no-store", "--json", str(out)]) == 0
+    d = json.loads(out.read_text())
+    verdicts = {r["check_id"]: r["verdict"] for r in d["results"]}
+    assert verdicts == {"fairness.demographic_parity": "PASS", "privacy.membership_inference": "SKIPPED"}
+    assert d["verdict"] == "PASS"
+
+
+def _three_class_frame(case):
+    import numpy as np
+    import pandas as pd
+
+    df = pd.read_csv(case["test"])
+    rng = np.random.default_rng(0)
+    df["approved"] = np.where(rng.random(len(df)) < 0.3, 2, df["approved"])
+    return df
+
+
+def test_one_vs_rest_on_a_three_class_model_matches_a_direct_computation(case, tmp_path):
+    """Opted in, a 3-class model is audited as positive vs the rest: the parity gap equals the one
+    computed by hand from argmax decisions, and the report says which classes were counted negative."""
+    from sklearn.linear_model import LogisticRegression
+
+    from audit.runner import run_audit
+
+    df = _three_class_frame(case)
+    feats = ["education", "income", "debt_ratio"]
+    model = LogisticRegression(max_iter=500).fit(df[feats], df["approved"])
+    raw = {"model": {"path": "<in memory>"}, "seed": 1, "checks": ["fairness.demographic_parity"],
+           "data": {"test": "<in memory>", "target": "approved", "positive_label": 1, "sensitive": ["sex"],
+                    "features": feats, "multiclass": "one-vs-rest"},
+           "policy": {"fairness": {"n_bootstrap": 50}}}
+    report = run_audit(raw, model=model, frames={"test": df})
+    decision = model.predict(df[feats]) == 1
+    rates = {s: decision[(df["sex"] == s).to_numpy()].mean() for s in ("female", "male")}
+    got = report.result("fairness.demographic_parity").metrics["sex.demographic_parity_difference"]
+    assert got == pytest.approx(abs(rates["male"] - rates["female"]), abs=1e-12)
+    target = report.inputs["target"]
+    assert target["binarisation"] == "one-vs-rest"
+    assert target["negative_classes"] == ["0", "2"]
+    assert target["model_classes"] == ["0", "1", "2"]
+    # refused without the opt-in, naming the model's classes
+    from audit.exceptions import DataError
+
+    raw["data"]["multiclass"] = "refuse"
+    with pytest.raises(DataError, match=r"^the model has 3 classes \(0, 1, 2\); the audit needs a binary outcome"):
+        run_audit(raw, model=model, frames={"test": df})
+
+
+def test_binary_target_is_recorded_as_binary(case, tmp_path):
+    out = tmp_path / "r.json"
+    main(audit_args(case, "--no-store", "--json", str(out), "--checks", "fairness.demographic_parity"))
+    t = json.loads(out.read_text())["inputs"]["target"]
+    assert t["binarisation"] == "binary" and "negative_classes" not in t
+    assert t["data_classes"] == {"test": ["0", "1"]}
+
+
+def test_binned_sensitive_column_uses_quantiles_of_the_audited_rows(case, tmp_path):
+    """--bin-sensitive income=4: cut points are the audited rows' quartiles, each bin holds a quarter
+    of them, and the training rows are cut at the same points (not their own quartiles)."""
+    import numpy as np
+    import pandas as pd
+
+    out = tmp_path / "r.json"
+    args = audit_args(case, "--no-store", "--json", str(out), "--sensitive", "income", "--bin-sensitive", "income=4",
+                      "--train", str(case["train"]), "--holdout", str(case["holdout"]))
+    args[args.index("--checks") + 1] = "fairness.group_metrics,privacy.membership_inference"
+    assert main(args) in (0, 1)
+    d = json.loads(out.read_text())
+    bins = d["inputs"]["sensitive_bins"]["income"]
+    test_income = pd.read_csv(case["test"])["income"].to_numpy()
+    expected = np.quantile(test_income, [0.25, 0.5, 0.75])
+    assert bins["bins"] == 4 and np.allclose(bins["cut_points"], expected)
+    gm = next(r for r in d["results"] if r["check_id"] == "fairness.group_metrics")
+    table = next(t for t in gm["evidence"] if t["name"] == "by_group")
+    sizes = {rec["group"]: rec["count"] for rec in table["records"] if rec.get("feature") == "income"}
+    assert set(sizes) == set(bins["groups"])
+    assert all(abs(n - len(test_income) / 4) <= 1 for n in sizes.values())
+    # the context's training rows: cut at the audited rows' points
+    from audit.runner import _apply_bins
+
+    train_income = pd.read_csv(case["train"])["income"]
+    train_groups = _apply_bins(train_income, np.asarray(bins["cut_points"]))
+    manual = np.searchsorted(expected, train_income.to_numpy(), side="right")
+    assert (train_groups.map({g: i for i, g in enumerate(bins["groups"])}).to_numpy() == manual).all()
