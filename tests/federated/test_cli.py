@@ -128,3 +128,62 @@ def test_simulate_writes_outputs_while_the_engine_stops(tmp_path: Path) -> None:
     timings = json.loads((out / "metrics.json").read_text())["timings"]
     assert timings["engine_stop_seconds"] > 0 and timings["simulation_wall_seconds"] > timings["setup_seconds"]
     assert "<img" in (out / "report.html").read_text()
+
+
+def test_out_naming_a_file_is_refused_before_the_engine_starts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """`--out FILE` was found only after a 35 s simulation; now before the engine starts."""
+    import federated._engine as engine
+
+    def never(*a, **k):
+        raise AssertionError("the simulation started before the output folder was checked")
+
+    monkeypatch.setattr(engine, "simulate", never)
+    f = tmp_path / "taken"
+    f.write_text("x")
+    rc = main(["federated", "simulate", "--num-clients", "3", "--n-rows", "300", "--out", str(f), "--quiet"])
+    assert rc == 2
+    assert capsys.readouterr().err == f"trustaudit: error: --out {f} cannot be written: it is a file, not a folder\n"
+
+
+def test_rounds_record_their_quorum(runs: dict) -> None:
+    """A round below a majority of its sampled clients is recorded as such (drop-out 0.3)."""
+    from federated._run import min_answered
+
+    run = runs["drop"]
+    below = []
+    for r in run.rounds[1:]:
+        assert r["min_answered"] == max(1, -(-len(r["sampled"]) // 2))
+        assert r["quorum"] == (len(r["answered"]) >= min_answered(len(r["sampled"])))
+        if not r["quorum"]:
+            below.append(r["round"])
+    status = run.training_status()
+    assert status["trained"] and status["rounds_below_quorum"] == below
+    assert list(run.rounds_frame()["quorum"][1:]) == [r["quorum"] for r in run.rounds[1:]]
+    assert run.metadata()["training"] == status
+
+
+def test_all_clients_dropped_fails_without_a_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--dropout 0.95 with no client answering in any round used to exit 0 and export the initial
+    model. Now: exit 2, one line; metrics and run report written, no model file (a stale one removed)."""
+    from federated._faults import is_dropped
+
+    seed = 1
+    assert all(is_dropped(seed, r, p, 0.95) for r in (1, 2) for p in range(3))  # nobody answers
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "model.pt").write_text("a model from an earlier run")
+    rc = main(["federated", "simulate", "--num-clients", "3", "--num-rounds", "2", "--n-rows", "300",
+               "--dropout", "0.95", "--seed", str(seed), "--out", str(out), "--audit", "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert err == (
+        "trustaudit: error: federated run trained nothing: no client update was aggregated in any of the 2 round(s) "
+        "(0 of 6 sampled updates used; dropout 0.95, stragglers 0, round-timeout 0); no model file written; "
+        f"metrics and run report in {out}\n")
+    assert not (out / "model.pt").exists() and not (out / "audit.json").exists()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["training"]["trained"] is False
+    assert metrics["training"]["rounds_below_quorum"] == [1, 2]
+    assert [len(r["answered"]) for r in metrics["rounds"]] == [0, 0, 0]
+    assert (out / "report.html").stat().st_size > 0
