@@ -222,7 +222,7 @@ def _scm_params(eff: SCMEffects, ctx: AuditContext, **extra: Any) -> dict[str, A
         "sample_size_policy": pol.sample_size,
         "n_bootstrap": eff.n_bootstrap,
         "n_bootstrap_failed": eff.n_bootstrap_failed,
-        "bootstrap": "rows resampled with replacement, SCM refitted each time; normal interval from the bootstrap SE",
+        "bootstrap": "rows resampled with replacement, SCM refitted each time; estimate ± t(B−1) × the bootstrap SE",
         "contrast": eff.contrast,
         "mediation_method": eff.mediation_method,
         "mechanisms": pol.mechanisms,

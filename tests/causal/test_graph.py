@@ -140,8 +140,7 @@ def test_spec_level_validation(lending) -> None:
     with pytest.raises(SpecError) as e:
         spec_from_mapping({**base, "causal": {"graph": "g.dot", "edges": [["a", "b"]]}})
     assert str(e.value) == (
-        "spec: field 'causal' give the graph as 'graph' (DOT or GML) or as 'edges', not both "
-        "(got {'graph': 'g.dot', 'edges': [['a', 'b']]})"
+        "spec: field 'causal' give the graph as 'graph' (DOT or GML) or as 'edges', not both"
     )
     spec = spec_from_mapping({**base, "causal": {"edges": [list(e) for e in lending.edges], "treatment": "sex",
                                                  "treatment_value": "mal"}})
