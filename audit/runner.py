@@ -610,4 +610,4 @@ def nothing_audited_message(results: Sequence[CheckResult]) -> str:
     parts = [f"{reason} ({', '.join(ids)})" for reason, ids in by_reason.items()]
     n = len(results)
     what = "the selected check was" if n == 1 else f"all {n} selected checks were"
-    return f"nothing audited: {what} skipped; to run them: " + "; ".join(parts)
+    return f"nothing audited: {what} skipped; to run {'it' if n == 1 else 'them'}: " + "; ".join(parts)

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.base import BaseEstimator, ClassifierMixin
 
 from audit.cli import main
 from tests.audit.helpers import audit_args, write_case
@@ -95,18 +96,23 @@ def three_class_model(case: Case, tmp: Path) -> Path:
     return p
 
 
-def untrusted_skops(case: Case, tmp: Path) -> Path:
-    from sklearn.preprocessing import FunctionTransformer
+class CustomClassifier(ClassifierMixin, BaseEstimator):
+    """A type skops does not trust: a model file holding it is refused unless trusted by name."""
 
+    def fit(self, X, y):
+        self.classes_ = np.unique(y)
+        return self
+
+    def predict_proba(self, X):
+        return np.tile([0.5, 0.5], (len(X), 1))
+
+
+def untrusted_skops(case: Case, tmp: Path) -> Path:
     from audit.io import save_skops
 
     df = pd.read_csv(case["test"])
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-
-    model = make_pipeline(FunctionTransformer(np.negative), LogisticRegression(max_iter=200))
     p = tmp / "untrusted.skops"
-    save_skops(model.fit(df[["income"]].abs(), df["approved"]), p)
+    save_skops(CustomClassifier().fit(df[["income"]], df["approved"]), p)
     return p
 
 
@@ -477,12 +483,12 @@ CATALOGUE: dict[str, Bad] = {
         lambda c, t: f"nothing audited: all 6 selected checks were skipped; to run them: {NO_SENSITIVE}"),
     "nothing audited: membership inference without train and holdout": Bad(
         lambda c, t: replace_flag(audit_args(c), "--checks", "privacy.membership_inference"),
-        lambda c, t: "nothing audited: the selected check was skipped; to run them: membership inference needs "
+        lambda c, t: "nothing audited: the selected check was skipped; to run it: membership inference needs "
                      "both training rows (members) and holdout rows (non-members): give them with --train and "
                      "--holdout (data.train, data.holdout) (privacy.membership_inference)"),
     "nothing audited: gradients of a non-torch model": Bad(
         lambda c, t: replace_flag(audit_args(c), "--checks", "explain.gradients"),
-        lambda c, t: "nothing audited: the selected check was skipped; to run them: needs a torch model "
+        lambda c, t: "nothing audited: the selected check was skipped; to run it: needs a torch model "
                      "(TorchScript); this model is not one (explain.gradients)"),
     # --- output locations (checked before the work) -------------------------------------------
     "--json under a missing system folder": Bad(
@@ -609,7 +615,11 @@ CATALOGUE: dict[str, Bad] = {
     "spec file is a symlink loop": Bad(lambda c, t: ["audit", "--spec", str(loop(t, "s"))], None),
     # --- model files: texts pinned by the loader's tests ---------------------------------------------
     "model format unknown": Bad(lambda c, t: with_model(c, unknown_format(t)), None),
-    "model untrusted skops type": Bad(lambda c, t: with_model(c, untrusted_skops(c, t)), None),
+    "model untrusted skops type": Bad(
+        lambda c, t: with_model(c, untrusted_skops(c, t)),
+        lambda c, t: f"model file {t / 'untrusted.skops'} contains types that are not trusted: "
+                     "tests.audit.test_bad_input_catalogue.CustomClassifier; review them and trust each explicitly "
+                     "with --trust TYPE (or model.trusted_types)"),
     "model file is a folder": Bad(lambda c, t: with_model(c, t), None),
     "model file is a symlink loop": Bad(lambda c, t: with_model(c, loop(t, "m")), None),
     "model file unreadable": Bad(lambda c, t: with_model(c, locked_file(t)), None, skip_if=_root),
