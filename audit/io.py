@@ -737,9 +737,41 @@ def _refuse_duplicates(p: Path, names: Sequence[str]) -> None:
 
 
 def _read_parquet(p: Path, lim: Limits) -> pd.DataFrame:
+    """Read a Parquet file in an isolated child process; the table comes back as Arrow IPC bytes.
+
+    pyarrow aborts the whole process on some damaged footers (a C++ exception thrown where
+    it cannot be caught, found by the fuzz suite), so footer checks and decoding run in a child
+    (audit._isolate); a crash there is a one-line DataFileError here.
+    """
+    import pyarrow as pa
+
+    from audit._isolate import IsolatedError, run_isolated
+    from audit.exceptions import ModelError
+
+    try:
+        out = run_isolated(_parquet_child, str(p), lim.as_dict(), what="Parquet reader")
+    except IsolatedError as exc:
+        raise DataFileError(f"data file {p} could not be read as Parquet: {_one_line(exc)}") from None
+    except ModelError as exc:
+        reason = str(exc).replace("the model crashed the Parquet reader process", "the Parquet reader crashed")
+        raise DataFileError(f"data file {p} could not be read as Parquet: {reason}") from None
+    if isinstance(out, dict) and "refused" in out:
+        raise DataFileError(out["refused"])
+    try:
+        table = pa.ipc.open_stream(pa.py_buffer(out)).read_all()
+        return table.to_pandas()
+    except (OSError, ValueError, TypeError, pa.ArrowException) as exc:
+        raise DataFileError(f"data file {p} could not be read as Parquet: {_one_line(exc)}") from None
+
+
+def _parquet_child(path: str, limits: dict[str, int]) -> Any:
+    """In the child: check the footer, decode batch by batch, return IPC bytes (or a refusal)."""
+    import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    p = Path(path)
+    lim = Limits(**limits)
     try:
         pf = pq.ParquetFile(p)
         meta = pf.metadata
@@ -750,16 +782,16 @@ def _read_parquet(p: Path, lim: Limits) -> pd.DataFrame:
             for c in range(group.num_columns):
                 declared += max(int(group.column(c).total_uncompressed_size), 0)
     except (OSError, ValueError, pa.ArrowException) as exc:
-        raise DataFileError(f"data file {p} could not be read as Parquet: {_one_line(exc)}") from None
-    _check_shape(p, n_rows, n_cols, lim)
-    if declared > lim.table_decoded_bytes:
-        raise DataFileError(MSG_PARQUET_TOO_LARGE.format(path=p, n=declared, limit=lim.table_decoded_bytes,
-                                                         hint=limit_hint("table_decoded_bytes")))
-    # the footer may lie, and dictionary pages expand: count the decoded bytes while reading
-    batch_rows = max(256, min(65536, (1 << 20) // max(n_cols, 1)))
-    batches = []
-    decoded = 0
+        return {"refused": f"data file {p} could not be read as Parquet: {_one_line(exc)}"}
     try:
+        _check_shape(p, n_rows, n_cols, lim)
+        if declared > lim.table_decoded_bytes:
+            raise DataFileError(MSG_PARQUET_TOO_LARGE.format(path=p, n=declared, limit=lim.table_decoded_bytes,
+                                                             hint=limit_hint("table_decoded_bytes")))
+        # the footer may lie, and dictionary pages expand: count the decoded bytes while reading
+        batch_rows = max(256, min(65536, (1 << 20) // max(n_cols, 1)))
+        batches = []
+        decoded = 0
         for batch in pf.iter_batches(batch_size=batch_rows, use_threads=False):
             decoded += batch.nbytes
             if decoded > lim.table_decoded_bytes:
@@ -770,12 +802,14 @@ def _read_parquet(p: Path, lim: Limits) -> pd.DataFrame:
         if sum(b.num_rows for b in batches) > lim.table_rows:
             raise DataFileError(MSG_TOO_MANY_ROWS.format(path=p, limit=lim.table_rows, hint=limit_hint("table_rows")))
         table = pa.Table.from_batches(batches, schema=pf.schema_arrow)
-        del batches
-        return table.to_pandas()
-    except DataFileError:
-        raise
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+        return np.frombuffer(sink.getvalue(), dtype=np.uint8)
+    except DataFileError as exc:
+        return {"refused": str(exc)}
     except (OSError, ValueError, TypeError, IndexError, pa.ArrowException) as exc:
-        raise DataFileError(f"data file {p} could not be read as Parquet: {_one_line(exc)}") from None
+        return {"refused": f"data file {p} could not be read as Parquet: {_one_line(exc)}"}
 
 
 def _one_line(exc: BaseException) -> str:
