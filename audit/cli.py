@@ -13,6 +13,9 @@ input or usage: one line ``trustaudit: error: ...`` on stderr, never a traceback
   line; the report files are written before the store is touched, so they are kept.
 * Any other operating-system error (permission denied, a folder where a file was expected, a
   symbolic link loop, a full disk) is exit 2 with one line naming the path.
+* Anything else that escapes is a bug in trustaudit: exit 3 with one line
+  (``trustaudit: internal error: ...``; ``TRUSTAUDIT_DEBUG=1`` prints the traceback), so that exit 1
+  keeps meaning only "a check failed its policy".
 
 Other packages add sub-commands through a module-level ``add_commands(subparsers)`` in
 ``<package>/cli_commands.py``; each command sets ``func(args) -> int`` and raises
@@ -402,6 +405,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MemoryError:
         print("trustaudit: error: out of memory (an input is too large for this machine)", file=sys.stderr)
         return 2
+    except Exception as exc:  # noqa: BLE001 - a bug: never exit 1, which means "a check failed its policy"
+        if os.environ.get("TRUSTAUDIT_DEBUG") == "1":
+            import traceback
+
+            traceback.print_exc()
+        msg = " ".join(str(exc).split())[:300]
+        print(f"trustaudit: internal error: {type(exc).__name__}: {msg} (a bug, not a verdict; "
+              "TRUSTAUDIT_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 3
 
 
 def entrypoint() -> NoReturn:  # pragma: no cover - the console script; tests call main()

@@ -528,3 +528,20 @@ def test_runner_is_linear_in_the_number_of_columns(case):
     assert time.perf_counter() - t0 < 3.0
     assert inputs["data"]["test"]["columns"] == k + df.shape[1]
     assert ctx.test.X.shape == (300, 7)
+
+
+def test_an_internal_error_is_exit_3_not_1(case, capsys, monkeypatch):
+    """A bug must not look like a failed check to a CI gate (exit 1 means a check failed its policy)."""
+    import audit.runner
+
+    def broken(*a, **k):
+        raise KeyError("oops")
+
+    monkeypatch.setattr(audit.runner, "run_audit", broken)
+    assert main(audit_args(case, "--no-store")) == 3
+    err = capsys.readouterr().err
+    assert err == ("trustaudit: internal error: KeyError: 'oops' (a bug, not a verdict; TRUSTAUDIT_DEBUG=1 shows "
+                   "the traceback)\n")
+    monkeypatch.setenv("TRUSTAUDIT_DEBUG", "1")
+    assert main(audit_args(case, "--no-store")) == 3
+    assert "Traceback" in capsys.readouterr().err
