@@ -2,7 +2,7 @@
 
     from audit import run_audit
     report = run_audit("audit.toml")          # or a mapping / AuditSpec, model=..., frames=...
-    report.exit_code()                        # 0 pass, 1 a check failed its policy
+    report.exit_code()                        # 0 pass, 1 a check failed its policy, 2 nothing audited
 """
 
 from __future__ import annotations

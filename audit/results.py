@@ -332,10 +332,13 @@ class AuditReport:
         return out
 
     def exit_code(self, *, strict: bool = False) -> int:
-        """0 when every check passed (or was skipped), 1 when one FAILed or ERRORed.
+        """0 when every check that ran passed, 1 when one FAILed or ERRORed, 2 when nothing was
+        audited (no result, or every check SKIPPED: a gate that ran nothing must not pass).
 
         With ``strict``, WARN counts as a failure too.
         """
+        if all(r.verdict is Verdict.SKIPPED for r in self.results):
+            return 2
         bad = {Verdict.FAIL, Verdict.ERROR} | ({Verdict.WARN} if strict else set())
         return 1 if any(r.verdict in bad for r in self.results) else 0
 

@@ -339,6 +339,7 @@ def test_nothing_audited_python_api_raises_with_the_report(case):
                                      "no sensitive features given")
     assert len(exc.value.report.results) == 6
     assert {r.verdict for r in exc.value.report.results} == {Verdict.SKIPPED}
+    assert exc.value.report.exit_code() == 2
 
 
 def test_output_locations_checked_before_the_audit(case, capsys, monkeypatch, tmp_path):

@@ -99,3 +99,16 @@ def test_write_reports_refuses_a_folder(report, tmp_path):
 
     with pytest.raises(UsageError, match="must be a file path"):
         write_reports(report, {"html": tmp_path})
+
+
+def test_exit_code_of_a_report_that_audited_nothing_is_2():
+    from audit.results import AuditReport, CheckResult, Verdict
+
+    def res(cid, v):
+        return CheckResult(check_id=cid, verdict=v, summary="s")
+
+    assert AuditReport("a", "t", (res("x.a", Verdict.SKIPPED), res("x.b", Verdict.SKIPPED))).exit_code() == 2
+    assert AuditReport("a", "t", ()).exit_code() == 2
+    assert AuditReport("a", "t", (res("x.a", Verdict.SKIPPED), res("x.b", Verdict.PASS))).exit_code() == 0
+    assert AuditReport("a", "t", (res("x.a", Verdict.WARN),)).exit_code(strict=True) == 1
+    assert AuditReport("a", "t", (res("x.a", Verdict.ERROR),)).exit_code() == 1
