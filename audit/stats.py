@@ -111,15 +111,18 @@ def worst(verdicts: Iterable[Verdict]) -> Verdict:
 # --- basic intervals --------------------------------------------------------------------------
 
 
-def z_value(level: float) -> float:
-    """Two-sided normal critical value for a confidence level (0.95 → 1.96)."""
-    return float(_st.norm.ppf(1 - (1 - level) / 2))
+def z_value(level: float, df: float | None = None) -> float:
+    """Two-sided critical value for a confidence level: normal (0.95 → 1.96), or Student's t with
+    ``df`` degrees of freedom when given (0.95, df 49 → 2.01)."""
+    q = 1 - (1 - level) / 2
+    return float(_st.norm.ppf(q) if df is None else _st.t.ppf(q, df))
 
 
-def normal_interval(estimate: Any, se: Any, level: float) -> tuple[np.ndarray, np.ndarray]:
-    """estimate ± z·se (vectorised)."""
+def normal_interval(estimate: Any, se: Any, level: float, df: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """estimate ± c·se (vectorised), c the normal quantile, or Student's t with ``df`` degrees of
+    freedom (an SE estimated from df + 1 bootstrap replicates, say)."""
     est = np.asarray(estimate, dtype=np.float64)
-    half = z_value(level) * np.asarray(se, dtype=np.float64)
+    half = z_value(level, df) * np.asarray(se, dtype=np.float64)
     return est - half, est + half
 
 

@@ -24,7 +24,7 @@
 Intervals: every printed interval comes from the same bootstrap over refits: rows resampled with
 replacement, the SCM refitted, the quantities recomputed (``n_bootstrap`` replicates). Effects
 and mean |Δscore| get estimate ± t_{B−1} × the replicates' standard deviation (audit.stats'
-normal_interval with the SE scaled by t/z: with tens of replicates these ends are far steadier than
+normal_interval with B − 1 degrees of freedom: with tens of replicates these ends are far steadier than
 percentile ends, and the Student quantile covers the Monte-Carlo error of the SE itself). The flip
 rate gets a Wilson interval at the effective sample size n·p(1−p)/(n·se²) capped at n, so it
 includes the uncertainty of the fitted mechanisms and keeps Wilson's behaviour near 0. The old
@@ -43,7 +43,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.stats import t as student_t
 
 from audit import stats
 from causal._graph import CausalGraph
@@ -128,16 +127,15 @@ class SCMEffects:
 
 
 def _interval(point: float, boots: Sequence[float], level: float) -> EffectInterval:
-    """estimate ± t × the bootstrap standard error (audit.stats.normal_interval on an SE scaled by
-    t_{B−1} / z): the SE is itself estimated from B replicates (its square ~ σ²·χ²_{B−1}/(B−1)), so
+    """estimate ± t × the bootstrap standard error (audit.stats.normal_interval with B − 1 degrees
+    of freedom): the SE is itself estimated from B replicates (its square ~ σ²·χ²_{B−1}/(B−1)), so
     the Student quantile with B − 1 degrees of freedom accounts for the replicates' Monte-Carlo error
     (2.01 instead of 1.96 with 50 replicates)."""
     b = np.asarray([x for x in boots if np.isfinite(x)], dtype=float)
     if b.size < 2 or not math.isfinite(point):
         return EffectInterval(float(point), math.nan, math.nan, math.nan)
     se = float(b.std(ddof=1))
-    t_over_z = float(student_t.ppf(0.5 + level / 2, b.size - 1)) / stats.z_value(level)
-    lo, hi = stats.normal_interval(point, se * t_over_z, level)
+    lo, hi = stats.normal_interval(point, se, level, df=b.size - 1)
     return EffectInterval(float(point), float(lo), float(hi), se)
 
 

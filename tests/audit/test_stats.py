@@ -149,3 +149,10 @@ def test_delong_matches_sklearn_and_closed_form_variance():
     assert auc == pytest.approx(roc_auc_score(np.r_[np.ones(300), np.zeros(500)], np.r_[pos, neg]))
     assert lo < auc < hi
     assert math.isnan(stats.delong_auc([1.0], [0.0, 1.0])[0])
+
+
+def test_student_t_critical_value():
+    assert stats.z_value(0.95) == pytest.approx(1.959964, abs=1e-6)
+    assert stats.z_value(0.95, 49) == pytest.approx(st.t.ppf(0.975, 49))
+    lo, hi = stats.normal_interval(1.0, 0.5, 0.95, df=9)
+    assert float(hi - lo) == pytest.approx(2 * 0.5 * st.t.ppf(0.975, 9))
