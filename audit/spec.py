@@ -161,8 +161,9 @@ class CausalPolicy(_Strict):
     sample_size: int = Field(2000, ge=50, le=1_000_000)
     #: rows used by ``causal.treatment_effect`` (DoWhy estimation and refutation)
     effect_sample_size: int = Field(10_000, ge=50, le=1_000_000)
-    #: bootstrap replicates: SCM refits (sensitive effect, path decomposition) and DoWhy's
-    #: bootstrap intervals for estimators without an analytic one
+    #: bootstrap replicates: SCM refits shared by the sensitive effect, path decomposition and
+    #: counterfactual fairness intervals, and DoWhy's bootstrap intervals for estimators without an
+    #: analytic one
     n_bootstrap: int = Field(50, ge=0, le=10_000)
     refuter_simulations: int = Field(20, ge=1, le=10_000)
     refuter_significance_level: float = Field(0.05, gt=0, lt=0.5)
