@@ -435,9 +435,14 @@ class OnnxAdapter(_Base):
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = 1
         opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
+        opts.log_severity_level = 4  # the error comes back as one line below, not as a log record
         try:
-            sess = ort.InferenceSession(data, sess_options=opts, providers=["CPUExecutionProvider"])
+            import contextlib
+            import io as _io
+
+            # onnxruntime prints an "EP Error ... Falling back" block on stdout when a session fails
+            with contextlib.redirect_stdout(_io.StringIO()):
+                sess = ort.InferenceSession(data, sess_options=opts, providers=["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
             raise ModelLoadError(f"not a valid ONNX model: {str(exc).splitlines()[0][:200]}") from None
         obj = cls.__new__(cls)
