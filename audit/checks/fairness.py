@@ -19,7 +19,9 @@ pairwise difference (and log ratio) of the compared groups that hold jointly, pr
 spread. Unlike the percentile interval of max − min (which never reaches 0 when groups are equal
 and whose point estimate is biased up), it covers the truth at and near parity; with several nearly
 tied groups it is conservative (``docs/validity.md``). The point estimate stays fairlearn's plug-in
-max − min. The calibration gap |mean(score − y)| folds the normal interval of the signed mean.
+max − min. The calibration gap |mean(score − y)| folds the normal interval of the signed mean
+(``audit.stats.abs_interval``). Both fold a signed quantity, so both are conservative by design:
+each end errs at most α/2 whatever the truth, parity included.
 
 **One rule for groups and verdicts.** Groups smaller than ``min_group_size`` are reported but left
 out of every disparity, here and in ``fairness.mitigation``. Verdicts use ``audit.stats.judge``: FAIL
@@ -294,8 +296,7 @@ def group_metrics(ctx: AuditContext) -> CheckResult:
                 rec[name] = float(obs_rates[name][gi])
                 rec[f"{name}_lo"], rec[f"{name}_hi"] = float(bounds[name][0][gi]), float(bounds[name][1][gi])
             # calibration gap |mean(score - y)|: the normal interval of the signed mean, folded
-            s_lo, s_hi = stats.normal_interval(mean_d, np.sqrt(var_d / max(n_g - 1, 1)), level)
-            g_lo, g_hi = stats.fold_abs(s_lo, s_hi)
+            g_lo, g_hi = stats.abs_interval(mean_d, float(np.sqrt(var_d / max(n_g - 1, 1))), level)
             base_rate = float((c[gi, FN] + c[gi, TP]) / n_g)
             rec["base_rate"] = base_rate
             rec["mean_score"] = float(mean_d + base_rate)

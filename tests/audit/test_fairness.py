@@ -256,6 +256,8 @@ def test_disparity_and_rate_intervals_cover_over_simulated_datasets():
 
     rows = _coverage_fairness.run(1000, seed=0)  # 1,000: a coverage estimate with sd 0.7 points
     assert len(rows) >= 6
+    fair = [r for r in rows if r["interval"].startswith("fair model at limit 0")]
+    assert len(fair) == 1 and fair[0]["coverage"] >= 0.95  # a fair model is not failed at limit 0
     for r in rows:
         low = 0.93
         assert r["coverage"] >= low, r

@@ -95,18 +95,18 @@ def test_bootstrap_means_distribution():
 
 
 def test_spread_with_two_groups_is_the_folded_pair_interval():
-    """One pair: the max-|t| critical value is the 1.96 of a normal bootstrap distribution, and the
-    difference interval is the folded interval of the signed difference."""
+    """One pair: the max-|t| critical value is the 1.96 of a normal bootstrap distribution; the upper
+    end is the signed difference's 95 % end, the end towards parity its 97.5 % end (2.24)."""
     rng = np.random.default_rng(3)
     p = np.array([0.30, 0.50])
     se = np.array([0.01, 0.02])
     draws = p + rng.normal(size=(200_000, 2)) * se
     sp = stats.spread_intervals([p], [draws], 0.95)
-    half = 1.96 * math.hypot(*se)
+    s = math.hypot(*se)
     assert sp.critical_value == pytest.approx(1.96, abs=0.02)
     assert sp.difference == pytest.approx(0.2)
-    assert sp.difference_lo == pytest.approx(0.2 - half, abs=2e-3)
-    assert sp.difference_hi == pytest.approx(0.2 + half, abs=2e-3)
+    assert sp.difference_lo == pytest.approx(0.2 - st.norm.ppf(0.9875) * s, abs=2e-3)
+    assert sp.difference_hi == pytest.approx(0.2 + 1.96 * s, abs=2e-3)
     assert sp.ratio == pytest.approx(0.6)
     assert sp.pairs == 1
 
