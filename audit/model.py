@@ -425,7 +425,7 @@ class OnnxAdapter(_Base):
                     if attr.name == "classlabels_int64s" or attr.name == "classlabels_ints":
                         return np.asarray(list(attr.ints))
                     if attr.name == "classlabels_strings":
-                        return np.asarray([s.decode() for s in attr.strings])
+                        return np.asarray([s.decode("utf-8", "replace") for s in attr.strings])
         return np.asarray([0, 1])
 
     @classmethod
@@ -447,7 +447,10 @@ class OnnxAdapter(_Base):
             raise ModelLoadError(f"not a valid ONNX model: {str(exc).splitlines()[0][:200]}") from None
         obj = cls.__new__(cls)
         obj._model_bytes = data  # type: ignore[attr-defined]
-        cls.__init__(obj, sess, feature_names)
+        try:
+            cls.__init__(obj, sess, feature_names)
+        except (UnicodeDecodeError, ValueError, TypeError) as exc:  # damaged metadata or labels
+            raise ModelLoadError(f"not a valid ONNX model: {' '.join(str(exc).split())[:200]}") from None
         return obj
 
     def _feed(self, X: pd.DataFrame) -> dict[str, np.ndarray]:

@@ -191,6 +191,7 @@ class Stats:
         self.refused = 0
         self.crashes: list[str] = []
         self.contained: list[str] = []  # the isolated inference child died; the caller got a ModelError
+        self.memory_jumps: list[str] = []  # cases after which this process's peak RSS rose by > 256 MB
 
     def crash(self, kind: str, seed: int, what: str) -> None:
         self.crashes.append(f"{kind} case {seed}: {what}")
@@ -237,10 +238,15 @@ def fuzz(n_cases: int, tmp: Path, seed: int = 0) -> Stats:
     rng = random.Random(seed)
     X = small_frame(64, seed=1)
     stats = Stats()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     for i in range(n_cases):
         kind = kinds[i % len(kinds)]
         data = mutate(kind, rng.choice(seeds[kind]), rng)
         run_case(kind, data, tmp, X, stats, i)
+        now = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        if now - peak > 256 * 1024:
+            stats.memory_jumps.append(f"{kind} case {i}: peak RSS {peak >> 10} -> {now >> 10} MB")
+        peak = now
     return stats
 
 
@@ -288,6 +294,8 @@ def test_fuzz_loaders_ten_thousand_cases(tmp_path):
           f"{len(stats.crashes)} crashes, {len(stats.contained)} contained inference crashes, "
           f"{seconds:.0f} s, peak RSS {rss >> 20} MB")
     print("\n".join(stats.contained[:20]))
+    print("\n".join(stats.memory_jumps[:20]))
+    print("\n".join(stats.crashes[:20]))
     assert stats.cases >= 10_000
     assert stats.crashes == []
     assert rss < RSS_BOUND
