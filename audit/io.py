@@ -370,7 +370,7 @@ def check_zip_bounds(data: bytes, name: str, *, what: str = "model file", limits
                                                      hint=limit_hint("zip_members")))
     try:
         z = zipfile.ZipFile(_io.BytesIO(data))
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError, struct.error) as exc:
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, struct.error, NotImplementedError) as exc:
         raise ModelLoadError(MSG_ZIP_BROKEN.format(what=what, name=name, reason=exc)) from None
     infos = z.infolist()
     if len(infos) > lim.zip_members:
