@@ -9,8 +9,8 @@ import io
 import json
 import os
 import subprocess
+import sys
 import tempfile
-import time
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -106,29 +106,30 @@ def deflate_member_stream(zf: zipfile.ZipFile, name: str, total: int, chunk: byt
             left -= len(piece)
 
 
+_RSS_PROBE = (
+    "import resource, subprocess, sys\n"
+    "p = subprocess.run(sys.argv[2:])\n"
+    "open(sys.argv[1], 'w').write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))\n"
+    "sys.exit(p.returncode if p.returncode >= 0 else 128 - p.returncode)\n"
+)
+
+
 def run_cli(args: list[str], *, env: dict[str, str] | None = None, timeout: float = 300
             ) -> tuple[int, str, str, int]:
     """Run the trustaudit console script; returns (exit code, stdout, stderr, peak RSS in bytes).
 
-    The peak RSS is this one child's (``ru_maxrss`` from ``os.wait4``), not the test process's.
+    Linux carries a process's peak RSS across fork and exec, so a child started straight from
+    this (large) test process would report this process's peak. A small Python probe starts the
+    console script instead and reads its grandchild's peak with RUSAGE_CHILDREN. A signal in the
+    console script comes back as exit code 128 + signal (as a shell reports it).
     """
     full_env = {**os.environ, **(env or {})}
-    with tempfile.TemporaryFile() as fo, tempfile.TemporaryFile() as fe:
-        proc = subprocess.Popen([str(TRUSTAUDIT), *args], stdout=fo, stderr=fe, env=full_env, cwd=str(ROOT))
-        deadline = time.monotonic() + timeout
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.monotonic() > deadline:
-                proc.kill()
-                os.wait4(proc.pid, 0)
-                raise TimeoutError(f"trustaudit {' '.join(args)} ran past {timeout} s")
-            time.sleep(0.02)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        fo.seek(0)
-        fe.seek(0)
-        return proc.returncode, fo.read().decode(), fe.read().decode(), usage.ru_maxrss * 1024
+    with tempfile.TemporaryDirectory() as d:
+        rss_file = Path(d) / "rss"
+        proc = subprocess.run([sys.executable, "-c", _RSS_PROBE, str(rss_file), str(TRUSTAUDIT), *args],
+                              capture_output=True, env=full_env, cwd=str(ROOT), timeout=timeout)
+        rss = int(rss_file.read_text()) * 1024 if rss_file.exists() else -1
+    return proc.returncode, proc.stdout.decode(), proc.stderr.decode(), rss
 
 
 def audit_cli_args(model: Path, data: Path, *extra: str) -> list[str]:

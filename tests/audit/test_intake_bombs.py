@@ -55,7 +55,8 @@ def _refused(model: Path, data: Path) -> tuple[str, int]:
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert rc == 2, err
     assert len(lines) == 1, err
-    assert rss < RSS_LIMIT, f"peak RSS {rss / 1024**2:.0f} MB"
+    assert 0 < rss < RSS_LIMIT, f"peak RSS {rss / 1024**2:.0f} MB"
+    print(f"\n{model.name} + {data.name}: exit 2, peak RSS {rss / 1024**2:.0f} MB")
     return lines[0], rss
 
 
