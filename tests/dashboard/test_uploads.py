@@ -74,7 +74,7 @@ def test_binary_file_renamed_csv_refused(dash_env, skops_model, test_csv):
     uploader(at, "upload_data").set_value(("data.csv", skops_model, "text/csv"))  # a zip, named .csv
     at.run()
     assert not at.exception
-    assert errors(at) == ["data file 'data.csv' is not a CSV or Parquet file (binary content)"]
+    assert errors(at) == ["data file 'data.csv' is zip-compressed; decompress it first (CSV or Parquet)"]
     uploader(at, "upload_data").set_value(("data.csv", test_csv, "text/csv"))
     at.run()
     assert not errors(at) and _run_enabled(at)
