@@ -44,8 +44,13 @@ __all__ = [
     "IsolatedError",
     "decode_result",
     "encode_result",
+    "fork_safe_native_threads",
     "run_isolated",
+    "send_message",
 ]
+
+#: the pipe to the parent, in a child started by run_isolated (None elsewhere)
+_PARENT_CONN: Any = None
 
 MSG_CRASHED = "the model crashed the {what} process ({signal})"
 MSG_EXITED = "the {what} process exited with code {code} without a result"
@@ -142,17 +147,51 @@ def _vm_bytes() -> int:
         return 0
 
 
-def _child(conn: Any, fn: Callable[..., Any], args: tuple, kwargs: dict, memory_bytes: int | None) -> None:
+def send_message(obj: Any) -> None:
+    """From code running in a run_isolated child: send a JSON-able message (say a progress event)
+    to the parent's ``on_message``. Does nothing outside such a child."""
+    if _PARENT_CONN is not None:
+        _PARENT_CONN.send_bytes(json.dumps({"message": obj}).encode("utf-8"))
+
+
+def _die_with_parent() -> None:
+    """Linux: the kernel sends SIGKILL to this child if its parent dies (prctl PR_SET_PDEATHSIG)."""
+    if not sys.platform.startswith("linux"):  # pragma: no cover
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # pragma: no cover - no libc symbol: the parent still kills it
+        pass
+
+
+def fork_safe_native_threads() -> int | None:
+    """The ``native_threads`` a forked child may use: no limit (None) when this process has a
+    single OS thread (no OpenMP or BLAS worker exists yet, so a fork copies no pool), else 1 —
+    libgomp's pool does not survive fork and a parallel region in the child would wait forever."""
+    try:
+        return None if len(os.listdir("/proc/self/task")) == 1 else 1
+    except OSError:  # pragma: no cover - not Linux
+        return 1
+
+
+def _child(conn: Any, fn: Callable[..., Any], args: tuple, kwargs: dict, memory_bytes: int | None,
+           native_threads: int | None = 1) -> None:
     import faulthandler
 
+    global _PARENT_CONN
+    _PARENT_CONN = conn
+    _die_with_parent()
     # a crash is reported by the parent in one line; no C-level traceback dump from the child
     faulthandler.disable()
     try:
-        # OpenMP (libgomp) thread pools do not survive fork: a parallel region in the child would
-        # wait forever for the parent's workers. One thread per native library in the child.
-        from threadpoolctl import threadpool_limits
+        if native_threads is not None:
+            # OpenMP (libgomp) thread pools do not survive fork: a parallel region in the child
+            # would wait forever for the parent's workers (fork_safe_native_threads)
+            from threadpoolctl import threadpool_limits
 
-        threadpool_limits(limits=1)
+            threadpool_limits(limits=native_threads)
         if memory_bytes is not None:
             import resource
 
@@ -163,6 +202,10 @@ def _child(conn: Any, fn: Callable[..., Any], args: tuple, kwargs: dict, memory_
     except MemoryError:
         header, buffers = json.dumps({"error": "MemoryError", "message": ""}).encode(), []
     except BaseException as exc:  # noqa: BLE001 - everything goes back as text
+        if not isinstance(exc, _exc.TrustAuditError) and os.environ.get("TRUSTAUDIT_DEBUG") == "1":
+            import traceback
+
+            traceback.print_exc()
         header = json.dumps({"error": type(exc).__name__, "message": " ".join(str(exc).split())[:2000],
                              "trustaudit": isinstance(exc, _exc.TrustAuditError)}).encode()
         buffers = []
@@ -193,21 +236,33 @@ def run_isolated(
     timeout: float | None = None,
     memory_bytes: int | None = None,
     max_result_bytes: int = 4 * 1024**3,
+    native_threads: int | None = 1,
+    on_message: Callable[[Any], None] | None = None,
     **kwargs: Any,
 ) -> Any:
     """Run ``fn(*args, **kwargs)`` in a child process and return its (JSON-able) result.
 
     ``timeout`` (seconds) stops the child; ``memory_bytes`` caps the child's address space at
     what it inherited plus this much (``RLIMIT_AS``). ``what`` names the work in messages.
+    ``native_threads`` caps OpenMP/BLAS threads in the child (None: no cap; see
+    :func:`fork_safe_native_threads`). Messages the child sends with :func:`send_message` reach
+    ``on_message`` while it runs.
     """
     ctx = _context()
     recv, send = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(send, fn, args, kwargs, memory_bytes), daemon=True)
+    # not a daemon: the child may start processes of its own (the forked TreeSHAP share); it is
+    # killed when this call ends, and asks the kernel to kill it if this process dies first
+    proc = ctx.Process(target=_child, args=(send, fn, args, kwargs, memory_bytes, native_threads), daemon=False)
     proc.start()
     send.close()
     deadline = None if timeout is None else time.monotonic() + timeout
     try:
-        header = _recv(recv, proc, deadline, timeout, what, _MAX_HEADER_BYTES)
+        while True:
+            header = _recv(recv, proc, deadline, timeout, what, _MAX_HEADER_BYTES)
+            if header is None or not header.startswith(b'{"message": '):
+                break
+            if on_message is not None:
+                on_message(json.loads(header.decode("utf-8"))["message"])
         if header is None:
             proc.join()
             code = proc.exitcode
@@ -261,5 +316,9 @@ def _raise_child_error(msg: dict[str, Any], what: str, memory_bytes: int | None)
     if msg.get("trustaudit"):
         cls = getattr(_exc, name, None)
         if isinstance(cls, type) and issubclass(cls, _exc.TrustAuditError):
-            raise cls(text)
+            try:
+                err = cls(text)
+            except TypeError:  # a subclass with another signature: keep the message and exit code
+                err = _exc.TrustAuditError(text)
+            raise err
     raise IsolatedError(name, text)

@@ -103,6 +103,10 @@ def _add_audit(sub: Any) -> None:
     p.add_argument("--sarif", metavar="FILE", help="SARIF path (for code-scanning dashboards)")
     p.add_argument("--strict", action="store_true", help="exit 1 on WARN too")
     p.add_argument("--no-store", action="store_true", help="do not record the audit in the history store")
+    p.add_argument("--memory-limit", type=int, metavar="MIB", default=None,
+                   help="memory the audit process may add, in MiB (default: 60%% of this machine's memory; 0: none)")
+    p.add_argument("--timeout", type=float, metavar="SECONDS", default=None,
+                   help="stop the audit after this many seconds (default: no limit)")
     p.add_argument("--quiet", action="store_true", help="no progress display or summary table")
     _add_store_flag(p)
     p.set_defaults(func=_cmd_audit)
@@ -262,24 +266,59 @@ def _progress_runner(quiet: bool):
 
 
 def _cmd_audit(args: argparse.Namespace) -> int:
+    """The audit runs in a child process (``audit._isolate``): the model is untrusted code's input,
+    and a crash, a memory blow-up or a hang in it ends the child, not this process, which reports
+    it in one line (exit 2). The report crosses back as JSON; this process writes the reports and
+    records the audit."""
+    from audit._isolate import fork_safe_native_threads, run_isolated
     from audit.report import write_reports
-    from audit.runner import run_audit
+    from audit.results import AuditReport
 
-    spec = spec_from_args(args)
     targets = _report_targets(args)
     _check_outputs(args, targets)
     store = None if args.no_store else _open_store(args)
+    if args.memory_limit is not None and args.memory_limit < 0:
+        raise UsageError(f"audit: --memory-limit must be 0 (no limit) or a number of MiB, got {args.memory_limit}")
+    if args.timeout is not None and not args.timeout > 0:
+        raise UsageError(f"audit: --timeout must be a positive number of seconds, got {args.timeout:g}")
     with _progress_runner(args.quiet) as cb:
-        with warnings.catch_warnings():
-            if args.unsafe_pickle:
-                warnings.simplefilter("always")
-            report = run_audit(spec, allow_unsafe_pickle=args.unsafe_pickle, progress=cb)
+        data = run_isolated(
+            _audit_in_child, args, what="audit", timeout=args.timeout, memory_bytes=_memory_limit(args),
+            native_threads=fork_safe_native_threads(),
+            on_message=(lambda m: cb(*m)) if cb is not None else None,
+        )
+    report = AuditReport.from_dict(data)
     written = write_reports(report, targets)
     if store is not None:
         _record(store, report)
     if not args.quiet:
         _print_summary(report, written)
     return report.exit_code(strict=args.strict)
+
+
+def _memory_limit(args: argparse.Namespace) -> int | None:
+    if args.memory_limit == 0:
+        return None
+    if args.memory_limit is not None:
+        return int(args.memory_limit) * 1024**2
+    try:
+        return int(0.6 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError):  # pragma: no cover - not POSIX
+        return None
+
+
+def _audit_in_child(args: argparse.Namespace) -> dict[str, Any]:
+    """In the audit's child process: validate the spec, run the audit, return the JSON report."""
+    from audit._isolate import send_message
+    from audit.runner import run_audit
+
+    spec = spec_from_args(args)
+    with warnings.catch_warnings():
+        if args.unsafe_pickle:
+            warnings.simplefilter("always")
+        report = run_audit(spec, allow_unsafe_pickle=args.unsafe_pickle,
+                           progress=lambda *event: send_message(list(event)))
+    return report.to_dict()
 
 
 def _check_outputs(args: argparse.Namespace, targets: dict[str, Path]) -> None:
@@ -410,8 +449,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             import traceback
 
             traceback.print_exc()
-        msg = " ".join(str(exc).split())[:300]
-        print(f"trustaudit: internal error: {type(exc).__name__}: {msg} (a bug, not a verdict; "
+        from audit._isolate import IsolatedError
+
+        # an error in the audit's child process comes back as text: name the original type
+        name, msg = ((exc.type_name, exc.message) if isinstance(exc, IsolatedError)
+                     else (type(exc).__name__, str(exc)))
+        msg = " ".join(msg.split())[:300]
+        print(f"trustaudit: internal error: {name}: {msg} (a bug, not a verdict; "
               "TRUSTAUDIT_DEBUG=1 shows the traceback)", file=sys.stderr)
         return 3
 

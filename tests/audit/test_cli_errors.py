@@ -400,22 +400,22 @@ def test_store_locked_when_recording_keeps_the_reports(case, capsys, monkeypatch
     import json
     import sqlite3
 
-    import audit.runner
+    import audit.report
     from audit.store import HistoryStore
 
     store = tmp_path / "h.sqlite"
     HistoryStore(store)
-    real_run = audit.runner.run_audit
+    real_write = audit.report.write_reports
     holders = []
 
-    def run_then_lock(*a, **k):
-        report = real_run(*a, **k)
+    def write_then_lock(*a, **k):  # the audit has run (in its child); the reports are written next
+        written = real_write(*a, **k)
         holder = sqlite3.connect(store, isolation_level=None)
         holder.execute("BEGIN EXCLUSIVE")  # what a writer in another process holds
         holders.append(holder)
-        return report
+        return written
 
-    monkeypatch.setattr(audit.runner, "run_audit", run_then_lock)
+    monkeypatch.setattr(audit.report, "write_reports", write_then_lock)
     _short_busy_timeout(monkeypatch)
     out = tmp_path / "r.json"
     args = audit_args(case, "--json", str(out), "--store", str(store))

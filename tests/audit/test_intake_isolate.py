@@ -110,3 +110,86 @@ def test_decoder_refuses_object_dtypes_and_short_buffers():
     bad = header.replace(b'"<i8"', b'"|O"')
     with pytest.raises(ValueError, match="refused array dtype"):
         decode_result(bad, bufs)
+
+
+# --- the CLI runs the whole audit in a child: a hostile model cannot take the auditor down ---------
+
+
+class HostileModel:
+    """A fitted-looking classifier whose predict_proba crashes, hangs or eats memory on demand."""
+
+    classes_ = np.array([0, 1])
+    feature_names_in_ = np.array(["x"])
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+
+    def predict_proba(self, X):
+        if self.mode == "segfault":
+            ctypes.string_at(0)
+        elif self.mode == "hang":
+            time.sleep(600)
+        elif self.mode == "memory":
+            np.ones(64 * 1024**3, dtype=np.uint8)
+        s = np.clip(np.asarray(X["x"], dtype=float), 0, 1)
+        return np.column_stack([1 - s, s])
+
+
+def _hostile_audit(tmp_path, capsys, mode: str, *extra: str) -> tuple[int, str]:
+    import pickle
+
+    import pandas as pd
+
+    from audit.cli import main
+
+    model = tmp_path / "m.pkl"
+    model.write_bytes(pickle.dumps(HostileModel(mode)))
+    rng = np.random.default_rng(0)
+    pd.DataFrame({"x": rng.random(200), "g": rng.choice(["a", "b"], 200), "y": rng.integers(0, 2, 200)}).to_csv(
+        tmp_path / "d.csv", index=False)
+    rc = main(["audit", "--model", str(model), "--unsafe-pickle", "--data", str(tmp_path / "d.csv"), "--target", "y",
+               "--positive-label", "1", "--sensitive", "g", "--checks", "fairness.demographic_parity", "--no-store",
+               "--quiet", "--out", str(tmp_path / "out"), *extra])
+    return rc, capsys.readouterr().err.strip()
+
+
+def test_cli_audit_survives_a_segfaulting_model(tmp_path, capsys):
+    rc, err = _hostile_audit(tmp_path, capsys, "segfault")
+    assert (rc, err) == (2, "trustaudit: error: the model crashed the audit process (SIGSEGV)")
+    assert not (tmp_path / "out" / "report.json").exists()
+
+
+def test_cli_audit_memory_limit(tmp_path, capsys):
+    rc, err = _hostile_audit(tmp_path, capsys, "memory", "--memory-limit", "2048")
+    assert (rc, err) == (2, "trustaudit: error: the model ran out of memory in the audit process "
+                            "(limit: 2048 MiB above its start)")
+
+
+def test_cli_audit_timeout(tmp_path, capsys):
+    t0 = time.monotonic()
+    rc, err = _hostile_audit(tmp_path, capsys, "hang", "--timeout", "8")
+    assert (rc, err) == (2, "trustaudit: error: the audit process did not finish within 8 s and was stopped")
+    assert time.monotonic() - t0 < 60
+
+
+def test_cli_audit_in_child_gives_the_same_report(tmp_path, capsys):
+    rc, err = _hostile_audit(tmp_path, capsys, "fine")
+    assert rc in (0, 1), err
+    import json
+
+    rep = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert [r["check_id"] for r in rep["results"]] == ["fairness.demographic_parity"]
+
+
+def test_progress_messages_reach_the_parent():
+    from audit._isolate import send_message
+
+    seen = []
+
+    def work() -> int:
+        for i in range(3):
+            send_message(["start", f"c{i}", i, 3])
+        return 7
+
+    assert run_isolated(work, on_message=seen.append) == 7
+    assert seen == [["start", "c0", 0, 3], ["start", "c1", 1, 3], ["start", "c2", 2, 3]]
