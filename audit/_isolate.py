@@ -43,6 +43,7 @@ __all__ = [
     "MSG_TIMEOUT",
     "IsolatedError",
     "decode_result",
+    "default_memory_limit",
     "encode_result",
     "fork_safe_native_threads",
     "run_isolated",
@@ -164,6 +165,14 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
     except (OSError, AttributeError):  # pragma: no cover - no libc symbol: the parent still kills it
         pass
+
+
+def default_memory_limit(share: float = 0.6) -> int | None:
+    """Bytes an audit's child process may add: ``share`` of this machine's physical memory."""
+    try:
+        return int(share * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError):  # pragma: no cover - not POSIX
+        return None
 
 
 def fork_safe_native_threads() -> int | None:

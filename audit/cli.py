@@ -297,14 +297,11 @@ def _cmd_audit(args: argparse.Namespace) -> int:
 
 
 def _memory_limit(args: argparse.Namespace) -> int | None:
+    from audit._isolate import default_memory_limit
+
     if args.memory_limit == 0:
         return None
-    if args.memory_limit is not None:
-        return int(args.memory_limit) * 1024**2
-    try:
-        return int(0.6 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
-    except (ValueError, OSError):  # pragma: no cover - not POSIX
-        return None
+    return int(args.memory_limit) * 1024**2 if args.memory_limit is not None else default_memory_limit()
 
 
 def _audit_in_child(args: argparse.Namespace) -> dict[str, Any]:

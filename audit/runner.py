@@ -51,6 +51,7 @@ __all__ = [
     "library_versions",
     "nothing_audited_message",
     "run_audit",
+    "run_audit_isolated",
     "run_checks",
 ]
 
@@ -611,3 +612,37 @@ def nothing_audited_message(results: Sequence[CheckResult]) -> str:
     n = len(results)
     what = "the selected check was" if n == 1 else f"all {n} selected checks were"
     return f"nothing audited: {what} skipped; to run {'it' if n == 1 else 'them'}: " + "; ".join(parts)
+
+
+def run_audit_isolated(
+    spec: AuditSpec | Mapping[str, Any] | str | Path,
+    *,
+    model: Any = None,
+    frames: Mapping[str, pd.DataFrame | None] | None = None,
+    allow_unsafe_pickle: bool = False,
+    progress: ProgressCallback | None = None,
+    timeout: float | None = None,
+    memory_bytes: int | str | None = "default",
+) -> AuditReport:
+    """:func:`run_audit` in a forked child process (``audit._isolate``): a model that crashes,
+    hangs or exhausts memory ends the child and raises a one-line ModelError here, so a server
+    (the dashboard) survives it. ``memory_bytes`` is what the child may add ("default": 60 % of
+    physical memory; None: no limit). Progress events cross the pipe; the report comes back as
+    JSON (nothing is unpickled)."""
+    from audit._isolate import default_memory_limit, fork_safe_native_threads, run_isolated
+
+    limit = default_memory_limit() if memory_bytes == "default" else memory_bytes
+    data = run_isolated(
+        _audit_dict, spec, model, frames, allow_unsafe_pickle, what="audit", timeout=timeout,
+        memory_bytes=limit if not isinstance(limit, str) else None, native_threads=fork_safe_native_threads(),
+        on_message=(lambda m: progress(*m)) if progress is not None else None,
+    )
+    return AuditReport.from_dict(data)
+
+
+def _audit_dict(spec: Any, model: Any, frames: Any, allow_unsafe_pickle: bool) -> dict[str, Any]:
+    from audit._isolate import send_message
+
+    report = run_audit(spec, model=model, frames=frames, allow_unsafe_pickle=allow_unsafe_pickle,
+                       progress=lambda *event: send_message(list(event)))
+    return report.to_dict()

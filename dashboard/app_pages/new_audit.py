@@ -227,7 +227,7 @@ run = st.button("Run the audit", type="primary", icon=":material/play_arrow:", d
 if problems:
     st.caption("Fix the problems above to run the audit.")
 if run:
-    from audit.runner import run_audit
+    from audit.runner import run_audit_isolated
 
     bar = st.progress(0.0, text="Validating the inputs …")
 
@@ -240,8 +240,10 @@ if run:
             base=spec_base, model_name=model.path, target=target, positive_label=positive,
             sensitive=sensitive, checks=checks, seed=int(seed), causal=causal_form or None, dp_claim=dp_claim,
         )
-        report = run_audit(mapping, model=model, frames=frames, progress=_progress,
-                           allow_unsafe_pickle=settings.allow_unsafe_pickle)
+        # the audit runs in a child process: a model that crashes, hangs or exhausts memory ends
+        # the child, not the dashboard server (one line on the page)
+        report = run_audit_isolated(mapping, model=model, frames=frames, progress=_progress,
+                                    allow_unsafe_pickle=settings.allow_unsafe_pickle)
     except TrustAuditError as exc:
         bar.empty()
         st.error(exc.message, icon=":material/block:")

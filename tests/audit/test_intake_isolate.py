@@ -193,3 +193,25 @@ def test_progress_messages_reach_the_parent():
 
     assert run_isolated(work, on_message=seen.append) == 7
     assert seen == [["start", "c0", 0, 3], ["start", "c1", 1, 3], ["start", "c2", 2, 3]]
+
+
+def test_run_audit_isolated_as_the_dashboard_calls_it():
+    """The dashboard's door: run_audit_isolated with an in-memory model and frames; a segfaulting model
+    is a ModelError here and the calling process goes on; a good one gives the in-process report."""
+    import pandas as pd
+
+    from audit.runner import run_audit, run_audit_isolated
+
+    rng = np.random.default_rng(1)
+    frame = pd.DataFrame({"x": rng.random(300), "g": rng.choice(["a", "b"], 300), "y": rng.integers(0, 2, 300)})
+    spec = {"model": {"path": "upload"}, "data": {"test": "upload", "target": "y", "positive_label": 1,
+                                                  "sensitive": ["g"]},
+            "checks": ["fairness.demographic_parity", "fairness.group_metrics"], "seed": 3}
+    with pytest.raises(ModelError, match=r"^the model crashed the audit process \(SIGSEGV\)$"):
+        run_audit_isolated(spec, model=HostileModel("segfault"), frames={"test": frame})
+    events = []
+    iso = run_audit_isolated(spec, model=HostileModel("fine"), frames={"test": frame},
+                             progress=lambda *e: events.append(e))
+    direct = run_audit(spec, model=HostileModel("fine"), frames={"test": frame})
+    assert [r.metrics for r in iso.results] == [r.metrics for r in direct.results]
+    assert [e[0] for e in events].count("start") == 2
