@@ -29,10 +29,12 @@ Neither ε covers what the run releases outside the noised mechanism: :func:`not
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
+# the accountant's arithmetic lives in one place, audit.privacy.accounting (over Opacus' RDP analysis)
+from audit.privacy.accounting import ORDERS, epsilon_from_rdp, rdp_of
 
 __all__ = ["NOT_COVERED", "ORDERS", "CentralAccountant", "dp_conditions", "epsilon_from_rdp", "rdp_of"]
 
@@ -46,37 +48,6 @@ NOT_COVERED: tuple[str, ...] = (
     "accuracy and loss of the global model on its validation rows) and kept in the run outputs",
     "the number of clients and of training rows, treated as public",
 )
-
-#: RDP orders (Opacus' defaults extended to large orders for small epsilons).
-ORDERS: tuple[float, ...] = tuple([1 + x / 10.0 for x in range(1, 100)] + list(range(12, 64)) + [80, 128, 256, 512])
-
-
-def rdp_of(sample_rate: float, noise_multiplier: float, steps: int) -> np.ndarray:
-    """RDP of ``steps`` compositions of the sampled Gaussian mechanism, at every order in ORDERS."""
-    from opacus.accountants.analysis.rdp import compute_rdp
-
-    if steps <= 0:
-        return np.zeros(len(ORDERS))
-    return np.asarray(
-        compute_rdp(q=float(sample_rate), noise_multiplier=float(noise_multiplier), steps=int(steps), orders=list(ORDERS)),
-        dtype=float,
-    )
-
-
-def epsilon_from_rdp(rdp: Sequence[float] | np.ndarray, delta: float) -> float:
-    """The (epsilon, delta) conversion of an RDP curve (Balle et al. 2020, as Opacus does)."""
-    import warnings
-
-    from opacus.accountants.analysis.rdp import get_privacy_spent
-
-    r = np.asarray(rdp, dtype=float)
-    if not np.any(r > 0):
-        return 0.0
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        eps, _ = get_privacy_spent(orders=list(ORDERS), rdp=r, delta=float(delta))
-    return float(eps)
-
 
 class CentralAccountant:
     """Composes the rounds of central DP without amplification (see the module docstring)."""

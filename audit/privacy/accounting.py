@@ -6,6 +6,9 @@ and a data-set size N instead of q, the schedule is Opacus' (:func:`opacus_sched
 loader has ``ceil(N / B)`` batches per epoch and samples each row with probability
 ``q = 1 / ceil(N / B)``, so E epochs are ``E · ceil(N / B)`` steps.
 
+The federated runs' accountants (``federated._privacy``) compose their rounds with :func:`rdp_of`
+and :func:`epsilon_from_rdp` from here: one module holds the privacy arithmetic.
+
 A claim's ε holds only under the conditions its accountant assumes: Poisson sampling that nobody
 can predict (for amplification by subsampling, q < 1) and noise nobody can reproduce.
 :class:`ClaimConditions` records how a run actually sampled and drew its noise, and what the
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,14 +46,17 @@ __all__ = [
     "CONDITION_KEYS",
     "GDP_MAX_SAMPLE_RATE",
     "GDP_MIN_STEPS",
+    "ORDERS",
     "SAMPLING_KINDS",
     "AccountantEstimate",
     "ClaimAssessment",
     "ClaimConditions",
     "assess_claim",
     "broken_assumptions",
+    "epsilon_from_rdp",
     "opacus_epsilon",
     "opacus_schedule",
+    "rdp_of",
     "recompute_claim",
 ]
 
@@ -176,6 +183,37 @@ def broken_assumptions(sample_rate: float, conditions: ClaimConditions) -> list[
             out.append(f"the claim uses amplification by subsampling at q = {sample_rate:.4g}, but the "
                        "sampling was seeded (reproducible), so who took part in each step is known")
     return out
+
+
+#: RDP orders (Opacus' defaults extended to large orders for small epsilons).
+ORDERS: tuple[float, ...] = tuple([1 + x / 10.0 for x in range(1, 100)] + list(range(12, 64)) + [80, 128, 256, 512])
+
+
+def rdp_of(sample_rate: float, noise_multiplier: float, steps: int) -> np.ndarray:
+    """RDP of ``steps`` compositions of the sampled Gaussian mechanism, at every order in ORDERS."""
+    from opacus.accountants.analysis.rdp import compute_rdp
+
+    if steps <= 0:
+        return np.zeros(len(ORDERS))
+    return np.asarray(
+        compute_rdp(q=float(sample_rate), noise_multiplier=float(noise_multiplier), steps=int(steps), orders=list(ORDERS)),
+        dtype=float,
+    )
+
+
+def epsilon_from_rdp(rdp: Sequence[float] | np.ndarray, delta: float) -> float:
+    """The (epsilon, delta) conversion of an RDP curve (Balle et al. 2020, as Opacus does)."""
+    import warnings
+
+    from opacus.accountants.analysis.rdp import get_privacy_spent
+
+    r = np.asarray(rdp, dtype=float)
+    if not np.any(r > 0):
+        return 0.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        eps, _ = get_privacy_spent(orders=list(ORDERS), rdp=r, delta=float(delta))
+    return float(eps)
 
 
 def opacus_epsilon(
