@@ -1,12 +1,17 @@
 """Mutation fuzzing of every loader: models (skops, ONNX, TorchScript), data (CSV, Parquet), specs (TOML).
 
 Each case is a valid file mutated by a seeded generator (byte flips, truncation, inserted, deleted
-and duplicated chunks, zip member edits, numbers in a skops schema replaced by extreme ones). A
-case passes when the loader returns or raises one of trustaudit's errors (the CLI's exit 2); a
-loaded model then predicts in an isolated child (audit._isolate), where any Python exception is
-allowed (the runner reports it as a model error) but a signal, a hang or running out of memory is
-a crash. A sample goes through the console script in subprocesses: exit codes 0, 1 or 2 only, one
-line on stderr for exit 2, and the child's peak RSS under the bound.
+and duplicated chunks, zip member edits, numbers in a skops schema replaced by extreme ones).
+
+A model case runs as ``trustaudit audit`` runs it: loaded and predicted in a child process
+(``audit._isolate.run_isolated``, 2 GiB address space above the child's start, 60 s), the
+output checked as the runner checks it. It passes when it loads and predicts, when it is refused
+with one of trustaudit's errors, or when the child dies (a signal, out of memory, stopped): the
+CLI then prints one line and exits 2. Data and spec files are loaded in this process and must
+load or be refused. Any other exception, here or in the child, is a traceback: a failure. This
+process's peak RSS is bounded (no case may raise it by 256 MB; the slow run also checks the
+absolute bound). A sample goes through the console script in subprocesses: exit codes 0, 1 or 2
+only, never a traceback, one line on stderr for exit 2, and a bounded peak RSS.
 
 (hypothesis is not installed in this environment; this is a plain seeded mutation fuzzer.)
 """
@@ -27,14 +32,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from audit._isolate import IsolatedError, run_isolated
+from audit._isolate import fork_safe_native_threads, run_isolated
 from audit.exceptions import ModelError, TrustAuditError
 from audit.io import load_model_bytes, load_table
 from tests.audit.intake_builders import FEATURES3, audit_cli_args, run_cli, skops_bytes, small_frame
 
-RSS_BOUND = 1500 * 1024**2  # this test process, torch and onnxruntime loaded
-CLI_RSS_BOUND = 700 * 1024**2
-_ALLOWED_CRASH = re.compile(r"^the model crashed|did not finish within|ran out of memory")
+RSS_BOUND = 1024**3  # this test process, with torch, onnxruntime and scikit-learn loaded
+CLI_RSS_BOUND = 700 * 1024**2  # the console script and its audit child, model refused or audited
+CLI_MEMORY_MIB = 1024  # the CLI sample's --memory-limit
+CLI_TIMEOUT = 120
 
 
 def _seeds(tmp: Path) -> dict[str, list[bytes]]:
@@ -179,70 +185,125 @@ def mutate(kind: str, seed_bytes: bytes, rng: random.Random) -> bytes:
 
 # --- running one case ----------------------------------------------------------------------------
 
+MODEL_KINDS = ("skops", "onnx", "torchscript")
+#: what a model case's child may add to its address space, and how long it may run
+CHILD_MEMORY = 2 * 1024**3
+CHILD_TIMEOUT = 60.0
+#: the one-line ModelErrors that say the isolated child died (signal, exit), ran out of memory or
+#: was stopped: the CLI prints the line and exits 2, the test process is untouched
+_CHILD_DIED = re.compile(r"^the model crashed the |^the .* process exited with code |ran out of memory in the |"
+                         r" process did not finish within ")
 
-def _predict(adapter, X):
-    return np.asarray(adapter.predict_proba(X), dtype=np.float64)
+
+def _load_and_predict(data: bytes, name: str, frame: pd.DataFrame) -> int:
+    """In the isolated child, what the CLI's audit child does with a model file: load it from its
+    bytes, select the columns it names (``runner._feature_frame``), predict, check the output
+    (``runner._make_split``). Returns the number of classes."""
+    from types import SimpleNamespace
+
+    from audit.exceptions import DataError, ModelOutputError
+    from audit.model import check_proba
+    from audit.runner import _feature_frame
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        adapter = load_model_bytes(data, name=name, format="auto").adapter
+        spec = SimpleNamespace(data=SimpleNamespace(target="y", features=[]))
+        X = _feature_frame(frame, adapter, spec, "the fuzz frame")
+        try:
+            proba = adapter.predict_proba(X)
+        except (ModelOutputError, DataError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - as the runner: a model may raise anything on bad input
+            msg = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+            raise ModelOutputError(f"model failed to predict on the test data: {msg}") from None
+        check_proba(proba, len(X), len(adapter.classes_))
+    return len(adapter.classes_)
 
 
 class Stats:
+    """Outcomes per kind: ``loaded`` (a model also predicted valid probabilities), ``refused`` (one
+    of trustaudit's errors: exit 2), ``died`` (a model case's isolated child crashed, ran out of
+    memory or was stopped: also a one-line exit 2, counted apart), and ``tracebacks`` (any other
+    exception, in this process or the child: a bug)."""
+
     def __init__(self) -> None:
-        self.cases = 0
-        self.ok = 0
-        self.refused = 0
-        self.crashes: list[str] = []
-        self.contained: list[str] = []  # the isolated inference child died; the caller got a ModelError
+        self.by_kind: dict[str, dict[str, int]] = {}
+        self.tracebacks: list[str] = []
+        self.died: list[str] = []
         self.memory_jumps: list[str] = []  # cases after which this process's peak RSS rose by > 256 MB
 
-    def crash(self, kind: str, seed: int, what: str) -> None:
-        self.crashes.append(f"{kind} case {seed}: {what}")
+    def count(self, kind: str, outcome: str) -> None:
+        row = self.by_kind.setdefault(kind, {"cases": 0, "loaded": 0, "refused": 0, "died": 0, "tracebacks": 0})
+        row["cases"] += 1
+        row[outcome] += 1
+
+    def total(self, outcome: str) -> int:
+        return sum(row[outcome] for row in self.by_kind.values())
+
+    @property
+    def cases(self) -> int:
+        return self.total("cases")
+
+    def summary(self) -> str:
+        return "\n".join(f"  {k:12s} " + ", ".join(f"{n} {what}" for what, n in row.items())
+                         for k, row in sorted(self.by_kind.items()))
 
 
-def run_case(kind: str, data: bytes, tmp: Path, X: pd.DataFrame, stats: Stats, seed: int) -> None:
-    stats.cases += 1
+def run_case(kind: str, data: bytes, tmp: Path, frame: pd.DataFrame, stats: Stats, seed: int) -> None:
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            if kind in ("skops", "onnx", "torchscript"):
-                loaded = load_model_bytes(data, name=f"case{seed}", format="auto")
-                try:
-                    run_isolated(_predict, loaded.adapter, X, timeout=60, memory_bytes=1024**3)
-                except IsolatedError:
-                    pass  # a Python exception in prediction: the runner reports it (exit 2)
-                except ModelError as exc:
-                    if _ALLOWED_CRASH.search(str(exc)):
-                        # e.g. a mutated TorchScript archive that loads and then segfaults torch
-                        # itself: only the isolated child died, which is what the isolation is for
-                        stats.contained.append(f"{kind} case {seed}: {exc}")
-                        stats.refused += 1
-                        return
-            elif kind in ("csv", "parquet"):
-                p = tmp / f"case.{kind}"
-                p.write_bytes(data)
-                load_table(p)
-            else:
-                from audit.spec import load_spec
+        if kind in MODEL_KINDS:
+            # load and predict in a child, as `trustaudit audit` does: a TorchScript archive that
+            # makes torch.jit.load allocate gigabytes, or a model that segfaults on predict, ends
+            # the child only
+            run_isolated(_load_and_predict, data, f"case{seed}", frame, what="audit", timeout=CHILD_TIMEOUT,
+                         memory_bytes=CHILD_MEMORY, native_threads=fork_safe_native_threads())
+        else:
+            # data and spec loaders run in this process: they are public functions a caller runs
+            # in its own process (the Python API), so they must be safe in-process
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                if kind in ("csv", "parquet"):
+                    p = tmp / f"case.{kind}"
+                    p.write_bytes(data)
+                    load_table(p)
+                else:
+                    from audit.spec import load_spec
 
-                p = tmp / "audit.toml"
-                p.write_bytes(data)
-                load_spec(p)
-        stats.ok += 1
+                    p = tmp / "audit.toml"
+                    p.write_bytes(data)
+                    load_spec(p)
+        stats.count(kind, "loaded")
+    except ModelError as exc:
+        if kind in MODEL_KINDS and _CHILD_DIED.search(str(exc)):
+            stats.died.append(f"{kind} case {seed}: {exc}")
+            stats.count(kind, "died")
+        else:
+            stats.count(kind, "refused")
     except TrustAuditError:
-        stats.refused += 1
-    except Exception as exc:  # noqa: BLE001 - the point: anything else is a traceback
-        stats.crash(kind, seed, f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}")
+        stats.count(kind, "refused")
+    except Exception as exc:  # noqa: BLE001 - the point: anything else is a traceback (IsolatedError from the child)
+        stats.tracebacks.append(f"{kind} case {seed}: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}")
+        stats.count(kind, "tracebacks")
 
 
-def fuzz(n_cases: int, tmp: Path, seed: int = 0) -> Stats:
+def fuzz(n_cases: int, tmp: Path, seed: int = 0, corpus: Path | None = None) -> Stats:
+    """``n_cases`` mutated files, the kinds in turn. With ``corpus``, each case that gave a
+    traceback or killed its child is saved there (kind, case number) to reproduce it."""
     seeds = _seeds(tmp)
     kinds = sorted(seeds)
     rng = random.Random(seed)
-    X = small_frame(64, seed=1)
+    frame = small_frame(64, seed=1)
     stats = Stats()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     for i in range(n_cases):
         kind = kinds[i % len(kinds)]
         data = mutate(kind, rng.choice(seeds[kind]), rng)
-        run_case(kind, data, tmp, X, stats, i)
+        before = (len(stats.tracebacks), len(stats.died))
+        run_case(kind, data, tmp, frame, stats, i)
+        if corpus is not None and (len(stats.tracebacks), len(stats.died)) != before:
+            corpus.mkdir(parents=True, exist_ok=True)
+            (corpus / f"{kind}-case{i}.bin").write_bytes(data)
         now = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         if now - peak > 256 * 1024:
             stats.memory_jumps.append(f"{kind} case {i}: peak RSS {peak >> 10} -> {now >> 10} MB")
@@ -250,59 +311,111 @@ def fuzz(n_cases: int, tmp: Path, seed: int = 0) -> Stats:
     return stats
 
 
-def cli_sample(n: int, tmp: Path, seed: int = 1) -> list[str]:
-    """n mutated model/data files through the console script; returns the problems found."""
+def cli_sample(n: int, tmp: Path, seed: int = 1) -> tuple[list[str], dict[str, int], int]:
+    """n mutated model/data files through the console script (``--memory-limit`` CLI_MEMORY_MIB,
+    ``--timeout`` CLI_TIMEOUT). Returns the problems found, the count of each exit code and the
+    largest peak RSS (bytes) of a run.
+
+    A problem: an exit code other than 0, 1 or 2, a traceback on stderr, more than one line on
+    stderr with exit 2, or a peak RSS above CLI_RSS_BOUND (plus the audit child's memory limit
+    when the run was refused for running out of it)."""
     seeds = _seeds(tmp)
     rng = random.Random(seed)
     good_model = tmp / "good.skops"
     good_model.write_bytes(seeds["skops"][3])
     good_data = tmp / "good.csv"
     good_data.write_bytes(seeds["csv"][0])
-    problems = []
+    problems: list[str] = []
+    exits: dict[str, int] = {}
+    max_rss = 0
     for i in range(n):
         kind = ["skops", "onnx", "torchscript", "csv", "parquet"][i % 5]
         data = mutate(kind, rng.choice(seeds[kind]), rng)
         f = tmp / f"cli{i}.{kind}"
         f.write_bytes(data)
         model, table = (good_model, f) if kind in ("csv", "parquet") else (f, good_data)
-        rc, _out, err, rss = run_cli(audit_cli_args(model, table), timeout=300)
+        rc, _out, err, rss = run_cli(audit_cli_args(model, table, "--memory-limit", str(CLI_MEMORY_MIB),
+                                                    "--timeout", str(CLI_TIMEOUT)), timeout=300)
+        exits[str(rc)] = exits.get(str(rc), 0) + 1
+        max_rss = max(max_rss, rss)
         lines = [ln for ln in err.splitlines() if ln.strip()]
-        if rc not in (0, 1, 2) or rss < 0 or "Traceback" in err or (rc == 2 and len(lines) != 1) or rss > CLI_RSS_BOUND:
+        bound = CLI_RSS_BOUND + (CLI_MEMORY_MIB * 1024**2 if "ran out of memory" in err else 0)
+        if rc not in (0, 1, 2) or rss < 0 or "Traceback" in err or (rc == 2 and len(lines) != 1) or rss > bound:
             problems.append(f"{kind} #{i}: exit {rc}, rss {rss >> 20} MB, stderr {err[-300:]!r}")
-    return problems
+    return problems, exits, max_rss
 
 
 def test_fuzz_loaders_few_hundred_cases(tmp_path):
-    stats = fuzz(300, tmp_path, seed=12)
-    assert stats.cases == 300
-    assert stats.crashes == []
-    assert stats.refused > 50 and stats.ok > 20  # the mutations reach both outcomes
+    stats = fuzz(240, tmp_path, seed=12)
+    assert stats.cases == 240
+    assert stats.tracebacks == []
+    # the mutations reach both outcomes for every kind
+    for kind, row in stats.by_kind.items():
+        assert row["cases"] == 40, kind
+        assert row["loaded"] + row["refused"] + row["died"] == 40, kind
+        assert row["refused"] >= 5, (kind, row)
+    assert stats.total("loaded") > 20
     # peak RSS is monotonic and other tests in this process may have raised it: no case may raise it
     # by more than 256 MB (the slow run, alone in its process, also checks the absolute bound)
     assert stats.memory_jumps == []
 
 
+def test_fuzz_model_case_that_kills_its_child_is_one_line(tmp_path, monkeypatch):
+    """The harness itself: a model whose loading ends the child by a signal, or exhausts the
+    child's memory, is counted as died (the CLI's exit 2), not as a traceback or a refusal."""
+    import os
+    import signal
+
+    import tests.audit.test_fuzz_loaders as mod
+
+    frame = small_frame(8)
+
+    def segfault(data, name, frame):
+        os.kill(os.getpid(), signal.SIGSEGV)
+
+    def hog(data, name, frame):
+        return bytearray(4 * 1024**3)
+
+    def bug(data, name, frame):
+        raise KeyError("not a trustaudit error")
+
+    stats = Stats()
+    for i, fn in enumerate((segfault, hog, bug)):
+        monkeypatch.setattr(mod, "_load_and_predict", fn)
+        run_case("torchscript", b"", tmp_path, frame, stats, i)
+    assert stats.by_kind["torchscript"] == {"cases": 3, "loaded": 0, "refused": 0, "died": 2, "tracebacks": 1}
+    assert stats.died == ["torchscript case 0: the model crashed the audit process (SIGSEGV)",
+                          "torchscript case 1: the model ran out of memory in the audit process (limit: 2048 MiB "
+                          "above its start)"]
+    assert stats.tracebacks == ["torchscript case 2: IsolatedError: KeyError: 'not a trustaudit error'"]
+
+
 def test_fuzz_cli_sample_small(tmp_path):
-    assert cli_sample(3, tmp_path) == []
+    problems, exits, _rss = cli_sample(3, tmp_path)
+    assert problems == []
+    assert sum(exits.values()) == 3
 
 
 @pytest.mark.slow
 def test_fuzz_loaders_ten_thousand_cases(tmp_path):
     t0 = time.perf_counter()
-    stats = fuzz(10_000, tmp_path, seed=2024)
+    stats = fuzz(10_002, tmp_path, seed=2024, corpus=tmp_path / "corpus")
     seconds = time.perf_counter() - t0
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(f"\nfuzz: {stats.cases} cases, {stats.ok} loaded, {stats.refused} refused, "
-          f"{len(stats.crashes)} crashes, {len(stats.contained)} contained inference crashes, "
-          f"{seconds:.0f} s, peak RSS {rss >> 20} MB")
-    print("\n".join(stats.contained[:20]))
+    print(f"\nfuzz: {stats.cases} cases in {seconds:.0f} s: {stats.total('loaded')} loaded, "
+          f"{stats.total('refused')} refused, {stats.total('died')} died in the isolated child, "
+          f"{len(stats.tracebacks)} tracebacks; peak RSS of this process {rss >> 20} MB")
+    print(stats.summary())
+    print("\n".join(stats.died[:40]))
     print("\n".join(stats.memory_jumps[:20]))
-    print("\n".join(stats.crashes[:20]))
+    print("\n".join(stats.tracebacks[:20]))
     assert stats.cases >= 10_000
-    assert stats.crashes == []
+    assert stats.tracebacks == []
     assert stats.memory_jumps == []
     assert rss < RSS_BOUND
     t0 = time.perf_counter()
-    problems = cli_sample(60, tmp_path)
-    print(f"fuzz CLI sample: 60 subprocesses, {len(problems)} problems, {time.perf_counter() - t0:.0f} s")
+    problems, exits, cli_rss = cli_sample(60, tmp_path)
+    print(f"fuzz CLI sample: 60 subprocesses in {time.perf_counter() - t0:.0f} s, exit codes {exits}, "
+          f"largest peak RSS {cli_rss >> 20} MB, {len(problems)} problems")
+    print("\n".join(problems))
     assert problems == []
