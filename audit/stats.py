@@ -47,7 +47,7 @@ from typing import Any, Literal
 import numpy as np
 from scipy import stats as _st
 
-from audit.results import Verdict
+from audit.results import Verdict, overall_verdict
 
 __all__ = [
     "Bound",
@@ -104,11 +104,7 @@ def judge(estimate: float, lo: float, hi: float, limit: float, bound: Bound = "m
 
 def worst(verdicts: Iterable[Verdict]) -> Verdict:
     """The most severe of PASS / WARN / FAIL / ERROR (SKIPPED ignored); PASS when there is none."""
-    out = Verdict.PASS
-    for v in verdicts:
-        if v is not Verdict.SKIPPED and v.severity > out.severity:
-            out = v
-    return out
+    return overall_verdict(verdicts)
 
 
 # --- basic intervals --------------------------------------------------------------------------

@@ -79,7 +79,7 @@ class CentralAccountant:
 
 def dp_conditions(kind: str, secagg: bool = False) -> dict[str, Any]:
     """The ``dp_conditions`` block of a federated claim (``central`` or ``local``)."""
-    from audit.privacy.secure_rng import NOISE_SOURCE, SAMPLING_SOURCE
+    from audit.privacy.secure_rng import NOISE_SOURCE
 
     if kind == "central":
         return {
@@ -95,15 +95,9 @@ def dp_conditions(kind: str, secagg: bool = False) -> dict[str, Any]:
             "not_covered": list(NOT_COVERED),
         }
     if kind == "local":
-        return {
-            "mechanism": "local DP: DP-SGD in each client (Opacus)" + (", updates under SecAgg+" if secagg else ""),
-            "unit": "record",
-            "sampling": "poisson",
-            "sampling_secret": True,
-            "noise_secret": True,
-            "noise_source": NOISE_SOURCE,
-            "sampling_source": SAMPLING_SOURCE,
-            "neighbouring": "add or remove one row of one client (the worst client's ε)",
-            "not_covered": list(NOT_COVERED),
-        }
+        from audit.privacy.accounting import dp_sgd_conditions
+
+        return dp_sgd_conditions(
+            "local DP: DP-SGD in each client (Opacus)" + (", updates under SecAgg+" if secagg else ""),
+            "add or remove one row of one client (the worst client's ε)", NOT_COVERED)
     raise ValueError(f"kind must be 'central' or 'local', got {kind!r}")

@@ -53,6 +53,7 @@ __all__ = [
     "ClaimConditions",
     "assess_claim",
     "broken_assumptions",
+    "dp_sgd_conditions",
     "epsilon_from_rdp",
     "opacus_epsilon",
     "opacus_schedule",
@@ -159,6 +160,24 @@ class ClaimConditions:
         out = {k: getattr(self, k) for k in CONDITION_KEYS}
         out["not_covered"] = list(self.not_covered)
         return out
+
+
+def dp_sgd_conditions(mechanism: str, neighbouring: str, not_covered: Sequence[str]) -> dict[str, Any]:
+    """The ``dp_conditions`` of DP-SGD run by trustaudit (train-dp, local DP in a federation):
+    Poisson batches and Gaussian noise, both drawn from generators seeded from OS entropy."""
+    from audit.privacy.secure_rng import NOISE_SOURCE, SAMPLING_SOURCE
+
+    return {
+        "mechanism": mechanism,
+        "unit": "record",
+        "sampling": "poisson",
+        "sampling_secret": True,
+        "noise_secret": True,
+        "noise_source": NOISE_SOURCE,
+        "sampling_source": SAMPLING_SOURCE,
+        "neighbouring": neighbouring,
+        "not_covered": list(not_covered),
+    }
 
 
 def broken_assumptions(sample_rate: float, conditions: ClaimConditions) -> list[str]:

@@ -278,19 +278,10 @@ def train_mlp(
                 "accountant": engine.accountant.mechanism(),
                 "max_grad_norm": float(config.max_grad_norm),
             }
-            from audit.privacy.secure_rng import NOISE_SOURCE, SAMPLING_SOURCE
+            from audit.privacy.accounting import dp_sgd_conditions
 
-            conditions = {
-                "mechanism": f"DP-SGD (Opacus, grad-sample mode {config.grad_sample_mode})",
-                "unit": "record",
-                "sampling": "poisson",
-                "sampling_secret": True,
-                "noise_secret": True,
-                "noise_source": NOISE_SOURCE,
-                "sampling_source": SAMPLING_SOURCE,
-                "neighbouring": "add or remove one training row",
-                "not_covered": list(NOT_COVERED_TRAINING),
-            }
+            conditions = dp_sgd_conditions(f"DP-SGD (Opacus, grad-sample mode {config.grad_sample_mode})",
+                                           "add or remove one training row", NOT_COVERED_TRAINING)
         for p in net.parameters():  # drop Opacus' per-sample attributes before export
             for attr in ("grad_sample", "_forward_counter", "summed_grad", "_current_grad_sample"):
                 if hasattr(p, attr):
