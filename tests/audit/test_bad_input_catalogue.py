@@ -1,10 +1,9 @@
 """A catalogue of named bad inputs: each exits 2 with exactly one line on stderr, never a traceback.
 
 Every entry goes through the CLI's ``main()`` in-process (it returns the exit code; stderr is
-captured). ``message`` is the exact line after ``trustaudit: error: ``; entries whose texts belong
-to the loaders (file kinds, encodings, bombs, crafted trees, OS errors on reading) have
-``message=None``: only the exit code, the single line and the absence of a traceback are
-asserted there (their exact texts are pinned by the loaders' own tests).
+captured) and asserts exit code 2 and its exact line: ``message`` is the text after
+``trustaudit: error: ``. Entries marked ``unprivileged`` (permission denied) run, when the tests
+run as root, in a forked process that has given up the capabilities that let root read any file.
 
 The table reads as a list: name -> (how the bad input is built, what the user is told).
 """
@@ -36,8 +35,9 @@ COLUMNS = ("sex, age_group, region, education, years_experience, marketing_segme
 @dataclass(frozen=True)
 class Bad:
     argv: Build
-    message: Expect | None  # None: a loader's text, checked loosely (exit 2, one line, no traceback)
+    message: Expect  # the exact line after "trustaudit: error: "
     skip_if: Callable[[], str | None] = lambda: None
+    unprivileged: bool = False  # run without root's power to read any file (see run_main)
 
 
 # --- builders -------------------------------------------------------------------------------
@@ -184,14 +184,18 @@ def skops_bomb(case: Case, tmp: Path) -> Path:
 
 
 def parquet_bomb(case: Case, tmp: Path) -> Path:
-    """A small Parquet file of a highly compressible column that decodes to gigabytes."""
+    """A Parquet file of about 100 KB declaring 100 M rows (800 MB of int64 zeros, more rows than
+    the limit): refused from its footer, before anything is decoded."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     p = tmp / "bomb.parquet"
-    n = 20_000_000
-    table = pa.table({"s": pa.array(np.zeros(n, dtype=np.int64))})
-    pq.write_table(table, p, compression="zstd", row_group_size=n)
+    rows = 10_000_000
+    table = pa.table({"approved": pa.array(np.zeros(rows, dtype=np.int64))})  # calloc'd, never touched
+    with pq.ParquetWriter(p, table.schema, compression="zstd") as w:
+        for _ in range(10):
+            w.write_table(table, row_group_size=rows)
+    assert p.stat().st_size < 1024**2
     return p
 
 
@@ -214,8 +218,43 @@ def onnx_external(case: Case, tmp: Path) -> Path:
     return p
 
 
-def _root() -> str | None:
-    return "root reads any file: permission denied cannot be produced" if os.geteuid() == 0 else None
+def _no_capabilities() -> str | None:
+    """A reason to skip the unprivileged entries: root whose capabilities cannot be dropped."""
+    if os.geteuid() != 0:
+        return None
+    return None if _capability_api() is not None else "root without capget/capset: permission denied cannot be produced"
+
+
+def _capability_api():
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.capget, libc.capset
+    except (OSError, AttributeError):
+        return None
+
+
+def _drop_file_access_capabilities() -> None:
+    """Drop CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH (this process only): a file of mode 000 is
+    then unreadable for root too."""
+    import ctypes
+
+    class Header(ctypes.Structure):
+        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+    class Data(ctypes.Structure):
+        _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+    capget, capset = _capability_api()
+    header, data = Header(0x20080522, 0), (Data * 2)()  # _LINUX_CAPABILITY_VERSION_3
+    if capget(ctypes.byref(header), data) != 0:
+        raise OSError(ctypes.get_errno(), "capget failed")
+    keep = ~((1 << 1) | (1 << 2)) & 0xFFFFFFFF  # CAP_DAC_OVERRIDE = 1, CAP_DAC_READ_SEARCH = 2
+    data[0].effective &= keep
+    data[0].permitted &= keep
+    if capset(ctypes.byref(header), data) != 0:
+        raise OSError(ctypes.get_errno(), "capset failed")
 
 
 def _no_torch() -> str | None:
@@ -230,8 +269,8 @@ def _no_onnx() -> str | None:
     return None if importlib.util.find_spec("onnx") else "onnx not installed"
 
 
-def locked_file(tmp: Path) -> Path:
-    p = tmp / "locked.csv"
+def locked_file(tmp: Path, name: str = "locked.csv") -> Path:
+    p = tmp / name
     p.write_text("a,approved\n1,1\n")
     p.chmod(0)
     return p
@@ -308,6 +347,11 @@ def groups_message(where: str, col: str, n: int, numeric: bool = True, limit: in
 
 def df_where(tmp: Path, name: str) -> str:
     return f"data file '{tmp / name}'"
+
+
+def tree_message(tmp: Path, kind: str, where: str, problem: str) -> str:
+    """A crafted tree (crafted_tree): the file, the estimator holding the tree, the first bad node."""
+    return f"model file {tmp / (kind + '.skops')} has a malformed tree and was refused: {where}: node 0: {problem}"
 
 
 CATALOGUE: dict[str, Bad] = {
@@ -584,7 +628,7 @@ CATALOGUE: dict[str, Bad] = {
     "causal discover alpha out of range": Bad(
         lambda c, t: ["causal", "discover", "--data", str(c["test"]), "--alpha", "2"],
         lambda c, t: "discover: --alpha must be between 0 and 1, got 2.0"),
-    # --- data files: texts pinned by the loader's tests ---------------------------------------------
+    # --- data and spec files: kinds, encodings, bounds, operating-system errors ---------------------
     "data file missing": Bad(lambda c, t: with_data(c, t / "nope.csv"),
                              lambda c, t: f"data file not found: {t / 'nope.csv'}"),
     "model file missing": Bad(lambda c, t: with_model(c, t / "nope.skops"),
@@ -600,41 +644,91 @@ CATALOGUE: dict[str, Bad] = {
     "binary file named .csv": Bad(
         lambda c, t: with_data(c, (t / "i.csv", (t / "i.csv").write_bytes(
             b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256))))[0]),
-        None),
-    "data file is a folder": Bad(lambda c, t: with_data(c, t), None),
-    "data file is a FIFO": Bad(lambda c, t: with_data(c, fifo(t)), None),
-    "data file is /dev/zero": Bad(lambda c, t: with_data(c, "/dev/zero"), None),
-    "data file is a symlink loop": Bad(lambda c, t: with_data(c, loop(t, "d")), None),
-    "data file unreadable": Bad(lambda c, t: with_data(c, locked_file(t)), None, skip_if=_root),
-    "data file UTF-16": Bad(lambda c, t: with_data(c, utf16(t, c)), None),
-    "data file NUL padded": Bad(lambda c, t: with_data(c, nul_padded(t, c)), None),
-    "data file with a duplicate column name": Bad(lambda c, t: with_data(c, duplicate_header(t, c)), None),
-    "data file of a million columns": Bad(lambda c, t: with_data(c, wide_csv(t)), None),
-    "data file Parquet bomb": Bad(lambda c, t: with_data(c, parquet_bomb(c, t)), None),
-    "spec file is a folder": Bad(lambda c, t: ["audit", "--spec", str(t)], None),
-    "spec file is a symlink loop": Bad(lambda c, t: ["audit", "--spec", str(loop(t, "s"))], None),
-    # --- model files: texts pinned by the loader's tests ---------------------------------------------
-    "model format unknown": Bad(lambda c, t: with_model(c, unknown_format(t)), None),
+        lambda c, t: f"data file {t / 'i.csv'} is not a CSV or Parquet file (binary content)"),
+    "data file is a folder": Bad(lambda c, t: with_data(c, t), lambda c, t: f"data file {t} is a directory"),
+    "data file is a FIFO": Bad(
+        lambda c, t: with_data(c, fifo(t)),
+        lambda c, t: f"data file {t / 'pipe.csv'} is not a regular file (it is a named pipe (FIFO))"),
+    "data file is /dev/zero": Bad(
+        lambda c, t: with_data(c, "/dev/zero"),
+        lambda c, t: "data file /dev/zero is not a regular file (it is a character device)"),
+    "data file is a symlink loop": Bad(lambda c, t: with_data(c, loop(t, "d")),
+                                       lambda c, t: f"data file {t / 'd.a'} is a symbolic link loop"),
+    "data file unreadable": Bad(
+        lambda c, t: with_data(c, locked_file(t)),
+        lambda c, t: f"data file {t / 'locked.csv'} cannot be read: permission denied",
+        skip_if=_no_capabilities, unprivileged=True),
+    "data file UTF-16": Bad(lambda c, t: with_data(c, utf16(t, c)),
+                            lambda c, t: f"data file {t / 'utf16.csv'} is UTF-16 encoded; save it as UTF-8"),
+    "data file NUL padded": Bad(
+        lambda c, t: with_data(c, nul_padded(t, c)),
+        lambda c, t: f"data file {t / 'padded.csv'} contains NUL bytes (the first at byte "
+                     f"{c['test'].stat().st_size}); a CSV file is text"),
+    "data file with a duplicate column name": Bad(
+        lambda c, t: with_data(c, duplicate_header(t, c)),
+        lambda c, t: f"data file {t / 'dup.csv'} has duplicate column names: sex"),
+    "data file of a million columns": Bad(
+        lambda c, t: with_data(c, wide_csv(t)),
+        lambda c, t: f"data file {t / 'wide.csv'} has 1000001 columns; the limit is 10000 "
+                     "(raise it with TRUSTAUDIT_LIMIT_TABLE_COLUMNS)"),
+    "data file Parquet bomb": Bad(
+        lambda c, t: with_data(c, parquet_bomb(c, t)),
+        lambda c, t: f"data file {t / 'bomb.parquet'} has more than 20000000 rows "
+                     "(raise it with TRUSTAUDIT_LIMIT_TABLE_ROWS)"),
+    "spec file is a folder": Bad(lambda c, t: ["audit", "--spec", str(t)], lambda c, t: f"spec file {t} is a directory"),
+    "spec file is a symlink loop": Bad(lambda c, t: ["audit", "--spec", str(loop(t, "s"))],
+                                       lambda c, t: f"spec file {t / 's.a'} is a symbolic link loop"),
+    # --- model files ---------------------------------------------------------------------------------
+    "model format unknown": Bad(
+        lambda c, t: with_model(c, unknown_format(t)),
+        lambda c, t: f"model file {t / 'model.bin'} is not a recognised format; allowed: skops, ONNX, TorchScript "
+                     "(pickle/joblib only with --unsafe-pickle)"),
     "model untrusted skops type": Bad(
         lambda c, t: with_model(c, untrusted_skops(c, t)),
         lambda c, t: f"model file {t / 'untrusted.skops'} contains types that are not trusted: "
                      "tests.audit.test_bad_input_catalogue.CustomClassifier; review them and trust each explicitly "
                      "with --trust TYPE (or model.trusted_types)"),
-    "model file is a folder": Bad(lambda c, t: with_model(c, t), None),
-    "model file is a symlink loop": Bad(lambda c, t: with_model(c, loop(t, "m")), None),
-    "model file unreadable": Bad(lambda c, t: with_model(c, locked_file(t)), None, skip_if=_root),
-    "model skops schema bomb": Bad(lambda c, t: with_model(c, skops_bomb(c, t)), None),
-    "model ONNX with external data": Bad(lambda c, t: with_model(c, onnx_external(c, t)), None, skip_if=_no_onnx),
-    "model tree child out of range (DecisionTree)": Bad(lambda c, t: with_model(c, crafted_tree("dt-child")(c, t)), None),
+    "model file is a folder": Bad(lambda c, t: with_model(c, t), lambda c, t: f"model file {t} is a directory"),
+    "model file is a symlink loop": Bad(lambda c, t: with_model(c, loop(t, "m")),
+                                        lambda c, t: f"model file {t / 'm.a'} is a symbolic link loop"),
+    "model file unreadable": Bad(
+        lambda c, t: with_model(c, locked_file(t, "locked.skops")),
+        lambda c, t: f"model file {t / 'locked.skops'} cannot be read: permission denied",
+        skip_if=_no_capabilities, unprivileged=True),
+    "model skops schema bomb": Bad(
+        lambda c, t: with_model(c, skops_bomb(c, t)),
+        lambda c, t: f"model file {t / 'bomb.skops'} has a member 'schema.json' of 1073741824 bytes uncompressed; "
+                     "the limit is 67108864 (raise it with TRUSTAUDIT_LIMIT_SKOPS_SCHEMA_BYTES)"),
+    "model ONNX with external data": Bad(
+        lambda c, t: with_model(c, onnx_external(c, t)),
+        lambda c, t: f"model file {t / 'external.onnx'} refers to external data "
+                     f"({'../' * 8 + str(c['test']).lstrip('/')!r} for tensor 'w'); refused: a model must hold all "
+                     "its weights (save it without external data)",
+        skip_if=_no_onnx),
+    "model tree child out of range (DecisionTree)": Bad(
+        lambda c, t: with_model(c, crafted_tree("dt-child")(c, t)),
+        lambda c, t: tree_message(t, "dt-child", "DecisionTreeClassifier.tree_ (DecisionTreeClassifier)",
+                                  "left child 1000000000000 is outside 1..14")),
     "model tree feature out of range (DecisionTree)": Bad(
-        lambda c, t: with_model(c, crafted_tree("dt-feature")(c, t)), None),
-    "model tree child out of range (RandomForest)": Bad(lambda c, t: with_model(c, crafted_tree("rf-child")(c, t)), None),
+        lambda c, t: with_model(c, crafted_tree("dt-feature")(c, t)),
+        lambda c, t: tree_message(t, "dt-feature", "DecisionTreeClassifier.tree_ (DecisionTreeClassifier)",
+                                  "feature 1000000000 is outside 0..2")),
+    "model tree child out of range (RandomForest)": Bad(
+        lambda c, t: with_model(c, crafted_tree("rf-child")(c, t)),
+        lambda c, t: tree_message(t, "rf-child", "RandomForestClassifier.estimators_[0].tree_ (DecisionTreeClassifier)",
+                                  "left child 1000000000000 is outside 1..14")),
     "model tree feature out of range (RandomForest)": Bad(
-        lambda c, t: with_model(c, crafted_tree("rf-feature")(c, t)), None),
+        lambda c, t: with_model(c, crafted_tree("rf-feature")(c, t)),
+        lambda c, t: tree_message(t, "rf-feature", "RandomForestClassifier.estimators_[0].tree_ (DecisionTreeClassifier)",
+                                  "feature 1000000000 is outside 0..2")),
     "model tree child out of range (HistGradientBoosting)": Bad(
-        lambda c, t: with_model(c, crafted_tree("hgb-child")(c, t)), None),
+        lambda c, t: with_model(c, crafted_tree("hgb-child")(c, t)),
+        lambda c, t: tree_message(t, "hgb-child", "HistGradientBoostingClassifier._predictors[0][0] "
+                                  "(HistGradientBoostingClassifier)", "left child 1000000000 is outside 1..60")),
     "model tree feature out of range (HistGradientBoosting)": Bad(
-        lambda c, t: with_model(c, crafted_tree("hgb-feature")(c, t)), None),
+        lambda c, t: with_model(c, crafted_tree("hgb-feature")(c, t)),
+        lambda c, t: tree_message(t, "hgb-feature", "HistGradientBoostingClassifier._predictors[0][0] "
+                                  "(HistGradientBoostingClassifier)", "feature 1000000000 is outside 0..2")),
 }
 
 
@@ -645,7 +739,42 @@ def case(tmp_path_factory: pytest.TempPathFactory) -> Case:
 
 def test_the_catalogue_is_large_enough() -> None:
     assert len(CATALOGUE) >= 60
-    assert sum(b.message is not None for b in CATALOGUE.values()) >= 60
+
+
+def run_main(argv: list[str], unprivileged: bool, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    """``main(argv)`` -> (exit code, stderr). ``unprivileged`` as root: in a forked process without
+    CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH, its result sent back through a pipe."""
+    if not (unprivileged and os.geteuid() == 0):
+        capsys.readouterr()
+        rc = main(argv)
+        return rc, capsys.readouterr().err
+    import contextlib
+    import io
+    import json
+
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through the pipe
+        code = 1
+        try:
+            os.close(read_end)
+            err = io.StringIO()
+            try:
+                _drop_file_access_capabilities()
+                with contextlib.redirect_stderr(err):
+                    rc = main(argv)
+            except BaseException as exc:  # noqa: BLE001 - reported to the parent as a failure
+                rc, err = -1, io.StringIO(f"Traceback: {type(exc).__name__}: {exc}")
+            with os.fdopen(write_end, "w") as f:
+                json.dump([rc, err.getvalue()], f)
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end) as f:
+        rc, err = json.loads(f.read())
+    os.waitpid(pid, 0)
+    return rc, err
 
 
 @pytest.mark.parametrize("name", list(CATALOGUE))
@@ -655,13 +784,9 @@ def test_bad_input(name: str, case: Case, tmp_path: Path, capsys: pytest.Capture
     if reason:
         pytest.skip(reason)
     argv = bad.argv(case, tmp_path)
-    capsys.readouterr()
-    rc = main(argv)
-    err = capsys.readouterr().err
+    rc, err = run_main(argv, bad.unprivileged, capsys)
     lines = [line for line in err.splitlines() if line.strip()]
     assert "Traceback" not in err, err
     assert rc == 2, err
     assert len(lines) == 1, err
-    assert lines[0].startswith("trustaudit: error: "), lines[0]
-    if bad.message is not None:
-        assert lines[0] == "trustaudit: error: " + bad.message(case, tmp_path)
+    assert lines[0] == "trustaudit: error: " + bad.message(case, tmp_path)
