@@ -34,13 +34,12 @@ from typing import Any
 import pandas as pd
 
 from audit._limits import DEFAULT_LIMITS, Limits, current_limits, limit_hint
-from audit.exceptions import DataFileError, ModelLoadError, TrustAuditError, UnsafeModelError, UsageError
+from audit.exceptions import DataFileError, ModelLoadError, TrustAuditError, UnsafeModelError
 from audit.model import ModelAdapter, OnnxAdapter, SklearnAdapter, TorchAdapter
 
 __all__ = [
     "DEFAULT_TRUSTED_TYPES",
     "LoadedModel",
-    "check_output_path",
     "check_zip_bounds",
     "detect_model_format",
     "load_model",
@@ -174,41 +173,10 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     return write_bytes_atomic(path, text.encode("utf-8"))
 
 
-def check_output_path(path: str | Path, what: str) -> Path:
-    """Check, before any work, that ``path`` can be written (the CLI calls it for --json, --out...).
-
-    Creates missing parent folders (as the write would) and probes the folder with a temporary
-    file; anything else is a :class:`UsageError` of one line naming ``what`` (e.g. ``--json``).
-    """
-    p = Path(path)
-    try:
-        st = os.stat(p)
-    except FileNotFoundError:
-        st = None
-    except OSError as exc:
-        raise UsageError(MSG_OUTPUT_NOT_WRITABLE.format(what=what, path=p, reason=_reason(exc))) from None
-    if st is not None and stat.S_ISDIR(st.st_mode):
-        raise UsageError(MSG_OUTPUT_NOT_WRITABLE.format(what=what, path=p, reason="it is a directory"))
-    if st is not None and not stat.S_ISREG(st.st_mode):
-        raise UsageError(MSG_OUTPUT_NOT_WRITABLE.format(what=what, path=p, reason="it is not a regular file"))
-    try:
-        p.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".probe", dir=p.parent)
-        os.close(fd)
-        os.unlink(tmp)
-    except OSError as exc:
-        raise UsageError(MSG_OUTPUT_NOT_WRITABLE.format(what=what, path=p, reason=_reason(exc))) from None
-    return p
-
-
 def _reason(exc: OSError) -> str:
-    if isinstance(exc, PermissionError):
-        return "permission denied"
-    if exc.errno == errno.ELOOP:
-        return "a symbolic link loop"
-    if isinstance(exc, (FileNotFoundError, NotADirectoryError)):
-        return "no such folder"
-    return (exc.strerror or str(exc)).lower()
+    from audit._preflight import os_reason
+
+    return os_reason(exc)
 
 
 def _os_error(exc: OSError, what: str, path: Path, cls: type[TrustAuditError]) -> TrustAuditError:

@@ -235,8 +235,8 @@ def test_report_written_through_cli_respects_umask(case, tmp_path):
 
 def test_report_write_failure_is_one_line(tmp_path, monkeypatch):
     from audit import report as report_mod
+    from audit._preflight import check_output_file
     from audit.exceptions import UsageError
-    from audit.io import check_output_path
     from audit.report import write_reports
     from audit.results import AuditReport
 
@@ -247,8 +247,7 @@ def test_report_write_failure_is_one_line(tmp_path, monkeypatch):
         write_reports(AuditReport.__new__(AuditReport), {"json": blocker / "r.json"})
     assert str(exc.value) == f"--json {blocker / 'r.json'} cannot be written: file exists"
     with pytest.raises(UsageError) as exc2:
-        check_output_path("/proc/x/r.json", "--json")
+        check_output_file("/proc/x/r.json", "--json")
     assert str(exc2.value).startswith("--json /proc/x/r.json cannot be written: ")
-    with pytest.raises(UsageError, match=r"cannot be written: it is a directory$"):
-        check_output_path(tmp_path, "--out")
-    assert check_output_path(tmp_path / "new" / "r.json", "--json") == tmp_path / "new" / "r.json"
+    with pytest.raises(UsageError, match=r"cannot be written: it is a folder; give a file path$"):
+        check_output_file(tmp_path, "--json")
