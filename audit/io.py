@@ -104,7 +104,6 @@ MSG_ZIP_RATIO = ("{what} {name} has a member {member!r} compressed {ratio:.0f}:1
 MSG_ZIP_BROKEN = "{what} {name} is a damaged zip archive: {reason}"
 MSG_ONNX_EXTERNAL = ("model file {name} refers to external data ({location!r} for tensor {tensor!r}); refused: "
                      "a model must hold all its weights (save it without external data)")
-MSG_OUTPUT_NOT_WRITABLE = "{what} {path} cannot be written: {reason}"
 
 _SPECIAL_KINDS = (
     (stat.S_ISFIFO, "named pipe (FIFO)"),
