@@ -71,8 +71,10 @@ def default_store_path() -> Path:
 class HistoryStore:
     """A SQLite file of past audits. Cheap to construct; opens a connection per operation."""
 
-    def __init__(self, path: str | Path | None = None) -> None:
+    def __init__(self, path: str | Path | None = None, *, busy_timeout: float = 30.0) -> None:
         self.path = Path(path) if path is not None else default_store_path()
+        #: seconds a write waits for another process's lock before giving up
+        self.busy_timeout = float(busy_timeout)
         if self.path.exists() and self.path.is_dir():
             raise StoreError(f"history store path {self.path} is a folder; give a file path")
         try:
@@ -88,12 +90,18 @@ class HistoryStore:
                 )
                 conn.commit()
             except sqlite3.DatabaseError as exc:
-                raise StoreError(f"history store {self.path} is not a usable SQLite database: {exc}") from None
+                raise StoreError(self._unusable(exc)) from None
+
+    def _unusable(self, exc: sqlite3.DatabaseError) -> str:
+        reason = " ".join(str(exc).split())
+        if isinstance(exc, sqlite3.OperationalError) and ("locked" in reason or "busy" in reason):
+            return f"history store {self.path} is locked by another process ({reason})"
+        return f"history store {self.path} is not a usable SQLite database: {reason}"
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
         try:
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
         except sqlite3.Error as exc:
             raise StoreError(f"history store {self.path} cannot be opened: {exc}") from None
         try:
@@ -102,7 +110,7 @@ class HistoryStore:
                 conn.execute("PRAGMA foreign_keys=ON")
                 conn.execute("PRAGMA synchronous=FULL")
             except sqlite3.DatabaseError as exc:
-                raise StoreError(f"history store {self.path} is not a usable SQLite database: {exc}") from None
+                raise StoreError(self._unusable(exc)) from None
             conn.row_factory = sqlite3.Row
             yield conn
         finally:

@@ -140,3 +140,22 @@ def test_audit_killed_mid_run_records_nothing(tmp_path):
     assert hs.count() == 1
     assert hs.integrity()["ok"]
     assert not (tmp_path / "out" / "report.json").exists()
+
+
+def test_store_locked_at_open_says_so(tmp_path):
+    import sqlite3
+
+    from audit.exceptions import StoreError
+    from audit.store import HistoryStore
+
+    path = tmp_path / "h.sqlite"
+    HistoryStore(path)
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("PRAGMA journal_mode=DELETE")
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(StoreError, match=r"is locked by another process \(database is locked\)$"):
+            HistoryStore(path, busy_timeout=0.2)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
