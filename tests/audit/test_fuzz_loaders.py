@@ -287,7 +287,7 @@ def run_case(kind: str, data: bytes, tmp: Path, frame: pd.DataFrame, stats: Stat
         stats.count(kind, "tracebacks")
 
 
-def fuzz(n_cases: int, tmp: Path, seed: int = 0, corpus: Path | None = None) -> Stats:
+def fuzz(n_cases: int, tmp: Path, seed: int = 0, corpus: Path | None = None, report_every: int = 0) -> Stats:
     """``n_cases`` mutated files, the kinds in turn. With ``corpus``, each case that gave a
     traceback or killed its child is saved there (kind, case number) to reproduce it."""
     seeds = _seeds(tmp)
@@ -308,6 +308,10 @@ def fuzz(n_cases: int, tmp: Path, seed: int = 0, corpus: Path | None = None) -> 
         if now - peak > 256 * 1024:
             stats.memory_jumps.append(f"{kind} case {i}: peak RSS {peak >> 10} -> {now >> 10} MB")
         peak = now
+        if report_every and (i + 1) % report_every == 0:
+            print(f"fuzz: {i + 1} cases, {stats.total('loaded')} loaded, {stats.total('refused')} refused, "
+                  f"{stats.total('died')} died, {len(stats.tracebacks)} tracebacks, peak RSS {now >> 10} MB",
+                  flush=True)
     return stats
 
 
@@ -397,9 +401,10 @@ def test_fuzz_cli_sample_small(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)
 def test_fuzz_loaders_ten_thousand_cases(tmp_path):
     t0 = time.perf_counter()
-    stats = fuzz(10_002, tmp_path, seed=2024, corpus=tmp_path / "corpus")
+    stats = fuzz(10_002, tmp_path, seed=2024, corpus=tmp_path / "corpus", report_every=500)
     seconds = time.perf_counter() - t0
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(f"\nfuzz: {stats.cases} cases in {seconds:.0f} s: {stats.total('loaded')} loaded, "
