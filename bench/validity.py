@@ -56,8 +56,9 @@ def render(rows: list[dict], args: argparse.Namespace, seconds: float) -> str:
         lines += [f"## {fam}", "", "| interval | method | truth from | datasets | coverage | level | result |",
                   "|---|---|---|---:|---:|---:|---|"]
         for r in fam_rows:
+            cell = {k: str(r[k]).replace("|", "\\|") for k in ("interval", "method", "truth")}
             lines.append(
-                f"| {r['interval']} | {r['method']} | {r['truth']} | {r['datasets']} | "
+                f"| {cell['interval']} | {cell['method']} | {cell['truth']} | {r['datasets']} | "
                 f"{r['coverage']:.3f} | {r['level']:.2f} | {_verdict(r)} |"
             )
         lines.append("")
