@@ -201,6 +201,11 @@ def _child(conn: Any, fn: Callable[..., Any], args: tuple, kwargs: dict, memory_
             from threadpoolctl import threadpool_limits
 
             threadpool_limits(limits=native_threads)
+            torch = sys.modules.get("torch")
+            if torch is not None:
+                # torch links its own OpenMP and MKL, out of threadpoolctl's sight: its matrix
+                # products would wait for the parent's pool too
+                torch.set_num_threads(native_threads)
         if memory_bytes is not None:
             import resource
 

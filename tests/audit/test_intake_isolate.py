@@ -215,3 +215,23 @@ def test_run_audit_isolated_as_the_dashboard_calls_it():
     direct = run_audit(spec, model=HostileModel("fine"), frames={"test": frame})
     assert [r.metrics for r in iso.results] == [r.metrics for r in direct.results]
     assert [e[0] for e in events].count("start") == 2
+
+
+def _torch_linear() -> float:
+    import torch
+
+    return float(torch.nn.Linear(300, 200)(torch.randn(500, 300)).detach().sum())
+
+
+def test_child_of_a_process_with_torch_threads_does_not_hang():
+    """torch carries its own OpenMP and MKL: once the parent has run a parallel matrix product, a
+    forked child's product waits forever for the parent's pool unless torch is told one thread."""
+    import torch
+
+    from audit._isolate import fork_safe_native_threads
+
+    x = torch.randn(1500, 1500)
+    for _ in range(3):
+        float((x @ x).sum())
+    assert fork_safe_native_threads() == 1 or torch.get_num_threads() == 1
+    assert np.isfinite(run_isolated(_torch_linear, timeout=60, native_threads=fork_safe_native_threads()))
