@@ -279,7 +279,7 @@ def _make_split(
     X = _feature_frame(frame, adapter, spec, where)
     try:
         proba = adapter.predict_proba(X)
-    except (ModelOutputError, DataError):
+    except (ModelOutputError, DataError, MemoryError):  # out of memory is reported as such
         raise
     except Exception as exc:  # noqa: BLE001 - a model may raise anything on bad input
         msg = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
