@@ -120,14 +120,36 @@ def read_table_upload(
     return frame, path
 
 
+#: what a trial load of an uploaded model may add in memory, and how long it may take
+PROBE_MEMORY_BYTES = 2 * 1024**3
+PROBE_SECONDS = 120.0
+
+
 def load_model_upload(data: bytes, name: str, *, allow_unsafe_pickle: bool) -> LoadedModel:
-    """The audit's safe intake on uploaded bytes: format by content, pickle only when allowed."""
+    """The audit's safe intake on uploaded bytes: format by content, pickle only when allowed.
+
+    The bytes are first loaded once in a child process with a memory and time limit
+    (``audit._isolate``): a damaged file that crashes a native loader or inflates without bound
+    (a TorchScript archive can ask for tens of GB) ends the child with one line, not the server."""
     import warnings
 
+    from audit._isolate import fork_safe_native_threads, run_isolated
+
+    shown = display_name(name)
+    run_isolated(_trial_load, data, shown, allow_unsafe_pickle, what="model loading", timeout=PROBE_SECONDS,
+                 memory_bytes=PROBE_MEMORY_BYTES, native_threads=fork_safe_native_threads())
     with warnings.catch_warnings():
         # the page says so when a pickle was loaded under the unsafe option
         warnings.simplefilter("ignore", UserWarning)
-        return load_model_bytes(data, name=display_name(name), allow_unsafe_pickle=allow_unsafe_pickle)
+        return load_model_bytes(data, name=shown, allow_unsafe_pickle=allow_unsafe_pickle)
+
+
+def _trial_load(data: bytes, name: str, allow_unsafe_pickle: bool) -> str:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return load_model_bytes(data, name=name, allow_unsafe_pickle=allow_unsafe_pickle).format
 
 
 def missing_model_columns(model: LoadedModel, columns: Sequence[str]) -> list[str]:

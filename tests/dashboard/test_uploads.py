@@ -171,3 +171,23 @@ def test_spec_upload_keeps_only_what_the_dashboard_uses():
     with pytest.raises(SpecError, match="file paths are not accepted"):
         build_spec_mapping(base={}, model_name="m", target="y", positive_label=1, sensitive=[], checks=["causal"],
                            seed=0, causal={"graph": "graph.gml"})
+
+
+class _CrashOnLoad:
+    """Unpickling this calls ctypes.string_at(0): a segfault in whatever process loads it."""
+
+    def __reduce__(self):
+        import ctypes
+
+        return (ctypes.string_at, (0,))
+
+
+def test_model_upload_is_trial_loaded_in_a_child(dash_env):
+    """A file that crashes its loader ends a child process: one line, and the server goes on."""
+    import pickle
+
+    from audit.exceptions import ModelError
+    from dashboard._intake import load_model_upload
+
+    with pytest.raises(ModelError, match=r"^the model crashed the model loading process \(SIGSEGV\)$"):
+        load_model_upload(pickle.dumps(_CrashOnLoad()), "evil.pkl", allow_unsafe_pickle=True)
