@@ -186,11 +186,17 @@ def fork_safe_native_threads() -> int | None:
 
 
 def _child(conn: Any, fn: Callable[..., Any], args: tuple, kwargs: dict, memory_bytes: int | None,
-           native_threads: int | None = 1) -> None:
+           native_threads: int | None = 1, stderr_fd: int | None = None) -> None:
     import faulthandler
 
     global _PARENT_CONN
     _PARENT_CONN = conn
+    if stderr_fd is not None:
+        # what native code writes (an abort's message, a library's log line) goes to the parent's
+        # temporary file, not to the user's terminal: the parent relays it only when the work
+        # succeeded, so a failure stays one line
+        sys.stderr.flush()
+        os.dup2(stderr_fd, 2)
     _die_with_parent()
     # a crash is reported by the parent in one line; no C-level traceback dump from the child
     faulthandler.disable()
@@ -262,14 +268,19 @@ def run_isolated(
     :func:`fork_safe_native_threads`). Messages the child sends with :func:`send_message` reach
     ``on_message`` while it runs.
     """
+    import tempfile
+
     ctx = _context()
     recv, send = ctx.Pipe(duplex=False)
+    err_file = tempfile.TemporaryFile()
     # not a daemon: the child may start processes of its own (the forked TreeSHAP share); it is
     # killed when this call ends, and asks the kernel to kill it if this process dies first
-    proc = ctx.Process(target=_child, args=(send, fn, args, kwargs, memory_bytes, native_threads), daemon=False)
+    proc = ctx.Process(target=_child, args=(send, fn, args, kwargs, memory_bytes, native_threads, err_file.fileno()),
+                       daemon=False)
     proc.start()
     send.close()
     deadline = None if timeout is None else time.monotonic() + timeout
+    ok = False
     try:
         while True:
             header = _recv(recv, proc, deadline, timeout, what, _MAX_HEADER_BYTES)
@@ -296,12 +307,30 @@ def run_isolated(
             if buf is None:
                 raise ModelError(MSG_EXITED.format(what=what, code=proc.exitcode))
             buffers.append(buf)
-        return decode_result(header, buffers)
+        result = decode_result(header, buffers)
+        ok = True
+        return result
     finally:
         recv.close()
+        if proc.is_alive() and not ok:
+            proc.kill()
+        proc.join(timeout=30 if ok else 5)
         if proc.is_alive():
             proc.kill()
-        proc.join()
+            proc.join()
+        if ok or os.environ.get("TRUSTAUDIT_DEBUG") == "1":
+            _relay(err_file)  # after the child has exited: everything it printed is in the file
+        err_file.close()
+
+
+def _relay(err_file: Any) -> None:
+    """Write what the child printed on stderr (warnings, say) to this process's stderr."""
+    err_file.flush()
+    err_file.seek(0)
+    text = err_file.read().decode("utf-8", "replace")
+    if text:
+        sys.stderr.write(text)
+        sys.stderr.flush()
 
 
 def _recv(conn: Any, proc: Any, deadline: float | None, timeout: float | None, what: str,

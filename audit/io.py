@@ -727,7 +727,8 @@ def _read_parquet(p: Path, lim: Limits) -> pd.DataFrame:
     try:
         table = pa.ipc.open_stream(pa.py_buffer(out)).read_all()
         return table.to_pandas()
-    except (OSError, ValueError, TypeError, pa.ArrowException) as exc:
+    except (OSError, ValueError, TypeError, KeyError, pa.ArrowException) as exc:
+        # KeyError: pyarrow's to_pandas on damaged 'pandas' schema metadata (a fuzz finding)
         raise DataFileError(f"data file {p} could not be read as Parquet: {_one_line(exc)}") from None
 
 

@@ -444,7 +444,8 @@ def test_store_locked_at_the_start_is_one_line(case, capsys, monkeypatch, tmp_pa
         _short_busy_timeout(monkeypatch)
         line = run_err(capsys, audit_args(case, "--store", str(store)))
         # the wording is the store's (audit/store.py): one line naming the store and the lock
-        assert line.startswith(f"trustaudit: error: history store {store} ") and line.endswith("database is locked")
+        assert line == (f"trustaudit: error: history store {store} is locked by another process "
+                        "(database is locked)")
     finally:
         holder.execute("ROLLBACK")
         holder.close()

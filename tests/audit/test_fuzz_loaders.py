@@ -436,9 +436,6 @@ def test_fuzz_loaders_ten_thousand_cases(tmp_path):
     assert problems == []
 
 
-@pytest.mark.xfail(raises=KeyError, strict=True,
-                   reason="fuzz finding: pyarrow's to_pandas raises KeyError on damaged pandas metadata and "
-                          "audit/io.py _read_parquet does not catch it (the CLI exits 3, internal error)")
 def test_parquet_with_damaged_pandas_metadata_is_refused(tmp_path):
     """Found by the fuzz suite (a byte flip in the footer's JSON): a column entry of the 'pandas'
     schema metadata without its "name" key."""
@@ -456,8 +453,6 @@ def test_parquet_with_damaged_pandas_metadata_is_refused(tmp_path):
         load_table(p)
 
 
-@pytest.mark.xfail(strict=True, reason="fuzz finding: the Parquet reader child's C++ abort text (libstdc++ "
-                                       "'terminate called ...', 2 lines) reaches the CLI's stderr before its one line")
 def test_parquet_reader_abort_is_one_line_on_the_cli(tmp_path):
     """Found by the fuzz suite: 3 bytes of a footer overwritten make pyarrow throw a C++
     exception where it cannot be caught (SIGABRT in the isolated Parquet reader). The refusal is
