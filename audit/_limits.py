@@ -75,9 +75,12 @@ _BYTE_LIMITS = {f.name for f in fields(Limits) if f.name.endswith("_bytes")}
 _override: dict[str, int] = {}
 
 
-def _parse_value(name: str, raw: Any) -> int:
+def _parse_value(name: str, raw: Any, shown: str | None = None) -> int:
+    """``raw`` as a positive integer; K/M/G suffixes are powers of 1024 for byte limits (by the
+    limit's ``name``) and of 1000 otherwise; messages call the limit ``shown`` (default ``name``)."""
+    shown_name = shown or name
     if isinstance(raw, bool):
-        raise UsageError(f"limit {name} must be a positive integer, got {raw!r}")
+        raise UsageError(f"limit {shown_name} must be a positive integer, got {raw!r}")
     if isinstance(raw, int):
         value = raw
     else:
@@ -90,9 +93,9 @@ def _parse_value(name: str, raw: Any) -> int:
         try:
             value = int(float(text) * mult) if ("." in text or "e" in text.lower()) else int(text) * mult
         except ValueError:
-            raise UsageError(f"limit {name} must be a positive integer, got {raw!r}") from None
+            raise UsageError(f"limit {shown_name} must be a positive integer, got {raw!r}") from None
     if value <= 0:
-        raise UsageError(f"limit {name} must be a positive integer, got {raw!r}")
+        raise UsageError(f"limit {shown_name} must be a positive integer, got {raw!r}")
     return value
 
 
@@ -109,7 +112,7 @@ def current_limits() -> Limits:
     for name in DEFAULT_LIMITS.as_dict():
         env = os.environ.get(LIMIT_ENV_PREFIX + name.upper())
         if env:
-            values[name] = _parse_value(LIMIT_ENV_PREFIX + name.upper(), env)
+            values[name] = _parse_value(name, env, shown=LIMIT_ENV_PREFIX + name.upper())
     values.update(_override)
     return replace(DEFAULT_LIMITS, **values)
 

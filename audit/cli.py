@@ -104,7 +104,8 @@ def _add_audit(sub: Any) -> None:
     p.add_argument("--strict", action="store_true", help="exit 1 on WARN too")
     p.add_argument("--no-store", action="store_true", help="do not record the audit in the history store")
     p.add_argument("--memory-limit", type=int, metavar="MIB", default=None,
-                   help="memory the audit process may add, in MiB (default: 60%% of this machine's memory; 0: none)")
+                   help="address space the audit process may add, in MiB (default: 60%% of this machine's memory; "
+                        "0: none; a full audit needs several GiB of address space)")
     p.add_argument("--timeout", type=float, metavar="SECONDS", default=None,
                    help="stop the audit after this many seconds (default: no limit)")
     p.add_argument("--quiet", action="store_true", help="no progress display or summary table")

@@ -305,3 +305,10 @@ def test_limits_from_environment_and_flag_syntax(monkeypatch):
         parse_limit_assignment("columns=5")
     with pytest.raises(UsageError, match=r"^limit table_rows must be a positive integer, got '-1'$"):
         parse_limit_assignment("table_rows=-1")
+
+
+def test_byte_limits_from_the_environment_use_binary_units(monkeypatch):
+    from audit._limits import current_limits
+
+    monkeypatch.setenv("TRUSTAUDIT_LIMIT_TABLE_DECODED_BYTES", "100M")
+    assert current_limits().table_decoded_bytes == 100 * 1024**2
