@@ -14,11 +14,9 @@ importance) so that agreement intervals can be bootstrapped the same way.
 from __future__ import annotations
 
 import contextlib
-import multiprocessing
 import os
 import sys
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from audit._compat import shap as compat_shap
 from audit.checks._explain_space import ModelView, TabularCodec, model_view, positive_index
 from audit.checks._explain_stats import spearman_rows, stratified_sample
 from audit.stats import bootstrap_means, bootstrap_weights, percentile_interval
@@ -228,74 +227,6 @@ def _numpy_global_seed(seed: int) -> Iterator[None]:
 # --- SHAP ---------------------------------------------------------------------------------
 
 
-def _tree_shap_chunk(final: Any, perturbation: str, background: np.ndarray | None, Z: np.ndarray) -> Any:
-    """One chunk of TreeSHAP (module level so that worker processes can import it)."""
-    import shap
-
-    explainer = shap.TreeExplainer(final, data=background, feature_perturbation=perturbation)
-    return explainer.shap_values(Z, check_additivity=False), explainer.expected_value
-
-
-def _shap_in_child(explainer: Any, Z: np.ndarray, conn: Any) -> None:
-    """Runs in a forked child: TreeSHAP of its rows, sent back through the pipe."""
-    try:
-        conn.send(("ok", np.asarray(explainer.shap_values(Z, check_additivity=False))))
-    except BaseException as exc:  # noqa: BLE001 - reported to the parent, which recomputes
-        with contextlib.suppress(Exception):
-            conn.send(("error", f"{type(exc).__name__}: {exc}"))
-    finally:
-        conn.close()
-
-
-def _tree_shap_forked(
-    final: Any, perturbation: str, background: np.ndarray | None, Z: np.ndarray, n_jobs: int
-) -> tuple[np.ndarray, Any, str]:
-    """Exact TreeSHAP with the rows split between this process and ``n_jobs - 1`` forked children.
-
-    shap's TreeSHAP is single-threaded C that holds the GIL, so threads cannot share it; a fork
-    starts in milliseconds with the explainer already built (a fresh worker process would first
-    spend a second importing shap and scikit-learn). The children only run TreeSHAP and send
-    arrays back. Values are the serial ones (TreeSHAP is exact per row; tested bit for bit). A
-    child that fails or does not answer within ten times this process's own share (at least
-    30 s) is stopped and its rows are computed here.
-    """
-    import shap
-
-    explainer = shap.TreeExplainer(final, data=background, feature_perturbation=perturbation)
-    chunks = np.array_split(np.arange(len(Z)), n_jobs)
-    mp = multiprocessing.get_context("fork")
-    children = []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads (Python >= 3.12)
-        for idx in chunks[1:]:
-            recv, send = mp.Pipe(duplex=False)
-            proc = mp.Process(target=_shap_in_child, args=(explainer, Z[idx], send), daemon=True)
-            proc.start()
-            send.close()
-            children.append((proc, recv, idx))
-    t0 = time.perf_counter()
-    parts = [np.asarray(explainer.shap_values(Z[chunks[0]], check_additivity=False))]
-    budget = max(30.0, 10 * (time.perf_counter() - t0))
-    backend = "fork"
-    for proc, recv, idx in children:
-        status, payload = "timeout", None
-        try:
-            if recv.poll(budget):
-                status, payload = recv.recv()
-        except (EOFError, OSError):
-            status = "died"
-        recv.close()
-        proc.join(timeout=5)
-        if proc.is_alive():
-            proc.terminate()
-            proc.join(timeout=5)
-        if status != "ok":
-            payload = explainer.shap_values(Z[idx], check_additivity=False)
-            backend = f"fork (a child {status}: its rows were recomputed in-process)"
-        parts.append(np.asarray(payload))
-    return np.concatenate(parts, axis=0), explainer.expected_value, backend
-
-
 def _pick_class(values: Any, base: Any, pos: int, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
     """SHAP output for the positive class: (rows x columns) values and per-row base values.
 
@@ -341,20 +272,9 @@ def _exact_shap(
         fp = pol.tree_feature_perturbation
         bg = view.transform(sh.background) if fp == "interventional" else None
         n_jobs = _free_cores(pol.n_jobs) if len(Z) >= pol.parallel_min_rows else 1
-        backend = "serial"
-        if n_jobs > 1 and "fork" in multiprocessing.get_all_start_methods():
-            raw_values, expected, backend = _tree_shap_forked(view.final, fp, bg, Z, n_jobs)
-        elif n_jobs > 1:
-            from joblib import Parallel, delayed
-
-            chunks = np.array_split(Z, n_jobs)
-            parts = Parallel(n_jobs=n_jobs, backend="loky")(
-                delayed(_tree_shap_chunk)(view.final, fp, bg, c) for c in chunks
-            )
-            raw_values = np.concatenate([np.asarray(v) for v, _ in parts], axis=0)
-            expected, backend = parts[0][1], "loky"
-        else:
-            raw_values, expected = _tree_shap_chunk(view.final, fp, bg, Z)
+        raw_values, expected, backend = compat_shap.tree_shap_values(view.final, fp, bg, Z, n_jobs)
+        if backend == "serial":
+            n_jobs = 1
         name = "TreeExplainer"
         why = (
             "exact TreeSHAP with tree_path_dependent perturbation: no background sample is needed "

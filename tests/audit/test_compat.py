@@ -1,0 +1,164 @@
+"""The compatibility modules (audit._compat): each fast path gives the results of its public
+fallback, the off switch and the version gate select the fallback, and nothing changes at import."""
+
+from __future__ import annotations
+
+import multiprocessing
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder
+
+from audit._compat import _gate
+from audit._compat import shap as compat_shap
+from audit.datasets import make_lending_data
+
+LEND = ["age_group", "region", "education", "years_experience", "marketing_segment", "income", "debt_ratio"]
+
+
+# --- the gate -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("version", "inside"), [
+    ("0.51.0", True), ("0.51.7", True), ("0.51", True), ("0.52.0", False), ("0.50.9", False),
+    ("0.52.0rc1", False), ("1.0", False), ("", False), (None, False), ("not a version", False),
+])
+def test_version_range_is_lower_inclusive_upper_exclusive(version, inside):
+    assert _gate.in_range(version, ("0.51", "0.52")) is inside
+
+
+def test_local_version_labels_compare_by_release():
+    assert _gate.in_range("2.13.0+cpu", ("2.13", "2.14"))
+
+
+@pytest.mark.parametrize("value", ["0", "false", "OFF", " no "])
+def test_switch_off_values(monkeypatch, value):
+    monkeypatch.setenv("TRUSTAUDIT_COMPAT_SHAP", value)
+    assert not _gate.switch_on("shap") and not compat_shap.enabled()
+
+
+@pytest.mark.parametrize("value", [None, "1", "yes", ""])
+def test_switch_on_values(monkeypatch, value):
+    if value is None:
+        monkeypatch.delenv("TRUSTAUDIT_COMPAT_SHAP", raising=False)
+    else:
+        monkeypatch.setenv("TRUSTAUDIT_COMPAT_SHAP", value)
+    assert _gate.switch_on("shap")
+
+
+def test_importing_the_compat_modules_changes_nothing():
+    """No patch, thread count or environment change at import (a fresh interpreter)."""
+    code = (
+        "import os, torch\n"
+        "from flwr.server.superlink.linkstate.in_memory_linkstate import InMemoryLinkState as S\n"
+        "n = torch.get_num_threads(); env = dict(os.environ); orig = S.get_message_ins\n"
+        "import audit._compat, audit._compat.shap\n"
+        "assert torch.get_num_threads() == n and dict(os.environ) == env\n"
+        "assert S.get_message_ins is orig\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "ok"
+
+
+# --- shap: forked TreeSHAP ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tree_model():
+    data = make_lending_data(3000, 0, 1200, seed=17)
+    cat = ["age_group", "region"]
+    num = [c for c in LEND if c not in cat]
+    model = Pipeline([
+        ("pre", ColumnTransformer([("cat", OneHotEncoder(handle_unknown="ignore", sparse_output=False), cat),
+                                   ("num", "passthrough", num)])),
+        ("clf", HistGradientBoostingClassifier(max_iter=30, random_state=0)),
+    ]).fit(data.train[LEND], data.train["approved"])
+    Z = np.asarray(model[:-1].transform(data.test[LEND].head(600)), dtype=np.float64)
+    return model[-1], Z, np.asarray(model[:-1].transform(data.train[LEND].head(100)), dtype=np.float64)
+
+
+def _public_tree_shap(final, perturbation, background, Z):
+    import shap
+
+    explainer = shap.TreeExplainer(final, data=background, feature_perturbation=perturbation)
+    return np.asarray(explainer.shap_values(Z, check_additivity=False)), explainer.expected_value
+
+
+needs_fork = pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(),
+                                reason="no fork on this platform (the loky path is used there)")
+
+
+@needs_fork
+@pytest.mark.parametrize("perturbation", ["tree_path_dependent", "interventional"])
+def test_forked_treeshap_equals_the_public_call_bit_for_bit(tree_model, monkeypatch, perturbation):
+    final, Z, bg = tree_model
+    bg = bg if perturbation == "interventional" else None
+    monkeypatch.delenv("TRUSTAUDIT_COMPAT_SHAP", raising=False)
+    want, want_base = _public_tree_shap(final, perturbation, bg, Z)
+    got, base, backend = compat_shap.tree_shap_values(final, perturbation, bg, Z, 3)
+    assert backend == "fork"
+    assert np.array_equal(want, got) and np.array_equal(np.asarray(want_base), np.asarray(base))
+
+
+def test_off_switch_and_version_gate_use_the_public_call_in_process(tree_model, monkeypatch):
+    final, Z, _ = tree_model
+    want, want_base = _public_tree_shap(final, "tree_path_dependent", None, Z)
+    monkeypatch.setenv("TRUSTAUDIT_COMPAT_SHAP", "0")
+    got, base, backend = compat_shap.tree_shap_values(final, "tree_path_dependent", None, Z, 2)
+    assert backend == "serial" and np.array_equal(want, got) and np.array_equal(want_base, base)
+
+    monkeypatch.delenv("TRUSTAUDIT_COMPAT_SHAP")
+    monkeypatch.setattr(compat_shap, "installed_version", lambda: "0.52.0")
+    assert not compat_shap.enabled()
+    got, _, backend = compat_shap.tree_shap_values(final, "tree_path_dependent", None, Z, 2)
+    assert backend == "serial" and np.array_equal(want, got)
+
+
+def test_one_job_is_the_public_call(tree_model, monkeypatch):
+    final, Z, _ = tree_model
+    monkeypatch.delenv("TRUSTAUDIT_COMPAT_SHAP", raising=False)
+    want, _ = _public_tree_shap(final, "tree_path_dependent", None, Z)
+    got, _, backend = compat_shap.tree_shap_values(final, "tree_path_dependent", None, Z, 1)
+    assert backend == "serial" and np.array_equal(want, got)
+
+
+@needs_fork
+def test_a_failed_child_has_its_rows_recomputed_in_process(tree_model, monkeypatch):
+    final, Z, _ = tree_model
+    monkeypatch.delenv("TRUSTAUDIT_COMPAT_SHAP", raising=False)
+    want, _ = _public_tree_shap(final, "tree_path_dependent", None, Z)
+
+    def broken_child(explainer, rows, conn):
+        raise SystemExit(3)  # dies without answering
+
+    monkeypatch.setattr(compat_shap, "_shap_in_child", broken_child)
+    got, _, backend = compat_shap.tree_shap_values(final, "tree_path_dependent", None, Z, 2)
+    assert backend.startswith("fork (a child died") and np.array_equal(want, got)
+
+
+def test_the_shap_check_reports_one_job_when_the_switch_is_off(monkeypatch):
+    """Through the check: with the switch off the parameters say serial and one job, and the
+    attributions equal the forked run's."""
+    from audit.checks._explain_methods import outcome
+    from tests.audit.test_explain import ctx_for, onehot_pipeline
+
+    data = make_lending_data(1500, 0, 600, seed=3)
+    model = onehot_pipeline(HistGradientBoostingClassifier(max_iter=20, random_state=0))
+    model.fit(data.train[LEND], data.train["approved"])
+    monkeypatch.setattr("audit.checks._explain_methods._free_cores", lambda wanted: wanted)
+    kw = dict(target="approved", features=LEND, policy={"parallel_min_rows": 100, "n_jobs": 2})
+    monkeypatch.setenv("TRUSTAUDIT_COMPAT_SHAP", "0")
+    off = outcome(ctx_for(model, data.test, data.train, **kw), "shap").get()
+    monkeypatch.delenv("TRUSTAUDIT_COMPAT_SHAP")
+    on = outcome(ctx_for(model, data.test, data.train, **kw), "shap").get()
+    assert off.params["parallel_backend"] == "serial" and off.params["n_jobs"] == 1
+    if "fork" in multiprocessing.get_all_start_methods():
+        assert on.params["parallel_backend"] == "fork" and on.params["n_jobs"] == 2
+    assert np.array_equal(off.local, on.local)
