@@ -290,16 +290,21 @@ class _Unmappable(Exception):  # noqa: N818 - internal signal
 
 def _column_transformer_owner(ct: Any, columns: Sequence[str]) -> np.ndarray:
     """Which input column produced each output column of a fitted ColumnTransformer."""
+    from audit._compat import sklearn as compat_sklearn
+
     index = {c: i for i, c in enumerate(columns)}
     names_in = [str(c) for c in getattr(ct, "feature_names_in_", columns)]
-    to_input = getattr(ct, "_transformer_to_input_indices", None)
+    try:
+        to_input = compat_sklearn.transformer_input_indices(ct)
+    except ValueError as exc:
+        raise _Unmappable(f"the ColumnTransformer's column lists cannot be read ({exc})") from None
     widths = {name: sl.stop - sl.start for name, sl in ct.output_indices_.items()}
     owner = np.full(sum(widths.values()), -1, dtype=np.int64)
     for name, trans, _cols in ct.transformers_:
         sl = ct.output_indices_.get(name)
         if sl is None or sl.stop == sl.start or (isinstance(trans, str) and trans == "drop"):
             continue
-        if to_input is None or name not in to_input:
+        if name not in to_input:
             raise _Unmappable("the ColumnTransformer does not expose its column lists")
         in_cols = [names_in[i] for i in to_input[name]]
         try:

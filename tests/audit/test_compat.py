@@ -8,14 +8,16 @@ import subprocess
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
-from sklearn.compose import ColumnTransformer
+from sklearn.compose import ColumnTransformer, make_column_selector
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import OneHotEncoder
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from audit._compat import _gate
 from audit._compat import shap as compat_shap
+from audit._compat import sklearn as compat_sklearn
 from audit.datasets import make_lending_data
 
 LEND = ["age_group", "region", "education", "years_experience", "marketing_segment", "income", "debt_ratio"]
@@ -162,3 +164,92 @@ def test_the_shap_check_reports_one_job_when_the_switch_is_off(monkeypatch):
     if "fork" in multiprocessing.get_all_start_methods():
         assert on.params["parallel_backend"] == "fork" and on.params["n_jobs"] == 2
     assert np.array_equal(off.local, on.local)
+
+
+# --- sklearn: ColumnTransformer input indices ---------------------------------------------
+
+
+def _frame():
+    rng = np.random.default_rng(0)
+    return pd.DataFrame({
+        "age": rng.normal(40, 10, 60), "city": rng.choice(["a", "b", "c"], 60),
+        "income": rng.normal(3, 1, 60), "sex": rng.choice(["f", "m"], 60),
+        "hours": rng.integers(10, 60, 60), "score": rng.normal(0, 1, 60),
+    })
+
+
+def _column_transformers():
+    oh = OneHotEncoder(handle_unknown="ignore", sparse_output=False)
+    mask = np.array([True, False, True, False, False, True])
+    return {
+        "names, remainder passthrough": ColumnTransformer(
+            [("cat", oh, ["city", "sex"]), ("num", StandardScaler(), ["age", "income"])], remainder="passthrough"),
+        "ints, drop, remainder passthrough": ColumnTransformer(
+            [("num", StandardScaler(), [0, 2]), ("gone", "drop", [3]), ("cat", oh, [1])], remainder="passthrough"),
+        "negative ints": ColumnTransformer([("num", StandardScaler(), [-1, -2])], remainder="passthrough"),
+        "integer slice": ColumnTransformer([("first", "passthrough", slice(0, 1)),
+                                            ("cat", oh, slice(1, 2))], remainder="drop"),
+        "label slice includes its stop": ColumnTransformer(
+            [("mid", oh, slice("city", "city")), ("tail", StandardScaler(), slice("hours", None))],
+            remainder="passthrough"),
+        "boolean mask array": ColumnTransformer([("num", StandardScaler(), mask)], remainder="drop"),
+        "boolean mask list": ColumnTransformer([("num", StandardScaler(), mask.tolist())], remainder="drop"),
+        "column selectors": ColumnTransformer(
+            [("num", StandardScaler(), make_column_selector(dtype_include="number")),
+             ("cat", oh, make_column_selector(dtype_exclude="number"))]),
+        "selector by pattern, remainder transformer": ColumnTransformer(
+            [("s", StandardScaler(), make_column_selector(pattern="^(?:age|score)$"))],
+            remainder=OneHotEncoder(handle_unknown="ignore", sparse_output=False)),
+        "empty selection": ColumnTransformer([("none", StandardScaler(), []),
+                                              ("num", StandardScaler(), ["age"])], remainder="drop"),
+        "numpy array name": ColumnTransformer([("cat", oh, np.array(["sex", "city"], dtype=object))],
+                                              remainder="passthrough"),
+    }
+
+
+@pytest.mark.parametrize("case", list(_column_transformers()))
+def test_public_column_indices_equal_sklearns_private_ones(case, monkeypatch):
+    X = _frame()
+    ct = _column_transformers()[case].fit(X)
+    monkeypatch.delenv("TRUSTAUDIT_COMPAT_SKLEARN", raising=False)
+    assert compat_sklearn.enabled()
+    private = compat_sklearn.transformer_input_indices(ct)
+    assert private == {k: list(v) for k, v in ct._transformer_to_input_indices.items()}
+    monkeypatch.setenv("TRUSTAUDIT_COMPAT_SKLEARN", "0")
+    assert compat_sklearn.transformer_input_indices(ct) == private
+
+
+def test_public_column_indices_on_an_array_input(monkeypatch):
+    X = _frame()[["age", "income", "hours", "score"]].to_numpy()
+    ct = ColumnTransformer([("a", StandardScaler(), [1, 3]), ("b", "passthrough", slice(0, 1))],
+                           remainder="passthrough").fit(X)
+    private = compat_sklearn.transformer_input_indices(ct)
+    monkeypatch.setattr(compat_sklearn, "installed_version", lambda: "1.10.0")
+    assert not compat_sklearn.enabled()
+    assert compat_sklearn.transformer_input_indices(ct) == private == {"a": [1, 3], "b": [0], "remainder": [2]}
+
+
+def test_public_column_indices_refuse_what_they_cannot_resolve():
+    with pytest.raises(ValueError, match="unresolved callable"):
+        compat_sklearn._resolve(lambda X: ["age"], 3, ["age", "b", "c"], "t")
+    with pytest.raises(ValueError, match="no input names"):
+        compat_sklearn._resolve(["age"], 3, None, "t")
+    with pytest.raises(ValueError, match="outside"):
+        compat_sklearn._resolve([5], 3, None, "t")
+    with pytest.raises(ValueError, match="not fitted"):
+        compat_sklearn.transformer_input_indices(ColumnTransformer([("a", "passthrough", [0])]))
+    assert compat_sklearn._resolve("c", 3, ["a", "b", "c"], "t") == [2]
+    assert compat_sklearn._resolve(np.int64(-1), 3, None, "t") == [2]
+
+
+@pytest.mark.parametrize("case", ["names, remainder passthrough", "column selectors", "label slice includes its stop"])
+def test_the_explain_column_owner_is_the_same_on_both_paths(case, monkeypatch):
+    from audit.checks._explain_space import _column_transformer_owner
+
+    X = _frame()
+    ct = _column_transformers()[case].fit(X)
+    monkeypatch.delenv("TRUSTAUDIT_COMPAT_SKLEARN", raising=False)
+    fast = _column_transformer_owner(ct, list(X.columns))
+    monkeypatch.setenv("TRUSTAUDIT_COMPAT_SKLEARN", "0")
+    public = _column_transformer_owner(ct, list(X.columns))
+    assert np.array_equal(fast, public) and len(fast) == ct.transform(X).shape[1]
