@@ -20,9 +20,9 @@ per layer replaces Opacus' second backward pass. Batches are Poisson-sampled by
 with the rows, rate and steps per epoch of the loader Opacus prepares. Everything else is
 Opacus': the noise multiplier calibrated to the target ε, Opacus' noise (one draw over a flat
 gradient buffer rather than one per parameter, the same i.i.d. N(0, σ²C²) per coordinate, from
-the optimizer's generator — seeded from OS entropy by ``train_dp``; in secure mode Opacus'
-``_generate_noise`` itself), the division by the expected batch size, and
-the accountant's step hook. ``tests/audit/test_privacy_bookkeeping.py`` checks the clipped sum
+the optimizer's generator — seeded from OS entropy by ``train_dp``; in secure mode Opacus' own
+noise function, through the version-gated :mod:`audit._compat.opacus`), the division by the
+expected batch size, and the accountant's step hook. ``tests/audit/test_privacy_bookkeeping.py`` checks the clipped sum
 against brute-force per-sample gradients and Opacus' hooks mode, the noise's scale and the
 sampler's distribution.
 """
@@ -35,9 +35,9 @@ from typing import Any
 import numpy as np
 import torch
 from opacus.optimizers import DPOptimizerFastGradientClipping
-from opacus.optimizers.optimizer import _generate_noise
 from torch import nn
 
+from audit._compat import opacus as compat_opacus
 from audit.exceptions import UsageError
 
 __all__ = ["BookKeepingDPOptimizer", "BookKeepingMLP", "PoissonBatchSampler"]
@@ -89,8 +89,10 @@ class BookKeepingDPOptimizer(DPOptimizerFastGradientClipping):
     """Opacus' optimizer for already-clipped summed gradients, on one flat gradient buffer.
 
     ``p.grad`` of every parameter is a view into one flat tensor, written in place by
-    :class:`BookKeepingMLP`; noise is drawn with Opacus' ``_generate_noise`` once for the whole
-    buffer, then the buffer is divided by the expected batch size (``loss_reduction="mean"``).
+    :class:`BookKeepingMLP`; noise is drawn once for the whole buffer (Opacus' distribution, from
+    the optimizer's generator), then the buffer is divided by the expected batch size
+    (``loss_reduction="mean"``). Every Poisson batch is one step: a request to skip a step (Opacus'
+    ``BatchMemoryManager`` splitting a batch into virtual steps) is refused when it is made.
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, **kwargs: Any) -> None:
@@ -132,23 +134,25 @@ class BookKeepingDPOptimizer(DPOptimizerFastGradientClipping):
     def add_noise(self) -> None:
         std = self.noise_multiplier * self.max_grad_norm
         if self.secure_mode or std == 0:  # Opacus' own generator (secure: sums of four draws)
-            self.flat_grad.add_(_generate_noise(std=std, reference=self.flat_grad, generator=self.generator,
-                                                secure_mode=self.secure_mode))
-        else:  # what _generate_noise draws, torch.normal(0, std), into a buffer kept across steps
+            self.flat_grad.add_(compat_opacus.generate_noise(std, self.flat_grad, self.generator,
+                                                             secure_mode=self.secure_mode))
+        else:  # what Opacus draws in plain mode, torch.normal(0, std), into a buffer kept across steps
             self.flat_grad.add_(self._noise.normal_(0.0, std, generator=self.generator))
 
     def scale_grad(self) -> None:
         if self.loss_reduction == "mean":
             self.flat_grad.div_(self.expected_batch_size * self.accumulated_iterations)
 
-    def pre_step(self, closure: Callable[[], float] | None = None) -> bool:
-        if self._check_skip_next_step():
+    def signal_skip_step(self, do_skip: bool = True) -> None:
+        """Opacus' public hook for virtual steps: a skip is refused (every batch is one step)."""
+        if do_skip:
             raise RuntimeError("book-keeping DP-SGD does not split Poisson batches into virtual steps")
+
+    def pre_step(self, closure: Callable[[], float] | None = None) -> bool:
         self.add_noise()
         self.scale_grad()
         if self.step_hook:
             self.step_hook(self)
-        self._is_last_step_skipped = False
         return True
 
 

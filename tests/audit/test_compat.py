@@ -16,6 +16,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from audit._compat import _gate
+from audit._compat import opacus as compat_opacus
 from audit._compat import shap as compat_shap
 from audit._compat import sklearn as compat_sklearn
 from audit.datasets import make_lending_data
@@ -253,3 +254,85 @@ def test_the_explain_column_owner_is_the_same_on_both_paths(case, monkeypatch):
     monkeypatch.setenv("TRUSTAUDIT_COMPAT_SKLEARN", "0")
     public = _column_transformer_owner(ct, list(X.columns))
     assert np.array_equal(fast, public) and len(fast) == ct.transform(X).shape[1]
+
+
+# --- opacus: DP-SGD noise -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("secure", [False, True])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("std", [0.0, 1.3])
+def test_public_noise_equals_opacus_draw_for_draw(monkeypatch, secure, dtype, std):
+    import torch
+    from opacus.optimizers.optimizer import _generate_noise
+
+    reference = torch.zeros(7, 5, dtype=getattr(torch, dtype))
+
+    def draws(fn):
+        gen = torch.Generator().manual_seed(11)
+        first = fn(std, reference, gen, secure)
+        second = fn(std, reference, gen, secure)  # the generator moved on exactly as much
+        return first, second, gen.get_state()
+
+    want = draws(lambda s, r, g, m: _generate_noise(std=s, reference=r, generator=g, secure_mode=m))
+    monkeypatch.delenv("TRUSTAUDIT_COMPAT_OPACUS", raising=False)
+    assert compat_opacus.enabled()
+    fast = draws(compat_opacus.generate_noise)
+    monkeypatch.setenv("TRUSTAUDIT_COMPAT_OPACUS", "0")
+    public = draws(compat_opacus.generate_noise)
+    for got in (fast, public):
+        assert got[0].dtype == want[0].dtype and got[0].shape == reference.shape
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+        assert torch.equal(got[2], want[2])
+    if std:
+        assert not torch.equal(want[0], want[1])
+
+
+def test_opacus_version_gate_uses_the_public_noise(monkeypatch):
+    import torch
+
+    monkeypatch.delenv("TRUSTAUDIT_COMPAT_OPACUS", raising=False)
+    monkeypatch.setattr(compat_opacus, "installed_version", lambda: "1.7.0")
+    assert not compat_opacus.enabled()
+    called = []
+    monkeypatch.setattr(compat_opacus, "_public_noise", lambda *a: called.append(a) or torch.zeros(1))
+    compat_opacus.generate_noise(1.0, torch.zeros(3), None, True)
+    assert len(called) == 1
+
+
+def test_bookkeeping_secure_noise_is_opacus_noise(monkeypatch):
+    """The book-keeping optimizer's secure-mode step adds exactly Opacus' noise on both paths."""
+    import torch
+    from opacus.optimizers.optimizer import _generate_noise
+
+    from audit.privacy.bookkeeping import BookKeepingDPOptimizer
+
+    def noised(switch):
+        if switch is None:
+            monkeypatch.delenv("TRUSTAUDIT_COMPAT_OPACUS", raising=False)
+        else:
+            monkeypatch.setenv("TRUSTAUDIT_COMPAT_OPACUS", switch)
+        net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
+        opt = BookKeepingDPOptimizer(torch.optim.SGD(net.parameters(), lr=0.1), noise_multiplier=0.7,
+                                     max_grad_norm=1.5, expected_batch_size=8, loss_reduction="sum",
+                                     generator=torch.Generator().manual_seed(5), secure_mode=True)
+        opt.add_noise()
+        return opt.flat_grad.clone()
+
+    want = _generate_noise(std=0.7 * 1.5, reference=torch.zeros(23), generator=torch.Generator().manual_seed(5),
+                           secure_mode=True)
+    assert torch.equal(noised(None), want) and torch.equal(noised("0"), want)
+
+
+def test_bookkeeping_refuses_a_virtual_step_when_it_is_signalled():
+    import torch
+
+    from audit.privacy.bookkeeping import BookKeepingDPOptimizer
+
+    net = torch.nn.Sequential(torch.nn.Linear(2, 2))
+    opt = BookKeepingDPOptimizer(torch.optim.SGD(net.parameters(), lr=0.1), noise_multiplier=1.0,
+                                 max_grad_norm=1.0, expected_batch_size=4, generator=torch.Generator())
+    opt.signal_skip_step(do_skip=False)  # the last physical batch of a Poisson batch: a normal step
+    assert opt.pre_step() is True
+    with pytest.raises(RuntimeError, match="does not split Poisson batches into virtual steps"):
+        opt.signal_skip_step(do_skip=True)
