@@ -14,10 +14,10 @@ import difflib
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from audit.context import AuditContext
+    from audit.context import AuditContext, Intermediate
     from audit.results import CheckResult
 
 __all__ = [
@@ -47,6 +47,12 @@ class CheckInfo:
     func: Callable[[AuditContext], CheckResult]
     applies: Applies | None
     description: str
+    #: shared intermediates the check reads (``ctx.get``): checks sharing one run in one lane
+    needs: tuple[Intermediate[Any], ...] = ()
+
+    def shares(self) -> tuple[str, ...]:
+        """Names of every intermediate the check reaches, directly or through ``needs``."""
+        return tuple(dict.fromkeys(n for item in self.needs for n in item.closure()))
 
     def skip_reason(self, ctx: AuditContext) -> str | None:
         return None if self.applies is None else self.applies(ctx)
@@ -56,7 +62,12 @@ _REGISTRY: dict[str, CheckInfo] = {}
 
 
 def register_check(
-    check_id: str, *, family: str, applies: Applies | None = None, description: str = ""
+    check_id: str,
+    *,
+    family: str,
+    applies: Applies | None = None,
+    description: str = "",
+    needs: Iterable[Intermediate[Any]] = (),
 ) -> Callable[[Callable[[AuditContext], CheckResult]], Callable[[AuditContext], CheckResult]]:
     """Decorator registering a check; refuses bad names and duplicates (ValueError)."""
     if not _NAME.match(check_id):
@@ -72,7 +83,7 @@ def register_check(
         if check_id in _REGISTRY:
             raise ValueError(f"check {check_id!r} is already registered")
         doc = description or (func.__doc__ or "").strip().split("\n")[0]
-        _REGISTRY[check_id] = CheckInfo(check_id, family, func, applies, doc)
+        _REGISTRY[check_id] = CheckInfo(check_id, family, func, applies, doc, tuple(needs))
         return func
 
     return decorator

@@ -341,7 +341,6 @@ def build_context(
     model: Any = None,
     frames: Mapping[str, pd.DataFrame] | None = None,
     allow_unsafe_pickle: bool = False,
-    extras: Mapping[str, Any] | None = None,
 ) -> tuple[AuditContext, dict[str, Any]]:
     """Load (unless given) and validate model and data; returns the context and input provenance."""
     inputs: dict[str, Any] = {}
@@ -404,7 +403,6 @@ def build_context(
         train=splits["train"],
         holdout=splits["holdout"],
         seed=spec.seed,
-        extras=dict(extras or {}),
         positive_index=pos_idx,
     )
     return ctx, inputs
@@ -462,7 +460,6 @@ def context_from_frames(
     causal: Mapping[str, Any] | None = None,
     privacy: Mapping[str, Any] | None = None,
     features: Sequence[str] = (),
-    extras: Mapping[str, Any] | None = None,
 ) -> AuditContext:
     """An AuditContext from in-memory objects (the Python API and tests use this)."""
     raw: dict[str, Any] = {
@@ -486,7 +483,7 @@ def context_from_frames(
         raw["privacy"] = dict(privacy)
     spec = spec_from_mapping(raw)
     ctx, _ = build_context(
-        spec, model=model, frames={"test": test, "train": train, "holdout": holdout}, extras=extras
+        spec, model=model, frames={"test": test, "train": train, "holdout": holdout}
     )
     return ctx
 
@@ -569,7 +566,6 @@ def run_audit(
     frames: Mapping[str, pd.DataFrame] | None = None,
     allow_unsafe_pickle: bool = False,
     progress: ProgressCallback | None = None,
-    extras: Mapping[str, Any] | None = None,
 ) -> AuditReport:
     """Run an audit: the same engine as ``trustaudit audit``.
 
@@ -583,7 +579,7 @@ def run_audit(
         spec = spec_from_mapping(spec)
     t0 = time.perf_counter()
     ctx, inputs = build_context(
-        spec, model=model, frames=frames, allow_unsafe_pickle=allow_unsafe_pickle, extras=extras
+        spec, model=model, frames=frames, allow_unsafe_pickle=allow_unsafe_pickle
     )
     results = run_checks(ctx, progress=progress)
     model_info = dict(inputs.pop("model"))

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from audit.context import AuditContext
+from audit.context import AuditContext, Intermediate
 from audit.exceptions import CheckNotApplicable
 from audit.registry import all_of, register_check
 from audit.results import CheckResult, EvidenceTable, PlotSpec, Provenance, Verdict
@@ -104,27 +104,24 @@ def _needs_mediators(ctx: AuditContext) -> str | None:
 # --- shared pieces ------------------------------------------------------------------------------
 
 
-def _graph(ctx: AuditContext) -> tuple[CausalGraph, GraphRoles]:
-    def build() -> tuple[CausalGraph, GraphRoles]:
-        out = validate_causal_spec(
-            ctx.spec.causal, ctx.test.frame.columns, sensitive=ctx.sensitive_features, frame=ctx.test.frame
-        )
-        assert out is not None  # the applicability predicate guarantees a graph
-        return out
+def _compute_graph(ctx: AuditContext) -> tuple[CausalGraph, GraphRoles]:
+    out = validate_causal_spec(
+        ctx.spec.causal, ctx.test.frame.columns, sensitive=ctx.sensitive_features, frame=ctx.test.frame
+    )
+    assert out is not None  # the applicability predicate guarantees a graph
+    return out
 
-    return ctx.memo("causal.graph", build)  # type: ignore[no-any-return]
+
+#: the parsed causal graph and the roles of its nodes
+GRAPH: Intermediate[tuple[CausalGraph, GraphRoles]] = Intermediate("causal.graph", _compute_graph)
+
+
+def _graph(ctx: AuditContext) -> tuple[CausalGraph, GraphRoles]:
+    return ctx.get(GRAPH)
 
 
 def _positive_index(ctx: AuditContext) -> int:
-    def find() -> int:
-        k = min(ctx.test.n, 64)
-        proba = np.asarray(ctx.model.predict_proba(ctx.test.X.iloc[:k]), dtype=float)
-        for j in range(proba.shape[1]):
-            if np.allclose(proba[:, j], ctx.test.scores[:k], atol=1e-9):
-                return j
-        raise RuntimeError("could not match the model's probability columns to the audit's scores")
-
-    return ctx.memo("causal.positive_index", find)  # type: ignore[no-any-return]
+    return ctx.positive_index  # resolved once, at the boundary
 
 
 def _score_fn(ctx: AuditContext) -> Callable[[pd.DataFrame], np.ndarray]:
@@ -183,28 +180,33 @@ def _pct(level: float) -> str:
     return f"{level * 100:g}%"
 
 
-def _analysis(ctx: AuditContext) -> tuple[SCMEffects, CounterfactualResult]:
+def _compute_analysis(ctx: AuditContext) -> tuple[SCMEffects, CounterfactualResult]:
     """The SCM effects and counterfactuals of the sensitive attribute, sharing one fitted SCM and one
-    bootstrap over refits (memoised: the three SCM checks read the same analysis)."""
+    bootstrap over refits (the three SCM checks read the same analysis)."""
     g, roles = _graph(ctx)
     pol = ctx.policy.causal
     c = ctx.spec.causal
+    rows, X = _sample(ctx, pol.sample_size, "causal.sample")
+    try:
+        eff, cf = scm_analysis(
+            rows, X, _predict_fn(ctx), g, str(roles.treatment),
+            mediators=roles.mediators, treatment_value=c.treatment_value, control_value=c.control_value,
+            mechanisms=pol.mechanisms, n_bootstrap=pol.n_bootstrap, confidence_level=pol.confidence_level,
+            seed=ctx.seed_for("causal.scm"),
+        )
+    except NotIdentifiedError as exc:
+        raise CheckNotApplicable(str(exc)) from None
+    assert eff is not None and cf is not None
+    return eff, cf
 
-    def build() -> tuple[SCMEffects, CounterfactualResult]:
-        rows, X = _sample(ctx, pol.sample_size, "causal.sample")
-        try:
-            eff, cf = scm_analysis(
-                rows, X, _predict_fn(ctx), g, str(roles.treatment),
-                mediators=roles.mediators, treatment_value=c.treatment_value, control_value=c.control_value,
-                mechanisms=pol.mechanisms, n_bootstrap=pol.n_bootstrap, confidence_level=pol.confidence_level,
-                seed=ctx.seed_for("causal.scm"),
-            )
-        except NotIdentifiedError as exc:
-            raise CheckNotApplicable(str(exc)) from None
-        assert eff is not None and cf is not None
-        return eff, cf
 
-    return ctx.memo("causal.scm_analysis", build)  # type: ignore[no-any-return]
+#: the SCM analysis shared by the sensitive effect, path decomposition and counterfactual checks
+ANALYSIS: Intermediate[tuple[SCMEffects, CounterfactualResult]] = Intermediate(
+    "causal.scm_analysis", _compute_analysis, (GRAPH,))
+
+
+def _analysis(ctx: AuditContext) -> tuple[SCMEffects, CounterfactualResult]:
+    return ctx.get(ANALYSIS)
 
 
 def _scm_effects(ctx: AuditContext) -> SCMEffects:
@@ -250,7 +252,7 @@ def _mechanism_table(mechanisms: Mapping[str, str], plan: Any) -> EvidenceTable:
 
 
 @register_check(
-    "causal.sensitive_effect", family="causal", applies=all_of(_needs_graph, _needs_treatment),
+    "causal.sensitive_effect", family="causal", needs=(ANALYSIS,), applies=all_of(_needs_graph, _needs_treatment),
     description="Total causal effect of the sensitive attribute on the model's score (SCM intervention).",
 )
 def sensitive_effect_check(ctx: AuditContext) -> CheckResult:
@@ -311,7 +313,7 @@ def sensitive_effect_check(ctx: AuditContext) -> CheckResult:
 
 
 @register_check(
-    "causal.path_decomposition", family="causal",
+    "causal.path_decomposition", family="causal", needs=(ANALYSIS,),
     applies=all_of(_needs_graph, _needs_treatment, _needs_mediators),
     description="Natural direct vs indirect (mediated) effect of the sensitive attribute on the score.",
 )
@@ -379,7 +381,7 @@ def path_decomposition_check(ctx: AuditContext) -> CheckResult:
 
 
 @register_check(
-    "causal.counterfactual_fairness", family="causal", applies=all_of(_needs_graph, _needs_treatment),
+    "causal.counterfactual_fairness", family="causal", needs=(ANALYSIS,), applies=all_of(_needs_graph, _needs_treatment),
     description="Decision flip rate and |Δscore| when each individual's sensitive attribute is changed.",
 )
 def counterfactual_fairness_check(ctx: AuditContext) -> CheckResult:
@@ -495,7 +497,7 @@ def _estimators_disagree(a: EffectAnalysis) -> list[str]:
 
 
 @register_check(
-    "causal.treatment_effect", family="causal", applies=all_of(_needs_graph, _needs_treatment, _needs_outcome),
+    "causal.treatment_effect", family="causal", needs=(GRAPH,), applies=all_of(_needs_graph, _needs_treatment, _needs_outcome),
     description="Effect of causal.treatment on causal.outcome: DoWhy identification, estimators, refuters.",
 )
 def treatment_effect_check(ctx: AuditContext) -> CheckResult:

@@ -2,7 +2,7 @@
 
 ``shared(ctx)`` holds what every method needs (the seeded row sample, the background rows, the
 codec over the submitted columns, the SHAP view of the model). ``outcome(ctx, method)`` runs one
-method once (``ctx.memo``) and keeps its exception if it raised, so that the method's own check
+method once (the ``METHOD`` intermediate, keyed by method) and keeps its exception if it raised, so that the method's own check
 reports ERROR while the checks that compare methods go on with those that ran.
 
 Every method returns an ``Attribution``: per-feature global importances over the submitted
@@ -27,6 +27,7 @@ import pandas as pd
 from audit._compat import shap as compat_shap
 from audit.checks._explain_space import ModelView, TabularCodec, model_view, positive_index
 from audit.checks._explain_stats import spearman_rows, stratified_sample
+from audit.context import Intermediate
 from audit.stats import bootstrap_means, bootstrap_weights, percentile_interval
 
 __all__ = [
@@ -120,7 +121,7 @@ class Shared:
 
 
 def shared(ctx: Any) -> Shared:
-    return ctx.memo("explain.shared", lambda: _build_shared(ctx))
+    return ctx.get(SHARED)
 
 
 def _build_shared(ctx: Any) -> Shared:
@@ -185,6 +186,10 @@ def single_threaded() -> Iterator[None]:
 
 def outcome(ctx: Any, method: str) -> Outcome:
     """Run ``method`` once per audit; keep its exception instead of raising it."""
+    return ctx.get(METHOD, method)  # type: ignore[no-any-return]
+
+
+def _compute_outcome(ctx: Any, method: str) -> Outcome:
     funcs = {
         "shap": compute_shap,
         "lime": compute_lime,
@@ -199,7 +204,13 @@ def outcome(ctx: Any, method: str) -> Outcome:
         except Exception as exc:  # noqa: BLE001 - kept and re-raised by the method's own check
             return Outcome(error=exc)
 
-    return ctx.memo(f"explain.method.{method}", run)
+    return run()
+
+
+#: the explained rows, background and model view every explanation method shares
+SHARED: Intermediate[Shared] = Intermediate("explain.shared", _build_shared)
+#: one attribution method's outcome (value or kept exception); key: the method's name
+METHOD: Intermediate[Outcome] = Intermediate("explain.method", _compute_outcome, (SHARED,))
 
 
 def _summarise(

@@ -24,7 +24,7 @@ as the additivity error, with a zero-width interval); intervals are ``audit.stat
 * ``explain.sensitive_reliance`` — share of attribution carried by the sensitive features and by
   features that predict them (proxies), each proxy listed with its evidence.
 
-Expensive intermediates are computed once per audit (``ctx.memo``) in
+Expensive intermediates are computed once per audit (declared ``Intermediate``s, ``ctx.get``) in
 ``audit.checks._explain_methods``; a method that raises makes its own check ERROR and the
 comparing checks go on with the methods that ran, naming the missing ones.
 """
@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from audit.checks._explain_methods import (
+    METHOD,
     METHOD_LABELS,
     METHODS,
     Attribution,
@@ -52,6 +53,7 @@ from audit.checks._explain_stats import (
     rank_agreement,
     ranks_desc,
 )
+from audit.context import Intermediate
 from audit.exceptions import CheckNotApplicable
 from audit.registry import needs_sensitive_features, needs_torch_model, register_check
 from audit.results import CheckResult, EvidenceTable, PlotSpec, Provenance, Verdict
@@ -141,7 +143,7 @@ def _normalised_values(values: pd.Series, shap_col: np.ndarray, categorical: boo
     return np.array([pos.get(lab, np.nan) if lab is not None else np.nan for lab in labels])
 
 
-@register_check("explain.shap", family=FAMILY)
+@register_check("explain.shap", family=FAMILY, needs=(METHOD,))
 def shap_check(ctx: Any) -> CheckResult:
     """SHAP attributions per input column, with an additivity test."""
     a: Attribution = outcome(ctx, "shap").get()
@@ -224,7 +226,7 @@ def shap_check(ctx: Any) -> CheckResult:
 # --- explain.lime ---------------------------------------------------------------------------
 
 
-@register_check("explain.lime", family=FAMILY)
+@register_check("explain.lime", family=FAMILY, needs=(METHOD,))
 def lime_check(ctx: Any) -> CheckResult:
     """LIME on a seeded row sample, aggregated; stability across two seeds."""
     a: Attribution = outcome(ctx, "lime").get()
@@ -290,7 +292,7 @@ def lime_check(ctx: Any) -> CheckResult:
 # --- explain.gradients ----------------------------------------------------------------------
 
 
-@register_check("explain.gradients", family=FAMILY, applies=needs_torch_model)
+@register_check("explain.gradients", family=FAMILY, applies=needs_torch_model, needs=(METHOD,))
 def gradients_check(ctx: Any) -> CheckResult:
     """Captum Integrated Gradients (convergence delta) and GradientSHAP for torch models."""
     res: dict[str, Attribution] = outcome(ctx, "gradients").get()
@@ -344,7 +346,7 @@ def gradients_check(ctx: Any) -> CheckResult:
 # --- explain.permutation --------------------------------------------------------------------
 
 
-@register_check("explain.permutation", family=FAMILY)
+@register_check("explain.permutation", family=FAMILY, needs=(METHOD,))
 def permutation_check(ctx: Any) -> CheckResult:
     """scikit-learn permutation importance (drop in ROC AUC): the model-agnostic reference."""
     a: Attribution = outcome(ctx, "permutation").get()
@@ -414,7 +416,7 @@ def _missing_text(failed: dict[str, str]) -> str:
 # --- explain.agreement ----------------------------------------------------------------------
 
 
-@register_check("explain.agreement", family=FAMILY)
+@register_check("explain.agreement", family=FAMILY, needs=(METHOD,))
 def agreement_check(ctx: Any) -> CheckResult:
     """Rank agreement of global importances between every pair of methods that ran."""
     pol = ctx.policy.explain
@@ -554,7 +556,7 @@ def agreement_check(ctx: Any) -> CheckResult:
 # --- explain.faithfulness -------------------------------------------------------------------
 
 
-@register_check("explain.faithfulness", family=FAMILY)
+@register_check("explain.faithfulness", family=FAMILY, needs=(METHOD,))
 def faithfulness_check(ctx: Any) -> CheckResult:
     """Deletion / insertion curves in attribution order against random orders."""
     pol = ctx.policy.explain
@@ -717,7 +719,12 @@ def _proxy_table(ctx: Any) -> tuple[pd.DataFrame, str, int]:
     return table, split.role, len(idx)
 
 
-@register_check("explain.sensitive_reliance", family=FAMILY, applies=needs_sensitive_features)
+#: the proxy table of the sensitive features (how well other columns predict each), its split and rows
+PROXIES: Intermediate[tuple[pd.DataFrame, str, int]] = Intermediate("explain.proxies", _proxy_table)
+
+
+@register_check("explain.sensitive_reliance", family=FAMILY, applies=needs_sensitive_features,
+                needs=(METHOD, PROXIES))
 def sensitive_reliance_check(ctx: Any) -> CheckResult:
     """Share of SHAP attribution on the sensitive features and on their proxies."""
     pol = ctx.policy.explain
@@ -727,7 +734,7 @@ def sensitive_reliance_check(ctx: Any) -> CheckResult:
             f"SHAP attributions are needed and failed: {type(shap_out.error).__name__}: {shap_out.error}"
         ) from shap_out.error
     a: Attribution = shap_out.value
-    table, role, n_rows = ctx.memo("explain.proxies", lambda: _proxy_table(ctx))
+    table, role, n_rows = ctx.get(PROXIES)
     features = list(a.features)
     sensitive = list(ctx.sensitive_features)
     sens_inputs = [f for f in features if f in sensitive]

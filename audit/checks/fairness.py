@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from audit import stats
-from audit.context import AuditContext
+from audit.context import AuditContext, Intermediate
 from audit.registry import needs_sensitive_features, register_check
 from audit.results import CheckResult, EvidenceTable, PlotSpec, Provenance, Verdict
 
@@ -214,21 +214,27 @@ def disparity(
     return stats.spread_intervals([obs[f] for f in families], [draws[f] for f in families], level)
 
 
-def _tables(ctx: AuditContext) -> BootstrapTables:
+def _compute_tables(ctx: AuditContext) -> BootstrapTables:
+    """Observed and bootstrap (group, label, decision) counts of every sensitive view."""
     pol = ctx.policy.fairness
     split = ctx.test
-    return ctx.memo(
-        "fairness.bootstrap",
-        lambda: bootstrap_disparities(
-            split.y,
-            split.y_pred,
-            split.scores,
-            split.sensitive,
-            n_boot=pol.n_bootstrap,
-            rng=ctx.rng("fairness.bootstrap"),
-            intersections=pol.intersections,
-        ),
+    return bootstrap_disparities(
+        split.y,
+        split.y_pred,
+        split.scores,
+        split.sensitive,
+        n_boot=pol.n_bootstrap,
+        rng=ctx.rng("fairness.bootstrap"),
+        intersections=pol.intersections,
     )
+
+
+#: observed and bootstrap counts of every sensitive view, shared by every fairness check
+TABLES: Intermediate[BootstrapTables] = Intermediate("fairness.bootstrap", _compute_tables)
+
+
+def _tables(ctx: AuditContext) -> BootstrapTables:
+    return ctx.get(TABLES)
 
 
 def _kept(ctx: AuditContext, view_name: str) -> np.ndarray:
@@ -236,14 +242,20 @@ def _kept(ctx: AuditContext, view_name: str) -> np.ndarray:
     return _tables(ctx).counts[view_name].sum(-1) >= ctx.policy.fairness.min_group_size
 
 
-def _view_disparity(ctx: AuditContext, view_name: str, criterion: str) -> stats.SpreadInterval:
-    def compute() -> stats.SpreadInterval:
-        tabs = _tables(ctx)
-        keep = _kept(ctx, view_name)
-        return disparity(tabs.counts[view_name][keep], tabs.boot[view_name][:, keep], FAMILIES[criterion],
-                         ctx.policy.fairness.confidence_level)
+def _compute_disparity(ctx: AuditContext, view_name: str, criterion: str) -> stats.SpreadInterval:
+    """A criterion's disparity over a view's compared groups (key: view name, criterion)."""
+    tabs = _tables(ctx)
+    keep = _kept(ctx, view_name)
+    return disparity(tabs.counts[view_name][keep], tabs.boot[view_name][:, keep], FAMILIES[criterion],
+                     ctx.policy.fairness.confidence_level)
 
-    return ctx.memo(f"fairness.disparity.{view_name}.{criterion}", compute)
+
+#: a criterion's disparity over a view's compared groups; key: (view name, criterion)
+DISPARITY: Intermediate[stats.SpreadInterval] = Intermediate("fairness.disparity", _compute_disparity, (TABLES,))
+
+
+def _view_disparity(ctx: AuditContext, view_name: str, criterion: str) -> stats.SpreadInterval:
+    return ctx.get(DISPARITY, view_name, criterion)
 
 
 def _provenance(ctx: AuditContext, **extra: object) -> Provenance:
@@ -267,7 +279,7 @@ def _provenance(ctx: AuditContext, **extra: object) -> Provenance:
 # --- check: per-group metrics ---------------------------------------------------------------
 
 
-@register_check("fairness.group_metrics", family="fairness", applies=needs_sensitive_features)
+@register_check("fairness.group_metrics", family="fairness", applies=needs_sensitive_features, needs=(TABLES,))
 def group_metrics(ctx: AuditContext) -> CheckResult:
     """Selection rate, TPR, FPR, FNR, precision, accuracy, calibration gap and count per group."""
     pol = ctx.policy.fairness
@@ -459,7 +471,8 @@ def _make_parity(check_id: str, doc: str):
 
     check.__name__ = check_id.split(".")[1]
     check.__doc__ = doc
-    register_check(check_id, family="fairness", applies=needs_sensitive_features, description=doc)(check)
+    register_check(check_id, family="fairness", applies=needs_sensitive_features, description=doc,
+                   needs=(DISPARITY,))(check)
     return check
 
 
@@ -534,7 +547,8 @@ def _dp_diff(y_pred: np.ndarray, groups: pd.Series, compared: Sequence[str]) -> 
     return float(rates.max() - rates.min())
 
 
-@register_check("fairness.mitigation", family="fairness", applies=needs_sensitive_features)
+@register_check("fairness.mitigation", family="fairness", applies=needs_sensitive_features,
+                needs=(DISPARITY,))
 def mitigation(ctx: AuditContext) -> CheckResult:
     """What meeting demographic parity would cost: ThresholdOptimizer on the model's scores and,
     when the estimator can be refit, ExponentiatedGradient. A model over the parity limit for which
