@@ -39,7 +39,7 @@ __all__ = [
     "write_run_outputs",
 ]
 
-_WHERE = {
+_EXPORTS: dict[str, str] = {  # name -> the module that defines it, loaded on first use
     "MODELS": "federated._config",
     "PARTITIONS": "federated._config",
     "ROBUST_STRATEGIES": "federated._config",
@@ -78,8 +78,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        value = getattr(importlib.import_module(_WHERE[name]), name)
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'federated' has no attribute {name!r}")

@@ -7,13 +7,14 @@
 - :mod:`audit.privacy.train_dp` trains and exports DP-SGD MLPs (imports torch; loaded lazily
   through this package's attributes).
 
-The registered checks live in :mod:`audit.checks.privacy`.
+The registered checks live in :mod:`audit.checks.privacy`. The intervals these use (Clopper–Pearson,
+DeLong) are :mod:`audit.stats`', the one home of the statistics, and are imported from there.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from audit.privacy.accounting import (
     ACCOUNTANTS,
@@ -29,14 +30,15 @@ from audit.privacy.attacks import (
     EpsilonBound,
     MembershipAudit,
     calibrated_scores,
-    clopper_pearson,
-    delong_auc,
     entropy_scores,
     epsilon_from_rates,
     logit_confidence,
     loss_scores,
     membership_audit,
 )
+
+if TYPE_CHECKING:  # these load lazily (PEP 562): train_dp imports torch
+    from audit.privacy.train_dp import DPTrainConfig, train_dp_models, train_mlp
 
 __all__ = [
     "ACCOUNTANTS",
@@ -49,8 +51,6 @@ __all__ = [
     "MembershipAudit",
     "assess_claim",
     "calibrated_scores",
-    "clopper_pearson",
-    "delong_auc",
     "entropy_scores",
     "epsilon_from_rates",
     "logit_confidence",
@@ -62,11 +62,22 @@ __all__ = [
     "train_mlp",
 ]
 
-_LAZY = {"DPTrainConfig", "train_dp_models", "train_mlp"}
+_EXPORTS: dict[str, str] = {  # name -> the module that defines it, loaded on first use
+    "DPTrainConfig": "audit.privacy.train_dp",
+    "train_dp_models": "audit.privacy.train_dp",
+    "train_mlp": "audit.privacy.train_dp",
+}
 
 
 def __getattr__(name: str) -> Any:
     """Torch-dependent names load on first use, so importing this package stays light."""
-    if name in _LAZY:
-        return getattr(importlib.import_module("audit.privacy.train_dp"), name)
-    raise AttributeError(f"module 'audit.privacy' has no attribute {name!r}")
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'audit.privacy' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
