@@ -3,16 +3,20 @@
 It draws the numbers the run recorded and computes none of its own: global loss and accuracy,
 per-client accuracy (fairness across clients), per-group accuracy and selection rate (fairness
 across groups), participation (who answered), privacy loss per round, and the partitions.
+The page's markup lives in ``templates/run_report.html.j2``, rendered with autoescape on, so
+every value from the run is escaped; this module prepares the values (tables, numbers, plots).
 """
 
 from __future__ import annotations
 
 import base64
-import html
+import functools
 import io
 import math
 from typing import Any
 
+import jinja2
+import markupsafe
 import pandas as pd
 
 from federated._run import FederatedRun
@@ -21,6 +25,8 @@ __all__ = ["render_run_report"]
 
 
 def _png(fig: Any) -> str:
+    """The figure as a PNG data URI (marked safe for the template: base64 text holds no character
+    HTML escapes)."""
     from matplotlib.ticker import MaxNLocator
 
     for ax in fig.axes:  # every x axis here is a round or a client id
@@ -33,24 +39,26 @@ def _png(fig: Any) -> str:
     import matplotlib.pyplot as plt
 
     plt.close(fig)
-    return '<img alt="plot" src="data:image/png;base64,' + base64.b64encode(buf.getvalue()).decode("ascii") + '">'
+    return markupsafe.Markup("data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii"))
 
 
-def _table(df: pd.DataFrame, max_rows: int = 60) -> str:
-    if df.empty:
-        return "<p><em>none</em></p>"
+def _cell(v: Any) -> str:
+    """How one value reads in a table cell: floats to 4 significant digits, NaN as blank."""
+    if isinstance(v, float):
+        return "" if math.isnan(v) else f"{v:.4g}"
+    return str(v)
+
+
+def _table(df: pd.DataFrame, max_rows: int = 60) -> dict[str, Any]:
+    """The frame's columns and its first ``max_rows`` rows as text, with the total row count."""
     shown = df.head(max_rows)
-    note = f"<p><em>first {max_rows} of {len(df)} rows</em></p>" if len(df) > max_rows else ""
-
-    def fmt(v: Any) -> str:
-        if isinstance(v, float):
-            return "" if math.isnan(v) else f"{v:.4g}"
-        return html.escape(str(v))
-
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in shown.columns)
-    body = "".join("<tr>" + "".join(f"<td>{fmt(v)}</td>" for v in row) + "</tr>"
-                   for row in shown.itertuples(index=False))
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{note}"
+    return {
+        "empty": df.empty,
+        "columns": [str(c) for c in shown.columns],
+        "rows": [[_cell(v) for v in row] for row in shown.itertuples(index=False)],
+        "shown": len(shown),
+        "total": len(df),
+    }
 
 
 def _plots(run: FederatedRun) -> list[tuple[str, str]]:
@@ -123,51 +131,49 @@ def _plots(run: FederatedRun) -> list[tuple[str, str]]:
     return out
 
 
-_CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}
-table{border-collapse:collapse;font-size:12px;margin:.5em 0}td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}
-th{background:#f3f3f3}h2{border-bottom:1px solid #ddd;padding-bottom:2px}img{max-width:100%}"""
+@functools.cache
+def _environment() -> jinja2.Environment:
+    """The template environment, built once on first use (templates are compiled once too)."""
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("federated", "templates"),
+        autoescape=jinja2.select_autoescape(enabled_extensions=("html", "j2", "css"), default=True,
+                                            default_for_string=True),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        auto_reload=False,
+        keep_trailing_newline=True,
+    )
+
+
+def _context(run: FederatedRun) -> dict[str, Any]:
+    cfg = run.config
+    final = run.final
+    gf = run.groups_frame()
+    privacy = None
+    if run.privacy:
+        rows = [{"mechanism": kind, "field": k, "value": v}
+                for kind, block in run.privacy.items() for k, v in block.items()
+                if not isinstance(v, (dict, list))]
+        privacy = _table(pd.DataFrame(rows))
+    cond = run.dp_conditions() if run.privacy else None
+    return {
+        "cfg": cfg,
+        "krum": ({"f": cfg.krum_f_used, "source": cfg.krum_f_source}
+                 if cfg.strategy in ("krum", "multikrum") else None),
+        "data_source": str(run.data.get("source")),
+        "final_accuracy": f"{final['global'].get('accuracy', float('nan')):.4f}",
+        "plots": _plots(run),
+        "rounds": _table(run.rounds_frame()),
+        "final_groups": None if gf.empty else _table(gf[gf["round"] == final["round"]].drop(columns="round")),
+        "partitions": _table(run.partitions_frame()),
+        "privacy": privacy,
+        "dp_conditions": cond or None,
+        "settings": _table(pd.DataFrame([{"setting": k, "value": v} for k, v in cfg.to_run_config().items()]),
+                           max_rows=200),
+    }
 
 
 def render_run_report(run: FederatedRun) -> str:
     """The HTML run report (self-contained)."""
-    cfg = run.config
-    final = run.final
-    head = (
-        f"<p>{cfg.num_clients} clients ({cfg.clients_per_round} per round), {cfg.num_rounds} rounds, "
-        f"model <b>{html.escape(cfg.model)}</b>, strategy <b>{html.escape(cfg.strategy)}</b>"
-        f"{', SecAgg+' if cfg.secagg else ''}{', central DP' if cfg.central_dp else ''}"
-        f"{', local DP' if cfg.local_dp else ''}"
-        + (f" (Krum f = {cfg.krum_f_used}, {html.escape(cfg.krum_f_source)})"
-           if cfg.strategy in ("krum", "multikrum") else "")
-        + f"; partition <b>{html.escape(cfg.partition)}</b>; data "
-        f"{html.escape(str(run.data.get('source')))}. Final test accuracy "
-        f"<b>{final['global'].get('accuracy', float('nan')):.4f}</b>.</p>"
-    )
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>Federated run</title>"
-             f"<style>{_CSS}</style></head><body><h1>Federated run</h1>{head}"]
-    for title, img in _plots(run):
-        parts.append(f"<h2>{html.escape(title)}</h2>{img}")
-    parts.append("<h2>Rounds</h2>" + _table(run.rounds_frame()))
-    gf = run.groups_frame()
-    if not gf.empty:
-        parts.append("<h2>Final model by group</h2>" + _table(gf[gf["round"] == final["round"]].drop(columns="round")))
-    parts.append("<h2>Partitions</h2>" + _table(run.partitions_frame()))
-    if run.privacy:
-        rows = []
-        for kind, block in run.privacy.items():
-            for k, v in block.items():
-                if not isinstance(v, (dict, list)):
-                    rows.append({"mechanism": kind, "field": k, "value": v})
-        parts.append("<h2>Privacy</h2>" + _table(pd.DataFrame(rows)))
-        cond = run.dp_conditions()
-        if cond:
-            parts.append(
-                f"<p>Noise: {html.escape(str(cond['noise_source']))}. Sampling: "
-                f"{html.escape(str(cond['sampling_source']))}.</p>"
-                "<h3>Not covered by the ε</h3><ul>"
-                + "".join(f"<li>{html.escape(x)}</li>" for x in cond["not_covered"]) + "</ul>"
-            )
-    cfg_rows = pd.DataFrame([{"setting": k, "value": v} for k, v in cfg.to_run_config().items()])
-    parts.append("<h2>Settings</h2>" + _table(cfg_rows, max_rows=200))
-    parts.append("</body></html>")
-    return "\n".join(parts)
+    return _environment().get_template("run_report.html.j2").render(_context(run))
