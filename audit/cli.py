@@ -17,17 +17,15 @@ input or usage: one line ``trustaudit: error: ...`` on stderr, never a traceback
   (``trustaudit: internal error: ...``; ``TRUSTAUDIT_DEBUG=1`` prints the traceback), so that exit 1
   keeps meaning only "a check failed its policy".
 
-Other packages add sub-commands through a module-level ``add_commands(subparsers)`` in
-``<package>/cli_commands.py``; each command sets ``func(args) -> int`` and raises
-``TrustAuditError`` for bad input.
+Other packages add sub-commands through the ``trustaudit.commands`` entry-point group: each entry
+names a function ``add_commands(subparsers)``; each command sets ``func(args) -> int`` and raises
+``TrustAuditError`` for bad input. A package whose commands fail to load is left out with a warning.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
-import importlib
-import importlib.util
 import os
 import sqlite3
 import sys
@@ -40,7 +38,8 @@ from audit.exceptions import TrustAuditError, UsageError
 
 __all__ = ["build_parser", "main"]
 
-_PLUGIN_MODULES = ("causal.cli_commands", "federated.cli_commands", "audit.privacy_cli", "dashboard.cli_commands")
+#: the entry-point group through which packages add sub-commands
+COMMANDS_GROUP = "trustaudit.commands"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -58,9 +57,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_audit(sub)
     _add_demo(sub)
     _add_history(sub)
-    for name in _PLUGIN_MODULES:
-        if importlib.util.find_spec(name.rsplit(".", 1)[0]) is not None and importlib.util.find_spec(name) is not None:
-            importlib.import_module(name).add_commands(sub)
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=COMMANDS_GROUP):
+        try:
+            add_commands = ep.load()
+        except Exception as exc:  # noqa: BLE001 - a broken plugin must not take the CLI down
+            warnings.warn(f"trustaudit: commands of {ep.name!r} ({ep.value}) could not be loaded: "
+                          f"{type(exc).__name__}: {exc}", RuntimeWarning, stacklevel=2)
+            continue
+        add_commands(sub)
     return parser
 
 
@@ -144,7 +150,9 @@ def _split_multi(values: Sequence[str] | None) -> list[str] | None:
 
 
 def spec_from_args(args: argparse.Namespace) -> Any:
-    from audit.spec import load_spec, spec_from_mapping
+    """The spec file and the flags (which win over it) as a ``SpecFile``: what to audit and where
+    the model and data files are."""
+    from audit.spec import load_spec_file, parse_spec_file
 
     overrides: dict[str, Any] = {}
     model: dict[str, Any] = {}
@@ -183,13 +191,13 @@ def spec_from_args(args: argparse.Namespace) -> Any:
     if args.max_groups is not None:
         overrides["policy"] = {"max_groups": args.max_groups}
     if args.spec:
-        spec = load_spec(args.spec, _resolve_cli_paths(overrides))
+        spec = load_spec_file(args.spec, _resolve_cli_paths(overrides))
     else:
         if not args.model or not args.data or not args.target or args.positive_label is None:
             missing = [f for f, v in (("--model", args.model), ("--data", args.data), ("--target", args.target),
                                       ("--positive-label", args.positive_label)) if not v and v != 0]
             raise UsageError(f"audit: give --spec or all of --model, --data, --target, --positive-label (missing: {', '.join(missing)})")
-        spec = spec_from_mapping(_resolve_cli_paths(overrides), source="flags")
+        spec = parse_spec_file(_resolve_cli_paths(overrides), source="flags")
     return spec
 
 
@@ -308,14 +316,14 @@ def _memory_limit(args: argparse.Namespace) -> int | None:
 def _audit_in_child(args: argparse.Namespace) -> dict[str, Any]:
     """In the audit's child process: validate the spec, run the audit, return the JSON report."""
     from audit._isolate import send_message
-    from audit.runner import run_audit
+    from audit.runner import run_spec
 
     spec = spec_from_args(args)
     with warnings.catch_warnings():
         if args.unsafe_pickle:
             warnings.simplefilter("always")
-        report = run_audit(spec, allow_unsafe_pickle=args.unsafe_pickle,
-                           progress=lambda *event: send_message(list(event)))
+        report = run_spec(spec, allow_unsafe_pickle=args.unsafe_pickle,
+                          progress=lambda *event: send_message(list(event)))
     return report.to_dict()
 
 

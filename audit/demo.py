@@ -134,13 +134,13 @@ def run_demo(
     from rich.console import Console
 
     from audit.cli import _print_summary, _progress_runner
+    from audit.registry import family_names
     from audit.report import write_reports
-    from audit.runner import run_audit
-    from audit.spec import FAMILIES, load_spec
+    from audit.runner import run_spec
 
     console = Console(stderr=True, quiet=quiet)
     out = Path(out)
-    checks = tuple(checks) if checks else FAMILIES
+    checks = tuple(checks) if checks else family_names()
     console.print(f"[bold]trustaudit demo[/bold]: generating the lending dataset (seed {seed}) ...")
     data = make_lending_data(seed=seed)
     for role in ("train", "holdout", "test"):
@@ -149,9 +149,8 @@ def run_demo(
     model = train_demo_model(data, seed)
     save_skops(model, out / "model.skops")
     spec_path = write_text_atomic(out / "audit.toml", _spec_toml(data, seed, checks))
-    spec = load_spec(spec_path)
     with _progress_runner(quiet) as cb:
-        report = run_audit(spec, progress=cb)
+        report = run_spec(spec_path, progress=cb)
     reports = out / "reports"
     written = write_reports(report, {
         "json": reports / "report.json", "html": reports / "report.html",

@@ -11,7 +11,10 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -26,7 +29,7 @@ __all__ = [
 ]
 
 #: Version of the JSON report schema (docs/report-schema.md, audit/report/schema.json).
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "2.0"
 
 
 class Verdict(enum.StrEnum):
@@ -347,6 +350,53 @@ class AuditReport:
             if r.check_id == check_id:
                 return r
         raise KeyError(f"no result for check {check_id!r}")
+
+    def to_frame(self) -> pd.DataFrame:
+        """The findings as a pandas DataFrame: one row per check (id, family, verdict, summary,
+        seconds), in the report's order."""
+        import pandas as pd
+
+        return pd.DataFrame(
+            [{"check_id": r.check_id, "family": r.family, "verdict": r.verdict.value, "summary": r.summary,
+              "seconds": float(r.provenance.seconds)} for r in self.results],
+            columns=["check_id", "family", "verdict", "summary", "seconds"],
+        )
+
+    def metrics_frame(self) -> pd.DataFrame:
+        """Every check's metrics in long form: one row per (check_id, metric, value)."""
+        import pandas as pd
+
+        return pd.DataFrame(
+            [{"check_id": r.check_id, "metric": k, "value": float(v)} for r in self.results for k, v in r.metrics.items()],
+            columns=["check_id", "metric", "value"],
+        )
+
+    def to_json(self, *, indent: int | None = 2) -> str:
+        """The JSON report (``to_dict()`` as text; the schema is ``audit/report/schema.json``)."""
+        import json
+
+        return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
+
+    def to_html(self) -> str:
+        """The self-contained HTML report (rendered by ``audit.report``)."""
+        from audit.report import render_html
+
+        return render_html(self)
+
+    def _repr_html_(self) -> str:
+        """What a notebook shows: the overall verdict, the counts and one row per check."""
+        import html
+
+        counts = ", ".join(f"{n} {v}" for v, n in self.counts().items() if n)
+        rows = "".join(
+            f"<tr><td>{html.escape(r.check_id)}</td><td><b>{r.verdict.value}</b></td>"
+            f"<td>{html.escape(r.summary)}</td></tr>" for r in self.results
+        )
+        return (
+            f"<div><p><b>trustaudit {html.escape(self.audit_id[:12])}: {self.verdict.value}</b> "
+            f"({html.escape(counts)}; {self.seconds:.1f} s)</p><table><thead><tr><th>check</th><th>verdict</th>"
+            f"<th>summary</th></tr></thead><tbody>{rows}</tbody></table></div>"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -19,40 +19,46 @@ Nothing here is quadratic in the number of columns.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as _dt
 import importlib.metadata
 import itertools
 import json
+import os
 import platform
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from audit.context import AuditContext, DataSplit
+from audit.context import AuditContext, DataSplit, ResolvedClaim
 from audit.exceptions import CheckNotApplicable, DataError, ModelOutputError, NothingAuditedError, SpecError
 from audit.io import LoadedModel, load_model, load_table, sha256_file
 from audit.model import ModelAdapter, SklearnAdapter, check_proba
-from audit.registry import CheckInfo, iter_checks, unknown_selection
+from audit.registry import CheckInfo, family_names, iter_checks, prepare_families, unknown_selection
 from audit.results import AuditReport, CheckResult, ErrorInfo, Provenance, Verdict
-from audit.spec import FAMILIES, AuditSpec, spec_from_mapping
+from audit.spec import AuditSpec, SpecFile, spec_from_mapping
 
 __all__ = [
     "MISSING_GROUP",
+    "DataInput",
     "ProgressCallback",
     "build_context",
     "context_from_frames",
     "library_versions",
+    "make_spec",
     "nothing_audited_message",
     "run_audit",
     "run_audit_isolated",
     "run_checks",
+    "run_spec",
 ]
 
 MISSING_GROUP = "<missing>"
@@ -300,30 +306,51 @@ def _make_split(
     )
 
 
-def _validate_model_metadata(adapter: ModelAdapter) -> None:
-    """A DP claim shipped in a model's metadata, and the conditions it was trained under, are
-    validated like a claim given in the spec: malformed metadata is bad input (exit 2)."""
-    meta = adapter.metadata or {}
-    claim = meta.get("dp_claim")
-    if claim is None:
-        return
+def _resolve_dp_claim(spec: AuditSpec, adapter: ModelAdapter) -> ResolvedClaim | None:
+    """The DP claim to verify, validated at the boundary: the spec's wins over one shipped in the
+    model's metadata (a mapping, or JSON text as ONNX stores it); the conditions the model's run
+    recorded (``dp_conditions``, and condition keys inside its ``dp_claim``) apply to either.
+    Malformed metadata is bad input (exit 2), like a malformed claim in the spec."""
     from pydantic import ValidationError
 
     from audit.exceptions import ConfigError
-    from audit.privacy.accounting import ClaimConditions
+    from audit.privacy.accounting import CONDITION_KEYS, ClaimConditions
     from audit.spec import DPClaim, _format_validation_error
 
+    meta = adapter.metadata or {}
+
+    def parsed(key: str) -> Any:
+        raw = meta.get(key)
+        if isinstance(raw, str):
+            try:
+                return json.loads(raw)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"model metadata {key}: not valid JSON ({exc.msg})") from None
+        return raw
+
+    raw_claim = parsed("dp_claim")
+    if raw_claim is not None and not isinstance(raw_claim, Mapping):
+        raise ConfigError(f"model metadata dp_claim: must be a mapping, got {type(raw_claim).__name__}")
+    meta_claim = None
+    if raw_claim is not None:
+        try:
+            meta_claim = DPClaim.model_validate({k: v for k, v in raw_claim.items() if k not in CONDITION_KEYS})
+        except ValidationError as exc:
+            raise ConfigError(_format_validation_error(exc, "model metadata dp_claim")) from None
+    merged = {k: v for k, v in (raw_claim or {}).items() if k in CONDITION_KEYS}
+    raw_conditions = parsed("dp_conditions")
     try:
-        DPClaim.model_validate(json.loads(claim) if isinstance(claim, str) else claim)
-    except ValidationError as exc:
-        raise ConfigError(_format_validation_error(exc, "model metadata dp_claim")) from None
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"model metadata dp_claim: not valid JSON ({exc.msg})") from None
-    conditions = meta.get("dp_conditions")
-    try:
-        ClaimConditions.from_mapping(json.loads(conditions) if isinstance(conditions, str) else conditions)
-    except ValueError as exc:  # JSONDecodeError is a ValueError too
+        if raw_conditions is not None and not isinstance(raw_conditions, Mapping):
+            raise ValueError(f"dp_conditions must be a mapping, got {type(raw_conditions).__name__}")
+        merged.update(raw_conditions or {})
+        conditions = ClaimConditions.from_mapping(merged)
+    except ValueError as exc:
         raise ConfigError(f"model metadata dp_conditions: {exc}") from None
+    if spec.privacy.dp_claim is not None:
+        return ResolvedClaim(spec.privacy.dp_claim, "spec", conditions)
+    if meta_claim is not None:
+        return ResolvedClaim(meta_claim, "model metadata", conditions)
+    return None
 
 
 def _as_adapter(model: Any, spec: AuditSpec | None = None) -> ModelAdapter:
@@ -335,54 +362,74 @@ def _as_adapter(model: Any, spec: AuditSpec | None = None) -> ModelAdapter:
     return SklearnAdapter(model, feats)
 
 
+#: what run_audit accepts for a split: a DataFrame, or the path of a CSV / Parquet file
+DataInput = pd.DataFrame | str | Path
+
+
+def _load_split(value: DataInput, role: str, na_values: Sequence[str]) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """A split as given (a DataFrame) or read from its file (the path and its SHA-256 recorded)."""
+    if isinstance(value, pd.DataFrame):
+        return value, {"path": None, "source": "in memory", "sha256": None, "rows": len(value),
+                       "columns": value.shape[1]}
+    if isinstance(value, (str, Path)):
+        frame = load_table(value, na_values=tuple(na_values))
+        return frame, {"path": str(value), "source": "file", "sha256": sha256_file(value), "rows": len(frame),
+                       "columns": frame.shape[1]}
+    raise SpecError(f"{role} data: give a pandas DataFrame or the path of a CSV or Parquet file, "
+                    f"got {type(value).__name__}")
+
+
+def _model_input(model: Any, spec: AuditSpec, allow_unsafe_pickle: bool) -> tuple[ModelAdapter, dict[str, Any]]:
+    """The model as given (a fitted estimator, an adapter, a loaded model file) or loaded from its
+    path with the safe intake (``audit.io.load_model``); and what the report records about it."""
+    if isinstance(model, (str, Path)):
+        model = load_model(model, allow_unsafe_pickle=allow_unsafe_pickle,
+                           feature_names=tuple(spec.data.features) or None)
+    if model is None:
+        raise SpecError("no model: give a fitted model, a loaded model or the path of a model file")
+    adapter = _as_adapter(model, spec)
+    if isinstance(model, LoadedModel):
+        return adapter, model.info()
+    return adapter, {"path": None, "source": "in memory", "kind": adapter.kind, "sha256": None,
+                     "type": f"{type(model).__module__}.{type(model).__qualname__}"}
+
+
 def build_context(
     spec: AuditSpec,
+    model: Any,
+    data: Mapping[str, DataInput | None],
     *,
-    model: Any = None,
-    frames: Mapping[str, pd.DataFrame] | None = None,
+    na_values: Sequence[str] = ("?",),
     allow_unsafe_pickle: bool = False,
 ) -> tuple[AuditContext, dict[str, Any]]:
-    """Load (unless given) and validate model and data; returns the context and input provenance."""
-    inputs: dict[str, Any] = {}
-    if model is None:
-        loaded = load_model(
-            spec.model.path,
-            format=spec.model.format,
-            trusted_types=spec.model.trusted_types,
-            allow_unsafe_pickle=allow_unsafe_pickle,
-            feature_names=tuple(spec.data.features) or None,
-        )
-        inputs["model"] = loaded.info()
-        adapter = loaded.adapter
-    else:
-        adapter = _as_adapter(model, spec)
-        if isinstance(model, LoadedModel):
-            inputs["model"] = model.info()
-        else:
-            inputs["model"] = {"path": "<in memory>", "kind": adapter.kind, "sha256": None}
-    _validate_model_metadata(adapter)
+    """Validate model and data against the spec (reading the files given as paths) and build the
+    context every check receives; returns it with the input provenance the report records.
+
+    ``data`` maps "test" (required), "train" and "holdout" to DataFrames or file paths.
+    Everything learned here is put on the context, typed: the positive class's column, the checks
+    that will run, the DP claim, and what each selected family's ``prepare`` hook validated.
+    """
+    adapter, model_info = _model_input(model, spec, allow_unsafe_pickle)
+    inputs: dict[str, Any] = {"model": model_info}
+    dp_claim = _resolve_dp_claim(spec, adapter)
     _refuse_multiclass("the model", list(adapter.classes_), spec)
     pos_idx = _positive_class_index(adapter, spec.data.positive_label)
     splits: dict[str, DataSplit | None] = {"test": None, "train": None, "holdout": None}
     files: dict[str, Any] = {}
     bins: dict[str, np.ndarray] = {}  # cut points of binned sensitive columns, from the test split
     classes: dict[str, list[str]] = {}
+    if data.get("test") is None:
+        raise SpecError("no audited data: give it with --data or data.test (Python: the test DataFrame)")
     for role in ("test", "train", "holdout"):
-        if frames is not None and role in frames and frames[role] is not None:
-            frame = frames[role]
-            splits[role] = _make_split(role, frame, adapter, spec, pos_idx, bins=bins)
-            files[role] = {"path": "<in memory>", "sha256": None, "rows": len(frame), "columns": frame.shape[1]}
-        else:
-            path = getattr(spec.data, role)
-            if path is None or (frames is not None and role == "test" and "test" in frames):
-                continue
-            frame = load_table(path, na_values=spec.data.na_values)
-            sha = sha256_file(path)
-            splits[role] = _make_split(role, frame, adapter, spec, pos_idx, source=str(path), sha=sha, bins=bins)
-            files[role] = {"path": str(path), "sha256": sha, "rows": len(frame), "columns": frame.shape[1]}
+        value = data.get(role)
+        if value is None:
+            continue
+        frame, info = _load_split(value, role, na_values)
+        source = info["path"] or ""
+        splits[role] = _make_split(role, frame, adapter, spec, pos_idx, source=source, sha=info["sha256"] or "",
+                                   bins=bins)
+        files[role] = info
         classes[role] = sorted(map(str, frame[spec.data.target].astype(str).unique()))
-    if splits["test"] is None:
-        raise SpecError("no audited data: give it with --data or data.test")
     inputs["data"] = files
     inputs["target"] = _target_provenance(spec, adapter, pos_idx, classes)
     if bins:
@@ -394,8 +441,8 @@ def build_context(
         }
     test = splits["test"]
     assert test is not None
-    _validate_causal_graph(spec, test)
-    # the positive class is resolved here, once: checks read it from the context
+    checks = iter_checks(spec.checks)
+    prepared = prepare_families(spec, test, {c.family for c in checks})
     ctx = AuditContext(
         spec=spec,
         model=adapter,
@@ -404,6 +451,10 @@ def build_context(
         holdout=splits["holdout"],
         seed=spec.seed,
         positive_index=pos_idx,
+        checks=tuple(c.check_id for c in checks),
+        dp_claim=dp_claim,
+        prepared=MappingProxyType(prepared),
+        cores=os.cpu_count() or 1,
     )
     return ctx, inputs
 
@@ -430,61 +481,67 @@ def _target_provenance(
     return out
 
 
-def _validate_causal_graph(spec: AuditSpec, test: DataSplit) -> None:
-    """A causal graph in the spec is validated at the boundary: a bad graph is bad input (exit 2)."""
-    if spec.causal.graph is None and not spec.causal.edges:
-        return
-    if not any(name.split(".", 1)[0] == "causal" for name in spec.checks):
-        return
-    import importlib.util
+def make_spec(
+    spec: AuditSpec | Mapping[str, Any] | str | Path | None = None,
+    *,
+    target: str | None = None,
+    positive_label: Any = None,
+    sensitive: Sequence[str] | None = None,
+    features: Sequence[str] | None = None,
+    multiclass: str | None = None,
+    bin_sensitive: Mapping[str, int] | None = None,
+    checks: Sequence[str] | str | None = None,
+    seed: int | None = None,
+    policy: Mapping[str, Any] | None = None,
+    **sections: Mapping[str, Any] | None,
+) -> AuditSpec:
+    """One AuditSpec from a base (an AuditSpec, a mapping, a spec file's path, or nothing) and
+    keyword arguments, which win over the base (``policy`` and the sections merge key by key).
+    ``sections`` are the families' spec tables (``causal={...}``) and ``privacy``."""
+    if isinstance(spec, (str, Path)):
+        from audit.spec import load_spec
 
-    if importlib.util.find_spec("causal") is None:
-        return
-    from causal import validate_causal_spec
+        spec = load_spec(spec)
+    raw: dict[str, Any] = spec.to_dict() if isinstance(spec, AuditSpec) else dict(spec or {})
+    data = dict(raw.get("data") or {})
+    for key, value in (("target", target), ("positive_label", positive_label), ("multiclass", multiclass)):
+        if value is not None:
+            data[key] = value
+    for key, seq in (("sensitive", sensitive), ("features", features)):
+        if seq is not None:
+            data[key] = [seq] if isinstance(seq, str) else list(seq)
+    if bin_sensitive is not None:
+        data["bin_sensitive"] = dict(bin_sensitive)
+    raw["data"] = data
+    if checks is not None:
+        raw["checks"] = [checks] if isinstance(checks, str) else list(checks)
+    if seed is not None:
+        raw["seed"] = seed
+    from audit.spec import _deep_merge
 
-    validate_causal_spec(spec.causal, test.frame.columns, sensitive=spec.data.sensitive, frame=test.frame)
+    if policy:
+        raw["policy"] = _deep_merge(dict(raw.get("policy") or {}), policy)
+    for name, section in sections.items():
+        if section:
+            raw[name] = _deep_merge(dict(raw.get(name) or {}), section)
+    if "positive_label" not in data or "target" not in data:
+        missing = [k for k in ("target", "positive_label") if k not in data]
+        raise SpecError(f"missing {' and '.join(missing)}: name the target column and its favourable value "
+                        "(target=..., positive_label=...)")
+    return spec_from_mapping(raw, source="spec")
 
 
 def context_from_frames(
     model: Any,
-    test: pd.DataFrame,
+    test: DataInput,
     *,
-    target: str,
-    positive_label: Any,
-    sensitive: Sequence[str] = (),
-    train: pd.DataFrame | None = None,
-    holdout: pd.DataFrame | None = None,
-    seed: int = 0,
-    checks: Sequence[str] | None = None,
-    policy: Mapping[str, Any] | None = None,
-    causal: Mapping[str, Any] | None = None,
-    privacy: Mapping[str, Any] | None = None,
-    features: Sequence[str] = (),
+    train: DataInput | None = None,
+    holdout: DataInput | None = None,
+    spec: AuditSpec | Mapping[str, Any] | str | Path | None = None,
+    **kwargs: Any,
 ) -> AuditContext:
-    """An AuditContext from in-memory objects (the Python API and tests use this)."""
-    raw: dict[str, Any] = {
-        "model": {"path": "<in memory>"},
-        "data": {
-            "test": "<in memory>",
-            "target": target,
-            "positive_label": positive_label,
-            "sensitive": list(sensitive),
-            "features": list(features),
-        },
-        "seed": seed,
-    }
-    if checks is not None:
-        raw["checks"] = list(checks)
-    if policy:
-        raw["policy"] = dict(policy)
-    if causal:
-        raw["causal"] = dict(causal)
-    if privacy:
-        raw["privacy"] = dict(privacy)
-    spec = spec_from_mapping(raw)
-    ctx, _ = build_context(
-        spec, model=model, frames={"test": test, "train": train, "holdout": holdout}
-    )
+    """The AuditContext :func:`run_audit` would build (tests and notebooks that run single checks)."""
+    ctx, _ = build_context(make_spec(spec, **kwargs), model, {"test": test, "train": train, "holdout": holdout})
     return ctx
 
 
@@ -515,13 +572,32 @@ def _skipped(info: CheckInfo, ctx: AuditContext, reason: str) -> CheckResult:
     )
 
 
+@contextlib.contextmanager
+def _global_rngs_seeded(seed: int) -> Iterator[None]:
+    """Library code that draws from numpy's or Python's global generator (DoWhy's refuters, LIME's
+    sampling) gets a state derived from the audit seed and the check id, and the caller's states
+    are restored after: a check's figures do not depend on which checks ran before it, or in which
+    lane."""
+    import random
+
+    np_state, py_state = np.random.get_state(), random.getstate()
+    np.random.seed(seed % (2**32))
+    random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(np_state)
+        random.setstate(py_state)
+
+
 def run_check(info: CheckInfo, ctx: AuditContext) -> CheckResult:
     reason = info.skip_reason(ctx)
     if reason:
         return _skipped(info, ctx, reason)
     t0 = time.perf_counter()
     try:
-        result = info.func(ctx)
+        with _global_rngs_seeded(ctx.seed_for(f"global-rng:{info.check_id}")):
+            result = info.func(ctx)
         return _finish(result, info, ctx, time.perf_counter() - t0)
     except CheckNotApplicable as exc:
         return _skipped(info, ctx, str(exc))
@@ -543,51 +619,75 @@ def run_checks(
     ctx: AuditContext,
     selection: Sequence[str] | None = None,
     progress: ProgressCallback | None = None,
+    *,
+    lanes: int | None = None,
 ) -> list[CheckResult]:
+    """Run the selected checks (default: the context's) and return their results in registry order.
+
+    Checks that share no intermediate run in separate lanes (``audit._lanes``): up to ``lanes``
+    at once (default: what the cores allow), each lane a forked process with its share of the
+    cores; results are the same as one after another (every stochastic step has its own seed)."""
     if selection is not None:  # a selection beside the (validated) spec is validated here
-        problem = unknown_selection(selection, families=FAMILIES)
+        problem = unknown_selection(selection, families=family_names())
         if problem:
             raise SpecError(f"selection: {problem} (got {list(selection)!r})")
     checks = iter_checks(selection if selection is not None else ctx.spec.checks)
-    results = []
-    for i, info in enumerate(checks):
-        if progress:
-            progress("start", info.check_id, i, len(checks))
-        results.append(run_check(info, ctx))
-        if progress:
-            progress("done", info.check_id, i + 1, len(checks))
-    return results
+    from audit._lanes import run_in_lanes
+
+    return run_in_lanes(checks, ctx, run_check, progress=progress, lanes=lanes)
 
 
 def run_audit(
-    spec: AuditSpec | Mapping[str, Any] | str | Path,
+    model: Any,
+    data: DataInput | None = None,
     *,
-    model: Any = None,
-    frames: Mapping[str, pd.DataFrame] | None = None,
+    target: str | None = None,
+    positive_label: Any = None,
+    sensitive: Sequence[str] | None = None,
+    train: DataInput | None = None,
+    holdout: DataInput | None = None,
+    checks: Sequence[str] | str | None = None,
+    policy: Mapping[str, Any] | None = None,
+    seed: int | None = None,
+    features: Sequence[str] | None = None,
+    multiclass: str | None = None,
+    bin_sensitive: Mapping[str, int] | None = None,
+    spec: AuditSpec | Mapping[str, Any] | str | Path | None = None,
+    na_values: Sequence[str] = ("?",),
     allow_unsafe_pickle: bool = False,
     progress: ProgressCallback | None = None,
+    lanes: int | None = None,
+    **sections: Mapping[str, Any] | None,
 ) -> AuditReport:
-    """Run an audit: the same engine as ``trustaudit audit``.
+    """Audit a model: the one call every door goes through (CLI, dashboard, federated hand-off).
 
-    ``spec`` is an AuditSpec, a mapping of the same fields, or the path of a TOML spec file.
+        report = run_audit(pipe, test_df, target="income", positive_label=">50K",
+                           sensitive=["sex", "race"], train=train_df, holdout=holdout_df,
+                           checks=["fairness"], policy={"fairness": {"n_bootstrap": 500}})
+        report.verdict, report.to_frame(), report.to_html()
+
+    ``model`` is any fitted estimator with ``predict_proba`` and ``classes_`` (a scikit-learn
+    Pipeline...), a loaded model (``audit.io.load_model``: skops, ONNX, TorchScript), or the path of
+    a model file (loaded with the safe intake). ``data``, ``train`` and ``holdout`` are DataFrames
+    or paths of CSV / Parquet files. What to audit and against which limits comes from ``spec``
+    (an AuditSpec, a mapping, or a spec file's path) and the keyword arguments, which win over it;
+    ``sections`` are the families' spec tables, e.g. ``causal={"edges": [...]}``, and ``privacy``.
+    Bad input raises a ``TrustAuditError`` (``SpecError``, ``DataError``, ``ModelError``...) with
+    one line; nothing audited (every check skipped) raises ``NothingAuditedError``.
     """
-    if isinstance(spec, (str, Path)):
-        from audit.spec import load_spec
-
-        spec = load_spec(spec)
-    elif not isinstance(spec, AuditSpec):
-        spec = spec_from_mapping(spec)
+    audit_spec = make_spec(spec, target=target, positive_label=positive_label, sensitive=sensitive,
+                           features=features, multiclass=multiclass, bin_sensitive=bin_sensitive, checks=checks,
+                           seed=seed, policy=policy, **sections)
     t0 = time.perf_counter()
-    ctx, inputs = build_context(
-        spec, model=model, frames=frames, allow_unsafe_pickle=allow_unsafe_pickle
-    )
-    results = run_checks(ctx, progress=progress)
+    ctx, inputs = build_context(audit_spec, model, {"test": data, "train": train, "holdout": holdout},
+                                na_values=na_values, allow_unsafe_pickle=allow_unsafe_pickle)
+    results = run_checks(ctx, progress=progress, lanes=lanes)
     model_info = dict(inputs.pop("model"))
     report = AuditReport(
         audit_id=uuid.uuid4().hex,
         created_at=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         results=tuple(results),
-        spec=spec.to_dict(),
+        spec=audit_spec.to_dict(),
         inputs=inputs,
         model=model_info,
         environment={"versions": library_versions(), "platform": platform.platform()},
@@ -596,6 +696,32 @@ def run_audit(
     if results and all(r.verdict is Verdict.SKIPPED for r in results):
         raise NothingAuditedError(nothing_audited_message(results), report=report)
     return report
+
+
+def run_spec(
+    spec_file: SpecFile | str | Path,
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    allow_unsafe_pickle: bool = False,
+    progress: ProgressCallback | None = None,
+    lanes: int | None = None,
+) -> AuditReport:
+    """The file door: a spec file (or a parsed :class:`~audit.spec.SpecFile`) names the model and
+    data files; they are loaded with the safe intake and audited with :func:`run_audit`."""
+    from audit.spec import load_spec_file
+
+    sf = spec_file if isinstance(spec_file, SpecFile) else load_spec_file(spec_file, overrides)
+    src = sf.sources
+    if src.model is None:
+        raise SpecError("no model: give it with --model or model.path")
+    if src.data.test is None:
+        raise SpecError("no audited data: give it with --data or data.test")
+    loaded = load_model(src.model.path, format=src.model.format, trusted_types=src.model.trusted_types,
+                        allow_unsafe_pickle=allow_unsafe_pickle,
+                        feature_names=tuple(sf.spec.data.features) or None)
+    return run_audit(loaded, src.data.test, train=src.data.train, holdout=src.data.holdout, spec=sf.spec,
+                     na_values=src.data.na_values, allow_unsafe_pickle=allow_unsafe_pickle, progress=progress,
+                     lanes=lanes)
 
 
 def nothing_audited_message(results: Sequence[CheckResult]) -> str:
@@ -611,34 +737,32 @@ def nothing_audited_message(results: Sequence[CheckResult]) -> str:
 
 
 def run_audit_isolated(
-    spec: AuditSpec | Mapping[str, Any] | str | Path,
+    model: Any,
+    data: DataInput | None = None,
     *,
-    model: Any = None,
-    frames: Mapping[str, pd.DataFrame | None] | None = None,
-    allow_unsafe_pickle: bool = False,
     progress: ProgressCallback | None = None,
     timeout: float | None = None,
     memory_bytes: int | str | None = "default",
+    **kwargs: Any,
 ) -> AuditReport:
     """:func:`run_audit` in a forked child process (``audit._isolate``): a model that crashes,
     hangs or exhausts memory ends the child and raises a one-line ModelError here, so a server
     (the dashboard) survives it. ``memory_bytes`` is what the child may add ("default": 60 % of
     physical memory; None: no limit). Progress events cross the pipe; the report comes back as
-    JSON (nothing is unpickled)."""
+    JSON (nothing is unpickled). Other arguments are :func:`run_audit`'s."""
     from audit._isolate import default_memory_limit, fork_safe_native_threads, run_isolated
 
     limit = default_memory_limit() if memory_bytes == "default" else memory_bytes
-    data = run_isolated(
-        _audit_dict, spec, model, frames, allow_unsafe_pickle, what="audit", timeout=timeout,
+    out = run_isolated(
+        _audit_dict, model, data, kwargs, what="audit", timeout=timeout,
         memory_bytes=limit if not isinstance(limit, str) else None, native_threads=fork_safe_native_threads(),
         on_message=(lambda m: progress(*m)) if progress is not None else None,
     )
-    return AuditReport.from_dict(data)
+    return AuditReport.from_dict(out)
 
 
-def _audit_dict(spec: Any, model: Any, frames: Any, allow_unsafe_pickle: bool) -> dict[str, Any]:
+def _audit_dict(model: Any, data: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
     from audit._isolate import send_message
 
-    report = run_audit(spec, model=model, frames=frames, allow_unsafe_pickle=allow_unsafe_pickle,
-                       progress=lambda *event: send_message(list(event)))
+    report = run_audit(model, data, progress=lambda *event: send_message(list(event)), **kwargs)
     return report.to_dict()

@@ -1,9 +1,18 @@
-"""The audit spec: what to audit, on which data, against which policy.
+"""The audit spec: what to audit and against which limits; and, apart, where the inputs come from.
 
-A spec is a TOML file (``trustaudit audit --spec audit.toml``) or the same fields given as CLI
-flags or Python arguments. It is validated once, here, with pydantic; every error names the
-field, what is allowed and what came, in one line (``SpecError``). Paths in a spec file are
-relative to the spec file's folder.
+Two models, because a notebook has objects where a CI job has files:
+
+* :class:`AuditSpec` — *what* to audit and against which limits: the checks, the seed, the roles of
+  the data's columns (target, positive label, sensitive features), the policy thresholds, the causal
+  graph and the privacy claim. Every door takes one: ``audit.run_audit(model, test_df, target=...,
+  ...)`` builds it from its arguments, the CLI from flags and a file.
+* :class:`Sources` — *where* the inputs come from when they are files: the model file (and how to
+  load it) and the data files (and how to read them). Only the file doors need it.
+
+A spec file (``trustaudit audit --spec audit.toml``) holds both, in one TOML document;
+:func:`load_spec_file` reads it into a :class:`SpecFile` (``.spec`` and ``.sources``). Everything is
+validated once, here, with pydantic; every error names the field, what is allowed and what came,
+in one line (``SpecError``). Paths in a spec file are relative to the spec file's folder.
 
 Example::
 
@@ -32,7 +41,7 @@ import math
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from pydantic import (
     BaseModel,
@@ -40,6 +49,7 @@ from pydantic import (
     Field,
     ValidationError,
     ValidationInfo,
+    create_model,
     field_validator,
     model_validator,
 )
@@ -47,28 +57,27 @@ from pydantic import (
 from audit.exceptions import SpecError
 
 __all__ = [
-    "FAMILIES",
     "MAX_SPEC_BYTES",
     "AuditSpec",
-    "CausalPolicy",
-    "CausalSpec",
     "DPClaim",
+    "DataSources",
     "DataSpec",
-    "ExplainPolicy",
-    "FairnessPolicy",
-    "ModelSpec",
+    "ModelSource",
     "Policy",
-    "PrivacyPolicy",
+    "PolicyModel",
     "PrivacySpec",
+    "Sources",
+    "SpecFile",
     "load_spec",
+    "load_spec_file",
+    "parse_spec_file",
     "spec_from_mapping",
+    "spec_model",
 ]
 
 #: Largest spec file read (a spec is a few kilobytes; an edge list of a large graph stays far below).
 MAX_SPEC_BYTES = 4 * 1024**2
 
-#: Check families a spec may select.
-FAMILIES: tuple[str, ...] = ("fairness", "explain", "causal", "privacy")
 
 Scalar = str | int | float | bool
 
@@ -80,167 +89,43 @@ class _Strict(BaseModel):
 Fraction = float  # documented as 0..1 via Field(ge=0, le=1)
 
 
-class FairnessPolicy(_Strict):
-    """Thresholds for the fairness family. Differences are absolute (max - min over groups)."""
+class PolicyModel(BaseModel):
+    """Base of every family's policy (``[policy.<family>]``) and spec section (``[<family>]``):
+    unknown keys refused, values frozen, defaults validated. A plugin's policy subclasses it."""
 
-    demographic_parity_difference_max: float = Field(0.10, ge=0, le=1)
-    equalized_odds_difference_max: float = Field(0.10, ge=0, le=1)
-    equal_opportunity_difference_max: float = Field(0.10, ge=0, le=1)
-    disparate_impact_ratio_min: float = Field(0.80, ge=0, le=1)
-    calibration_gap_max: float = Field(0.10, ge=0, le=1)
-    min_group_size: int = Field(30, ge=1, le=1_000_000)
-    n_bootstrap: int = Field(1000, ge=0, le=100_000)
-    confidence_level: float = Field(0.95, gt=0.5, lt=1)
-    intersections: bool = True
-    mitigation: bool = True
-    mitigation_max_accuracy_cost: float = Field(0.05, ge=0, le=1)
-    mitigation_refit_rows: int = Field(2000, ge=100, le=1_000_000)
-    mitigation_max_iter: int = Field(5, ge=1, le=200)
-
-
-class ExplainPolicy(_Strict):
-    """Thresholds and sample sizes for the explanation family (issue: explanation checks).
-
-    Sizes bound the work: attributions are computed on a seeded sample of the audited rows, and
-    every global figure carries a bootstrap interval over that sample.
-    """
-
-    # -- samples ------------------------------------------------------------------------------
-    sample_size: int = Field(1000, ge=10, le=1_000_000)  # rows explained by SHAP
-    background_size: int = Field(100, ge=10, le=10_000)  # background rows (masking, baselines)
-    blackbox_sample_size: int = Field(100, ge=5, le=100_000)  # rows for the permutation explainer
-    blackbox_permutations: int = Field(6, ge=1, le=1000)  # feature orderings per row (model-agnostic SHAP)
-    tree_feature_perturbation: Literal["tree_path_dependent", "interventional"] = "tree_path_dependent"
-    n_jobs: int = Field(2, ge=1, le=64)  # processes for large TreeSHAP runs (idle cores only)
-    parallel_min_rows: int = Field(400, ge=100, le=10_000_000)  # split TreeSHAP over n_jobs from here
-    n_bootstrap: int = Field(200, ge=20, le=10_000)
-    confidence_level: float = Field(0.95, gt=0.5, lt=1)
-    # -- LIME ---------------------------------------------------------------------------------
-    lime_sample_size: int = Field(25, ge=5, le=10_000)  # rows explained by LIME (twice: stability)
-    lime_num_samples: int = Field(800, ge=100, le=100_000)  # perturbations per row
-    lime_stability_min_spearman: float = Field(0.6, ge=-1, le=1)
-    # -- permutation importance ---------------------------------------------------------------
-    permutation_sample_size: int = Field(1000, ge=50, le=1_000_000)
-    permutation_repeats: int = Field(5, ge=2, le=1000)
-    # -- gradients (torch models) -------------------------------------------------------------
-    gradient_sample_size: int = Field(200, ge=5, le=100_000)
-    ig_n_steps: int = Field(50, ge=4, le=10_000)
-    ig_max_convergence_delta: float = Field(0.05, ge=0, le=100)  # max |sum attributions - (f(x)-f(b))|
-    gradient_shap_samples: int = Field(20, ge=1, le=10_000)
-    infidelity_perturbations: int = Field(10, ge=1, le=1000)
-    sensitivity_perturbations: int = Field(5, ge=1, le=1000)
-    sensitivity_radius: float = Field(0.02, gt=0, le=10)
-    # -- trust: additivity, agreement, faithfulness ---------------------------------------
-    additivity_max_error: float = Field(1e-4, ge=0, le=1)
-    agreement_min_spearman: float = Field(0.5, ge=-1, le=1)
-    top_k: int = Field(5, ge=1, le=100)
-    faithfulness_sample_size: int = Field(200, ge=5, le=100_000)
-    faithfulness_random_orders: int = Field(4, ge=1, le=100)
-    faithfulness_min_auc_gap: float = Field(0.0, ge=-1, le=1)
-    # -- reliance on sensitive features and proxies -------------------------------------------
-    sensitive_reliance_max_share: float = Field(0.10, ge=0, le=1)
-    proxy_auc_min: float = Field(0.70, ge=0.5, le=1)
-    proxy_sample_size: int = Field(5000, ge=100, le=1_000_000)
-    proxy_allowed: tuple[str, ...] = Field((), max_length=1000)  # listed as proxies, not counted
-
-
-class CausalPolicy(_Strict):
-    """Thresholds and budgets for the causal family (issue: causal checks).
-
-    Effects are on the probability scale of the model's score (sensitive-attribute checks) or on
-    the outcome's scale (``causal.treatment_effect``). Sample sizes and simulation counts bound the
-    cost; every check reports the values it used.
-    """
-
-    total_effect_max: float = Field(0.10, ge=0, le=1)
-    counterfactual_flip_rate_max: float = Field(0.05, ge=0, le=1)
-    counterfactual_mean_abs_delta_max: float = Field(0.05, ge=0, le=1)
-    direct_effect_max: float = Field(0.05, ge=0, le=1)
-    #: rows (drawn without replacement from the audited data) used to fit the structural causal
-    #: model and as the individuals of the counterfactual and path analyses
-    sample_size: int = Field(2000, ge=50, le=1_000_000)
-    #: rows used by ``causal.treatment_effect`` (DoWhy estimation and refutation)
-    effect_sample_size: int = Field(10_000, ge=50, le=1_000_000)
-    #: bootstrap replicates: SCM refits shared by the sensitive effect, path decomposition and
-    #: counterfactual fairness intervals, and DoWhy's bootstrap intervals for estimators without an
-    #: analytic one
-    n_bootstrap: int = Field(50, ge=0, le=10_000)
-    refuter_simulations: int = Field(20, ge=1, le=10_000)
-    refuter_significance_level: float = Field(0.05, gt=0, lt=0.5)
-    refuter_subset_fraction: float = Field(0.8, gt=0, lt=1)
-    #: strength of the hypothetical unobserved confounder in the sensitivity analysis, as a
-    #: multiple of the strongest observed common cause (Cinelli & Hazlett benchmarking)
-    sensitivity_strength: float = Field(1.0, gt=0, le=10)
-    #: without an observed common cause to benchmark against, the estimate is fragile when its
-    #: robustness value (partial R2 a confounder needs to make it insignificant) is below this
-    robustness_value_min: float = Field(0.05, ge=0, le=1)
-    #: structural mechanisms of the SCM: "linear" (additive-noise linear regression and logistic
-    #: classifiers, seconds), "boosted" (additive-noise gradient boosting), "auto" (DoWhy's
-    #: cross-validated model selection: slow)
-    mechanisms: Literal["linear", "boosted", "auto"] = "linear"
-    confidence_level: float = Field(0.95, gt=0.5, lt=1)
-
-
-class PrivacyPolicy(_Strict):
-    """Thresholds for the privacy family (issue: privacy checks).
-
-    ``epsilon_tolerance`` is relative: a DP claim fails when an accountant's ε exceeds the claimed
-    ε by more than this fraction. ``attack_auc_max`` bounds the best membership-inference attack's
-    ROC AUC (its CI decides FAIL vs WARN). ``empirical_epsilon_max`` (optional) bounds the
-    empirical ε lower bound even when no DP claim is made; ``empirical_delta`` is the δ used in
-    that bound when there is no claim (a claim's own δ is used otherwise). ``max_rows`` caps the
-    audited members + non-members (balanced). ``n_reference_models`` reference models feed the
-    calibrated attack (0 switches it off).
-    """
-
-    epsilon_tolerance: float = Field(0.05, ge=0, le=10)
-    attack_auc_max: float = Field(0.60, ge=0.5, le=1)
-    empirical_epsilon_max: float | None = Field(None, ge=0)
-    empirical_delta: float = Field(1e-5, gt=0, lt=1)
-    max_rows: int = Field(20_000, ge=100, le=10_000_000)
-    n_reference_models: int = Field(4, ge=0, le=64)
-    min_group_size: int = Field(30, ge=1, le=1_000_000)
-    confidence_level: float = Field(0.95, gt=0.5, lt=1)
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
 
 class Policy(_Strict):
-    """Thresholds of every family, and ``max_groups``: the most groups (distinct values, missing
-    counted as one) a sensitive feature may have. A column over it is refused at the boundary with
-    a hint to bin it (``data.bin_sensitive``) or to raise the limit (``--max-groups``): per-group
-    statistics over thousands of tiny groups are all noise and cost minutes."""
+    """``max_groups`` (the most groups — distinct values, missing counted as one — a sensitive
+    feature may have; a column over it is refused at the boundary with a hint to bin it
+    (``data.bin_sensitive``) or to raise the limit (``--max-groups``): per-group statistics over
+    thousands of tiny groups are all noise and cost minutes), and one field per registered family
+    that declares a policy model (``policy.fairness``, ``policy.explain``...; see
+    ``audit.registry.register_family``)."""
 
     max_groups: int = Field(50, ge=2, le=100_000)
-    fairness: FairnessPolicy = FairnessPolicy()
-    explain: ExplainPolicy = ExplainPolicy()
-    causal: CausalPolicy = CausalPolicy()
-    privacy: PrivacyPolicy = PrivacyPolicy()
+
+    if TYPE_CHECKING:  # the families' policies are fields of the model built from the registry
+
+        def __getattr__(self, name: str) -> Any: ...
 
 
-class ModelSpec(_Strict):
+class ModelSource(_Strict):
+    """Where the model comes from when it is a file, and how to load it safely."""
+
     path: Path
     format: Literal["auto", "skops", "onnx", "torchscript", "pickle"] = "auto"
     trusted_types: tuple[str, ...] = ()
 
 
-class DataSpec(_Strict):
-    """The data of an audit and the roles of its columns.
+class DataSources(_Strict):
+    """Where the data come from when they are files: the audited rows (``test``, alias ``data``),
+    optional training and holdout rows, and the strings read as missing values."""
 
-    ``multiclass``: a target (or a model) with 3 or more classes is refused unless this is
-    ``"one-vs-rest"``, which audits ``positive_label`` against all the other classes together
-    (the report's ``inputs.target`` says so). ``bin_sensitive`` maps a numeric sensitive column to a
-    number of quantile bins (cut points from the audited rows, applied to train and holdout too),
-    e.g. ``bin_sensitive = {age = 4}`` for quartiles.
-    """
-
-    test: Path = Field(..., description="the audited rows")
+    test: Path | None = Field(None, description="the audited rows")
     train: Path | None = None
     holdout: Path | None = None
-    target: str = Field(..., min_length=1)
-    positive_label: Scalar
-    multiclass: Literal["refuse", "one-vs-rest"] = "refuse"
-    sensitive: tuple[str, ...] = ()
-    bin_sensitive: dict[str, int] = Field(default_factory=dict)
-    features: tuple[str, ...] = ()
     na_values: tuple[str, ...] = ("?",)
 
     @model_validator(mode="before")
@@ -252,6 +137,32 @@ class DataSpec(_Strict):
                 raise ValueError("give the audited rows as 'test' or 'data', not both")
             values["test"] = values.pop("data")
         return values
+
+
+class Sources(_Strict):
+    """Where an audit's inputs come from when they are files (``[model]`` and the paths of ``[data]``
+    in a spec file). ``None`` where the caller hands the object itself."""
+
+    model: ModelSource | None = None
+    data: DataSources = DataSources()
+
+
+class DataSpec(_Strict):
+    """The roles of the data's columns.
+
+    ``multiclass``: a target (or a model) with 3 or more classes is refused unless this is
+    ``"one-vs-rest"``, which audits ``positive_label`` against all the other classes together
+    (the report's ``inputs.target`` says so). ``bin_sensitive`` maps a numeric sensitive column to a
+    number of quantile bins (cut points from the audited rows, applied to train and holdout too),
+    e.g. ``bin_sensitive = {age = 4}`` for quartiles.
+    """
+
+    target: str = Field(..., min_length=1)
+    positive_label: Scalar
+    multiclass: Literal["refuse", "one-vs-rest"] = "refuse"
+    sensitive: tuple[str, ...] = ()
+    bin_sensitive: dict[str, int] = Field(default_factory=dict)
+    features: tuple[str, ...] = ()
 
     @field_validator("sensitive", "features")
     @classmethod
@@ -363,59 +274,67 @@ class PrivacySpec(_Strict):
     dp_claim: DPClaim | None = None
 
 
-class CausalSpec(_Strict):
-    """The causal graph and the roles of its nodes (issue: causal checks).
+class AuditSpec(_Strict):
+    """What to audit and against which limits (no paths: see :class:`Sources`).
 
-    The graph is DOT or GML text, a path to a .dot/.gv/.gml file, or an edge list
-    (``edges = [["region", "income"], ...]``). Nodes that are not data columns must be declared
-    ``latent``. The treatment of the sensitive-attribute checks is ``treatment`` or, when absent,
-    the first sensitive feature; ``outcome`` (a data column) is the outcome of
-    ``causal.treatment_effect``. ``treatment_value`` / ``control_value`` fix the contrast
-    (default: the two values of a binary treatment in sorted order, control first).
+    The model validated is built from the registry (:func:`spec_model`): ``policy`` gets one field
+    per family that declares a policy, and the spec one table per family that declares a section
+    (``causal`` for the causal graph). ``privacy`` (a DP claim) belongs to the spine, because a
+    model file may carry a claim whatever checks run.
     """
 
-    graph: str | None = None  # DOT or GML text, or a path to a .dot/.gv/.gml file
-    edges: tuple[tuple[str, str], ...] = ()
-    latent: tuple[str, ...] = ()
-    treatment: str | None = None
-    outcome: str | None = None
-    mediators: tuple[str, ...] = ()
-    treatment_value: Scalar | None = None
-    control_value: Scalar | None = None
-
-    @model_validator(mode="after")
-    def _one_graph(self) -> CausalSpec:
-        if self.graph is not None and self.edges:
-            raise ValueError("give the graph as 'graph' (DOT or GML) or as 'edges', not both")
-        for name, values in (("latent", self.latent), ("mediators", self.mediators)):
-            if len(set(values)) != len(values):
-                raise ValueError(f"{name} must be unique, got {list(values)}")
-        return self
-
-
-class AuditSpec(_Strict):
-    model: ModelSpec
     data: DataSpec
-    checks: tuple[str, ...] = FAMILIES
+    checks: tuple[str, ...] = Field(default_factory=lambda: _family_names())
     seed: int = Field(0, ge=0, le=2**32 - 1)
     policy: Policy = Policy()
-    causal: CausalSpec = CausalSpec()
     privacy: PrivacySpec = PrivacySpec()
+
+    if TYPE_CHECKING:  # families' sections are fields of the model built from the registry
+
+        def __getattr__(self, name: str) -> Any: ...
 
     @field_validator("checks")
     @classmethod
     def _known_checks(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        names = _family_names()
         if not v:
-            raise ValueError(f"must name at least one of {', '.join(FAMILIES)}")
+            raise ValueError(f"must name at least one of {', '.join(names)}")
         from audit.registry import unknown_selection  # registering the checks imports audit.checks
 
-        problem = unknown_selection(v, families=FAMILIES)
+        problem = unknown_selection(v, families=names)
         if problem:
             raise ValueError(problem)
         return v
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
+
+
+def _family_names() -> tuple[str, ...]:
+    from audit.registry import family_names
+
+    return family_names()
+
+
+def spec_model() -> type[AuditSpec]:
+    """The AuditSpec model of the registered families (built once per set of families).
+
+    ``policy`` holds ``max_groups`` and each family's policy model; each family's section model is a
+    top-level field. Instances are AuditSpec instances."""
+    from audit.registry import _SPEC_MODEL_CACHE, families
+
+    fams = families()
+    key = ",".join(f.name for f in fams)
+    cached = _SPEC_MODEL_CACHE.get(key)
+    if cached is not None:
+        return cast("type[AuditSpec]", cached)
+    policy_fields: dict[str, Any] = {f.name: (f.policy, f.policy()) for f in fams if f.policy is not None}
+    section_fields: dict[str, Any] = {f.name: (f.section, f.section()) for f in fams if f.section is not None}
+    policy_model = create_model("Policy", __base__=Policy, **policy_fields)
+    model = create_model("AuditSpec", __base__=AuditSpec, policy=(policy_model, policy_model()), **section_fields)
+    _SPEC_MODEL_CACHE.clear()
+    _SPEC_MODEL_CACHE[key] = model
+    return model
 
 
 #: Fields whose value is itself a mapping (shown after "got" in an error, unlike a whole section).
@@ -442,46 +361,85 @@ def _format_validation_error(exc: ValidationError, source: str) -> str:
     return f"{source}: field '{loc}' {allowed} (got {got!r})"
 
 
-def spec_from_mapping(
+#: keys of a spec file's [data] table that say where the data come from (the rest are roles)
+_DATA_SOURCE_KEYS = ("test", "data", "train", "holdout", "na_values")
+
+
+class SpecFile(_Strict):
+    """A spec file's two parts: what to audit (``spec``) and where its inputs come from (``sources``)."""
+
+    spec: AuditSpec
+    sources: Sources = Sources()
+
+
+def _split_document(raw: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A spec document (the TOML shape) -> (the AuditSpec's fields, the Sources' fields)."""
+    spec = dict(raw)
+    sources: dict[str, Any] = {}
+    if "model" in spec:
+        sources["model"] = spec.pop("model")
+    data = spec.get("data")
+    if isinstance(data, Mapping):
+        data = dict(data)
+        moved = {k: data.pop(k) for k in _DATA_SOURCE_KEYS if k in data}
+        if moved:
+            sources["data"] = moved
+        spec["data"] = data
+    return spec, sources
+
+
+def parse_spec_file(
     raw: Mapping[str, Any], *, base_dir: Path | None = None, source: str = "spec"
-) -> AuditSpec:
-    """Validate a mapping (parsed TOML or CLI flags) into an AuditSpec; paths resolved."""
+) -> SpecFile:
+    """Validate a spec document (parsed TOML, or the same shape from flags) into its two parts;
+    relative paths resolved against ``base_dir``."""
+    spec_raw, sources_raw = _split_document(raw)
     try:
-        spec = AuditSpec.model_validate(dict(raw))
+        spec = spec_model().model_validate(spec_raw)
+        sources = Sources.model_validate(sources_raw)
     except ValidationError as exc:
         raise SpecError(_format_validation_error(exc, source)) from None
     if base_dir is not None:
-        spec = _resolve_paths(spec, base_dir)
-    return spec
+        sources = _resolve_paths(sources, base_dir)
+        spec = _resolve_section_paths(spec, base_dir)
+    return SpecFile(spec=spec, sources=sources)
 
 
-def _resolve_paths(spec: AuditSpec, base: Path) -> AuditSpec:
+def spec_from_mapping(
+    raw: Mapping[str, Any], *, base_dir: Path | None = None, source: str = "spec"
+) -> AuditSpec:
+    """Validate a mapping of the AuditSpec's fields into an AuditSpec. A whole spec document is
+    accepted too: its sources (model file, data paths) are validated and left aside (see
+    :func:`parse_spec_file` to keep them)."""
+    return parse_spec_file(raw, base_dir=base_dir, source=source).spec
+
+
+def _resolve_paths(sources: Sources, base: Path) -> Sources:
     def r(p: Path | None) -> Path | None:
         if p is None:
             return None
         return p if p.is_absolute() else (base / p)
 
-    data = spec.data.model_copy(
-        update={"test": r(spec.data.test), "train": r(spec.data.train), "holdout": r(spec.data.holdout)}
-    )
-    model = spec.model.model_copy(update={"path": r(spec.model.path)})
-    causal = spec.causal
-    if causal.graph and _looks_like_path(causal.graph):
-        causal = causal.model_copy(update={"graph": str(r(Path(causal.graph)))})
-    return spec.model_copy(update={"data": data, "model": model, "causal": causal})
+    d = sources.data
+    data = d.model_copy(update={"test": r(d.test), "train": r(d.train), "holdout": r(d.holdout)})
+    model = sources.model.model_copy(update={"path": r(sources.model.path)}) if sources.model else None
+    return sources.model_copy(update={"data": data, "model": model})
 
 
-def _looks_like_path(text: str) -> bool:
-    return "\n" not in text and "{" not in text and "[" not in text and Path(text).suffix in {
-        ".dot",
-        ".gv",
-        ".gml",
-        ".txt",
-    }
+def _resolve_section_paths(spec: AuditSpec, base: Path) -> AuditSpec:
+    """A family's section may name files (a causal graph file): each section with a
+    ``resolve_paths(base)`` method resolves its own relative paths against the spec file's folder."""
+    update = {}
+    for name in type(spec).model_fields:
+        value = getattr(spec, name)
+        resolve = getattr(value, "resolve_paths", None)
+        if callable(resolve):
+            update[name] = resolve(base)
+    return spec.model_copy(update=update) if update else spec
 
 
-def load_spec(path: str | Path, overrides: Mapping[str, Any] | None = None) -> AuditSpec:
-    """Read a TOML spec file; ``overrides`` (nested, e.g. from CLI flags) win over the file."""
+def load_spec_file(path: str | Path, overrides: Mapping[str, Any] | None = None) -> SpecFile:
+    """Read a TOML spec file (both parts); ``overrides`` (nested, e.g. from CLI flags) win over it."""
     from audit.io import _read_file  # the one reader of files: kinds, links and OS errors named
 
     p = Path(path)
@@ -494,7 +452,12 @@ def load_spec(path: str | Path, overrides: Mapping[str, Any] | None = None) -> A
         raise SpecError(f"spec file {p} is not valid TOML: {exc}") from None
     if overrides:
         raw = _deep_merge(raw, overrides)
-    return spec_from_mapping(raw, base_dir=p.resolve().parent, source=f"spec {p.name}")
+    return parse_spec_file(raw, base_dir=p.resolve().parent, source=f"spec {p.name}")
+
+
+def load_spec(path: str | Path, overrides: Mapping[str, Any] | None = None) -> AuditSpec:
+    """What a TOML spec file says to audit (:func:`load_spec_file` for its sources too)."""
+    return load_spec_file(path, overrides).spec
 
 
 def _deep_merge(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:

@@ -130,8 +130,8 @@ class HistoryStore:
                     "INSERT INTO audits VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (
                         report.audit_id, report.created_at, report.verdict.value,
-                        str(report.model.get("path", "")), report.model.get("sha256"),
-                        str(data.get("path", "")), data.get("sha256"),
+                        str(report.model.get("path") or report.model.get("source") or ""), report.model.get("sha256"),
+                        str(data.get("path") or data.get("source") or ""), data.get("sha256"),
                         len(report.results), c["PASS"], c["FAIL"], c["WARN"], c["ERROR"], c["SKIPPED"],
                         float(report.seconds), report.schema_version, label, text, sha,
                     ),

@@ -34,13 +34,14 @@ import pandas as pd
 
 from audit.context import AuditContext, Intermediate
 from audit.exceptions import CheckNotApplicable
-from audit.registry import all_of, register_check
+from audit.registry import all_of, register_check, register_family
 from audit.results import CheckResult, EvidenceTable, PlotSpec, Provenance, Verdict
 from audit.stats import judge, worst
 from causal._effects import CounterfactualResult, SCMEffects, scm_analysis
 from causal._estimation import EffectAnalysis, estimate_effect
 from causal._graph import CausalGraph, GraphRoles
 from causal._scm import NotIdentifiedError
+from causal._spec import CausalPolicy, CausalSpec
 from causal._validate import validate_causal_spec
 
 __all__ = [
@@ -104,20 +105,23 @@ def _needs_mediators(ctx: AuditContext) -> str | None:
 # --- shared pieces ------------------------------------------------------------------------------
 
 
-def _compute_graph(ctx: AuditContext) -> tuple[CausalGraph, GraphRoles]:
-    out = validate_causal_spec(
-        ctx.spec.causal, ctx.test.frame.columns, sensitive=ctx.sensitive_features, frame=ctx.test.frame
-    )
-    assert out is not None  # the applicability predicate guarantees a graph
-    return out
+def _prepare(spec: Any, test: Any) -> tuple[CausalGraph, GraphRoles] | None:
+    """At the boundary, when a causal check is selected: the graph parsed and validated against the
+    audited columns, and the roles of its nodes (a bad graph is bad input, exit 2). None: no graph."""
+    return validate_causal_spec(spec.causal, test.frame.columns, sensitive=spec.data.sensitive, frame=test.frame)
 
 
-#: the parsed causal graph and the roles of its nodes
-GRAPH: Intermediate[tuple[CausalGraph, GraphRoles]] = Intermediate("causal.graph", _compute_graph)
+register_family(
+    "causal", title="Causal", policy=CausalPolicy, section=CausalSpec, prepare=_prepare,
+    help="needs a causal graph: effects of a sensitive attribute, its paths, counterfactual flips, treatment effects",
+)
 
 
 def _graph(ctx: AuditContext) -> tuple[CausalGraph, GraphRoles]:
-    return ctx.get(GRAPH)
+    """The graph and roles validated at the boundary (the applicability predicate guarantees one)."""
+    out = ctx.prepared.get("causal")
+    assert out is not None
+    return out  # type: ignore[no-any-return]
 
 
 def _positive_index(ctx: AuditContext) -> int:
@@ -202,7 +206,7 @@ def _compute_analysis(ctx: AuditContext) -> tuple[SCMEffects, CounterfactualResu
 
 #: the SCM analysis shared by the sensitive effect, path decomposition and counterfactual checks
 ANALYSIS: Intermediate[tuple[SCMEffects, CounterfactualResult]] = Intermediate(
-    "causal.scm_analysis", _compute_analysis, (GRAPH,))
+    "causal.scm_analysis", _compute_analysis)
 
 
 def _analysis(ctx: AuditContext) -> tuple[SCMEffects, CounterfactualResult]:
@@ -252,7 +256,7 @@ def _mechanism_table(mechanisms: Mapping[str, str], plan: Any) -> EvidenceTable:
 
 
 @register_check(
-    "causal.sensitive_effect", family="causal", needs=(ANALYSIS,), applies=all_of(_needs_graph, _needs_treatment),
+    "causal.sensitive_effect", family="causal", needs=(ANALYSIS,), cost=6, applies=all_of(_needs_graph, _needs_treatment),
     description="Total causal effect of the sensitive attribute on the model's score (SCM intervention).",
 )
 def sensitive_effect_check(ctx: AuditContext) -> CheckResult:
@@ -497,7 +501,7 @@ def _estimators_disagree(a: EffectAnalysis) -> list[str]:
 
 
 @register_check(
-    "causal.treatment_effect", family="causal", needs=(GRAPH,), applies=all_of(_needs_graph, _needs_treatment, _needs_outcome),
+    "causal.treatment_effect", family="causal", cost=3, applies=all_of(_needs_graph, _needs_treatment, _needs_outcome),
     description="Effect of causal.treatment on causal.outcome: DoWhy identification, estimators, refuters.",
 )
 def treatment_effect_check(ctx: AuditContext) -> CheckResult:

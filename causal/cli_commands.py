@@ -123,12 +123,15 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     na: tuple[str, ...] = ("?",)
     sensitive = _split(args.sensitive)
     if args.spec:
-        from audit.spec import load_spec
+        from audit.spec import load_spec_file
 
-        spec = load_spec(args.spec)
+        sf = load_spec_file(args.spec)
+        spec = sf.spec
         causal = spec.causal
-        data_path = args.data or str(spec.data.test)
-        na = spec.data.na_values
+        if not args.data and sf.sources.data.test is None:
+            raise UsageError("validate-graph: give --data FILE (the spec names no data.test)")
+        data_path = args.data or str(sf.sources.data.test)
+        na = sf.sources.data.na_values
         sensitive = sensitive or list(spec.data.sensitive)
         overrides: dict[str, Any] = {}
         for key, val in (("treatment", args.treatment), ("outcome", args.outcome)):
@@ -142,7 +145,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
             overrides.update(graph=args.graph, edges=tuple(edges))
         causal = causal.model_copy(update=overrides)
     else:
-        from audit.spec import CausalSpec
+        from causal._spec import CausalSpec
 
         if not args.data:
             raise UsageError("validate-graph: give --data FILE (or --spec TOML)")

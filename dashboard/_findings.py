@@ -23,7 +23,14 @@ from dashboard._state import verdict_badge
 
 __all__ = ["FAMILY_LABELS", "render_check", "render_downloads", "render_report", "render_summary"]
 
-FAMILY_LABELS = {"fairness": "Fairness", "explain": "Explanations", "causal": "Causal", "privacy": "Privacy"}
+def _labels() -> dict[str, str]:
+    from audit.registry import families
+
+    return {f.name: f.title for f in families()}
+
+
+#: what each registered family is called on the page (plugins name theirs at registration)
+FAMILY_LABELS = _labels()
 #: Per-group metrics of fairness.group_metrics that carry an interval (Wilson).
 GROUP_METRICS = ("selection_rate", "tpr", "fpr", "fnr", "precision", "accuracy", "calibration_gap")
 INTERSECTION_MARK = "×"

@@ -59,7 +59,12 @@ MSG_SPEC_NOT_TOML = "uploaded spec '{name}' is not valid TOML: {reason}"
 
 #: Keys of an uploaded spec's [data] table that the dashboard uses; the file paths are ignored.
 _DATA_KEYS = ("target", "positive_label", "sensitive", "features", "na_values")
-_TOP_KEYS = ("checks", "seed", "policy", "causal", "privacy")
+def _top_keys() -> tuple[str, ...]:
+    """Top-level spec keys the dashboard takes from an uploaded spec: the spine's and every
+    registered family's own section (``causal``, a plugin's)."""
+    from audit.registry import families
+
+    return ("checks", "seed", "policy", "privacy", *(f.name for f in families() if f.section is not None))
 
 
 @dataclass(frozen=True)
@@ -187,7 +192,7 @@ def parse_spec_upload(data: bytes, name: str) -> tuple[dict[str, Any], list[str]
             ignored += [f"data.{k}" for k in value if k not in _DATA_KEYS]
             if kept:
                 used["data"] = kept
-        elif key in _TOP_KEYS:
+        elif key in _top_keys():
             used[key] = value
         else:
             ignored.append(key)
@@ -198,9 +203,7 @@ def parse_spec_upload(data: bytes, name: str) -> tuple[dict[str, Any], list[str]
     from audit.spec import spec_from_mapping
 
     probe = _merge(used, {})
-    probe["model"] = {"path": "upload"}
-    probe.setdefault("data", {})
-    probe["data"] = {"target": "upload", "positive_label": 1, **probe["data"], "test": "upload"}
+    probe["data"] = {"target": "target", "positive_label": 1, **probe.get("data", {})}  # the form fills these
     spec_from_mapping(probe, source=f"uploaded spec '{shown}'")
     return used, ignored
 
@@ -218,7 +221,6 @@ def _merge(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
 def build_spec_mapping(
     *,
     base: Mapping[str, Any] | None,
-    model_name: str,
     target: str,
     positive_label: Any,
     sensitive: Sequence[str],
@@ -227,14 +229,10 @@ def build_spec_mapping(
     causal: Mapping[str, Any] | None = None,
     dp_claim: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The spec ``run_audit`` receives: the uploaded spec (if any) overridden by the form.
-
-    Model and data are passed to the runner in memory, so their "paths" here are only labels.
-    """
+    """What to audit (``run_audit``'s ``spec``): the uploaded spec (if any) overridden by the form.
+    The model and the data go to the runner as objects, so no path is named here."""
     form: dict[str, Any] = {
-        "model": {"path": display_name(model_name)},
-        "data": {"test": "upload", "target": target, "positive_label": positive_label,
-                 "sensitive": list(sensitive)},
+        "data": {"target": target, "positive_label": positive_label, "sensitive": list(sensitive)},
         "checks": list(checks),
         "seed": int(seed),
     }

@@ -55,19 +55,9 @@ def audit_run(run: FederatedRun, model_path: str | Path, *, checks: tuple[str, .
 
     cfg = run.config
     data = load_run_data(cfg.data_setup_json())
-    spec: dict[str, Any] = {
-        "model": {"path": str(model_path)},
-        "data": {"test": "<in memory>", "target": data.target, "positive_label": data.positive_label,
-                 "sensitive": list(data.sensitive)},
-        "seed": cfg.seed,
-    }
-    if checks:
-        spec["checks"] = list(checks)
-    if policy:
-        spec["policy"] = dict(policy)
-    loaded = load_model(model_path)
-    return run_audit(spec, model=loaded, frames={"test": data.test, "train": data.train, "holdout": data.holdout},
-                     progress=progress)
+    return run_audit(load_model(model_path), data.test, train=data.train, holdout=data.holdout,
+                     target=data.target, positive_label=data.positive_label, sensitive=list(data.sensitive),
+                     seed=cfg.seed, checks=list(checks) or None, policy=policy, progress=progress)
 
 
 def write_audit_reports(report: Any, out_dir: str | Path) -> dict[str, Path]:

@@ -30,8 +30,7 @@ from tests.audit.helpers import lr_pipeline
 data = make_lending_data(600, 300, 600, seed=3)
 model = lr_pipeline(data)
 spec = {
-    "model": {"path": "<in memory>"},
-    "data": {"test": "<in memory>", "target": data.target, "positive_label": data.positive_label,
+    "data": {"target": data.target, "positive_label": data.positive_label,
              "sensitive": ["sex", "age_group"]},
     "seed": 11,
     "checks": sys.argv[1].split(","),
@@ -48,7 +47,7 @@ spec = {
     },
 }
 print("set order:", list({"sex", "age_group", "region", "income", "education"}), file=sys.stderr)
-report = run_audit(spec, model=model, frames={"test": data.test, "train": data.train, "holdout": data.holdout})
+report = run_audit(model, data.test, train=data.train, holdout=data.holdout, spec=spec)
 json.dump(report.to_dict(), sys.stdout, sort_keys=False)
 """
 

@@ -1,4 +1,6 @@
-"""Built-in checks. Importing this package registers them (the registry does it lazily).
+"""The spine's own check families. Importing this package registers them (the registry does it
+lazily, then loads the families other packages declare in the ``trustaudit.checks`` entry-point
+group: trustaudit's causal family, and any plugin).
 
 Check modules import heavy libraries (shap, torch, dowhy...) inside the check functions, so that
 registering checks stays cheap.
@@ -7,15 +9,8 @@ registering checks stays cheap.
 from __future__ import annotations
 
 import importlib
-import importlib.util
 
-_CHECK_MODULES = (
-    "audit.checks.fairness",
-    "audit.checks.explain",
-    "audit.checks.privacy",
-    "causal.checks",
-)
+__all__: list[str] = []
 
-for _name in _CHECK_MODULES:
-    if importlib.util.find_spec(_name) is not None:
-        importlib.import_module(_name)
+for _name in ("fairness", "explain", "privacy"):  # registration order is the reports' order
+    importlib.import_module(f"{__name__}.{_name}")

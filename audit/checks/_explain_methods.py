@@ -282,7 +282,8 @@ def _exact_shap(
     if view.kind == "tree":
         fp = pol.tree_feature_perturbation
         bg = view.transform(sh.background) if fp == "interventional" else None
-        n_jobs = _free_cores(pol.n_jobs) if len(Z) >= pol.parallel_min_rows else 1
+        # at most the cores this check's lane has (ctx.cores), and only idle ones
+        n_jobs = _free_cores(min(pol.n_jobs, int(getattr(ctx, "cores", 1) or 1))) if len(Z) >= pol.parallel_min_rows else 1
         raw_values, expected, backend = compat_shap.tree_shap_values(view.final, fp, bg, Z, n_jobs)
         if backend == "serial":
             n_jobs = 1

@@ -31,10 +31,11 @@ comparing checks go on with the methods that ran, naming the missing ones.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+from pydantic import Field
 
 from audit.checks._explain_methods import (
     METHOD,
@@ -55,8 +56,9 @@ from audit.checks._explain_stats import (
 )
 from audit.context import Intermediate
 from audit.exceptions import CheckNotApplicable
-from audit.registry import needs_sensitive_features, needs_torch_model, register_check
+from audit.registry import needs_sensitive_features, needs_torch_model, register_check, register_family
 from audit.results import CheckResult, EvidenceTable, PlotSpec, Provenance, Verdict
+from audit.spec import PolicyModel
 from audit.stats import bootstrap_means, judge, percentile_interval
 from audit.stats import worst as _worst
 
@@ -71,6 +73,58 @@ __all__ = [
 ]
 
 FAMILY = "explain"
+
+
+class ExplainPolicy(PolicyModel):
+    """Thresholds and sample sizes for the explanation family (issue: explanation checks).
+
+    Sizes bound the work: attributions are computed on a seeded sample of the audited rows, and
+    every global figure carries a bootstrap interval over that sample.
+    """
+
+    # -- samples ------------------------------------------------------------------------------
+    sample_size: int = Field(1000, ge=10, le=1_000_000)  # rows explained by SHAP
+    background_size: int = Field(100, ge=10, le=10_000)  # background rows (masking, baselines)
+    blackbox_sample_size: int = Field(100, ge=5, le=100_000)  # rows for the permutation explainer
+    blackbox_permutations: int = Field(6, ge=1, le=1000)  # feature orderings per row (model-agnostic SHAP)
+    tree_feature_perturbation: Literal["tree_path_dependent", "interventional"] = "tree_path_dependent"
+    n_jobs: int = Field(2, ge=1, le=64)  # processes for large TreeSHAP runs (idle cores only)
+    parallel_min_rows: int = Field(400, ge=100, le=10_000_000)  # split TreeSHAP over n_jobs from here
+    n_bootstrap: int = Field(200, ge=20, le=10_000)
+    confidence_level: float = Field(0.95, gt=0.5, lt=1)
+    # -- LIME ---------------------------------------------------------------------------------
+    lime_sample_size: int = Field(25, ge=5, le=10_000)  # rows explained by LIME (twice: stability)
+    lime_num_samples: int = Field(800, ge=100, le=100_000)  # perturbations per row
+    lime_stability_min_spearman: float = Field(0.6, ge=-1, le=1)
+    # -- permutation importance ---------------------------------------------------------------
+    permutation_sample_size: int = Field(1000, ge=50, le=1_000_000)
+    permutation_repeats: int = Field(5, ge=2, le=1000)
+    # -- gradients (torch models) -------------------------------------------------------------
+    gradient_sample_size: int = Field(200, ge=5, le=100_000)
+    ig_n_steps: int = Field(50, ge=4, le=10_000)
+    ig_max_convergence_delta: float = Field(0.05, ge=0, le=100)  # max |sum attributions - (f(x)-f(b))|
+    gradient_shap_samples: int = Field(20, ge=1, le=10_000)
+    infidelity_perturbations: int = Field(10, ge=1, le=1000)
+    sensitivity_perturbations: int = Field(5, ge=1, le=1000)
+    sensitivity_radius: float = Field(0.02, gt=0, le=10)
+    # -- trust: additivity, agreement, faithfulness ---------------------------------------
+    additivity_max_error: float = Field(1e-4, ge=0, le=1)
+    agreement_min_spearman: float = Field(0.5, ge=-1, le=1)
+    top_k: int = Field(5, ge=1, le=100)
+    faithfulness_sample_size: int = Field(200, ge=5, le=100_000)
+    faithfulness_random_orders: int = Field(4, ge=1, le=100)
+    faithfulness_min_auc_gap: float = Field(0.0, ge=-1, le=1)
+    # -- reliance on sensitive features and proxies -------------------------------------------
+    sensitive_reliance_max_share: float = Field(0.10, ge=0, le=1)
+    proxy_auc_min: float = Field(0.70, ge=0.5, le=1)
+    proxy_sample_size: int = Field(5000, ge=100, le=1_000_000)
+    proxy_allowed: tuple[str, ...] = Field((), max_length=1000)  # listed as proxies, not counted
+
+
+register_family(
+    FAMILY, title="Explanations", policy=ExplainPolicy,
+    help="SHAP, LIME, permutation importance and their agreement, faithfulness, reliance on sensitive features",
+)
 _BEESWARM_FEATURES = 10
 _BEESWARM_ROWS = 300
 _LOCAL_ROWS = 20
@@ -143,7 +197,7 @@ def _normalised_values(values: pd.Series, shap_col: np.ndarray, categorical: boo
     return np.array([pos.get(lab, np.nan) if lab is not None else np.nan for lab in labels])
 
 
-@register_check("explain.shap", family=FAMILY, needs=(METHOD,))
+@register_check("explain.shap", family=FAMILY, needs=(METHOD,), cost=6)
 def shap_check(ctx: Any) -> CheckResult:
     """SHAP attributions per input column, with an additivity test."""
     a: Attribution = outcome(ctx, "shap").get()

@@ -36,11 +36,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from pydantic import Field
 
 from audit import stats
 from audit.context import AuditContext, Intermediate
-from audit.registry import needs_sensitive_features, register_check
+from audit.registry import needs_sensitive_features, register_check, register_family
 from audit.results import CheckResult, EvidenceTable, PlotSpec, Provenance, Verdict
+from audit.spec import PolicyModel
 
 __all__ = [
     "CI_METRICS",
@@ -48,6 +50,30 @@ __all__ = [
     "bootstrap_disparities",
     "disparity",
 ]
+
+
+class FairnessPolicy(PolicyModel):
+    """Thresholds for the fairness family. Differences are absolute (max - min over groups)."""
+
+    demographic_parity_difference_max: float = Field(0.10, ge=0, le=1)
+    equalized_odds_difference_max: float = Field(0.10, ge=0, le=1)
+    equal_opportunity_difference_max: float = Field(0.10, ge=0, le=1)
+    disparate_impact_ratio_min: float = Field(0.80, ge=0, le=1)
+    calibration_gap_max: float = Field(0.10, ge=0, le=1)
+    min_group_size: int = Field(30, ge=1, le=1_000_000)
+    n_bootstrap: int = Field(1000, ge=0, le=100_000)
+    confidence_level: float = Field(0.95, gt=0.5, lt=1)
+    intersections: bool = True
+    mitigation: bool = True
+    mitigation_max_accuracy_cost: float = Field(0.05, ge=0, le=1)
+    mitigation_refit_rows: int = Field(2000, ge=100, le=1_000_000)
+    mitigation_max_iter: int = Field(5, ge=1, le=200)
+
+
+register_family(
+    "fairness", title="Fairness", policy=FairnessPolicy,
+    help="group metrics and disparities with confidence intervals, parity, odds, mitigation",
+)
 
 # cell index within a group: 2 * y + y_pred -> 0 TN, 1 FP, 2 FN, 3 TP
 TN, FP, FN, TP = 0, 1, 2, 3
@@ -548,7 +574,7 @@ def _dp_diff(y_pred: np.ndarray, groups: pd.Series, compared: Sequence[str]) -> 
 
 
 @register_check("fairness.mitigation", family="fairness", applies=needs_sensitive_features,
-                needs=(DISPARITY,))
+                needs=(DISPARITY,), cost=3)
 def mitigation(ctx: AuditContext) -> CheckResult:
     """What meeting demographic parity would cost: ThresholdOptimizer on the model's scores and,
     when the estimator can be refit, ExponentiatedGradient. A model over the parity limit for which

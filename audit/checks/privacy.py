@@ -15,17 +15,17 @@ Heavy libraries (opacus, torch, scikit-learn's clone) load inside the checks.
 
 from __future__ import annotations
 
-import json
 import math
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+from pydantic import Field
 
 from audit.exceptions import CheckNotApplicable
-from audit.registry import register_check
+from audit.registry import register_check, register_family
 from audit.results import CheckResult, EvidenceTable, PlotSpec, Provenance, Verdict
-from audit.spec import DPClaim
+from audit.spec import DPClaim, PolicyModel
 
 if TYPE_CHECKING:
     from audit.context import AuditContext, DataSplit
@@ -39,6 +39,34 @@ __all__ = [
     "resolve_claim",
     "resolve_conditions",
 ]
+
+
+class PrivacyPolicy(PolicyModel):
+    """Thresholds for the privacy family (issue: privacy checks).
+
+    ``epsilon_tolerance`` is relative: a DP claim fails when an accountant's ε exceeds the claimed
+    ε by more than this fraction. ``attack_auc_max`` bounds the best membership-inference attack's
+    ROC AUC (its CI decides FAIL vs WARN). ``empirical_epsilon_max`` (optional) bounds the
+    empirical ε lower bound even when no DP claim is made; ``empirical_delta`` is the δ used in
+    that bound when there is no claim (a claim's own δ is used otherwise). ``max_rows`` caps the
+    audited members + non-members (balanced). ``n_reference_models`` reference models feed the
+    calibrated attack (0 switches it off).
+    """
+
+    epsilon_tolerance: float = Field(0.05, ge=0, le=10)
+    attack_auc_max: float = Field(0.60, ge=0.5, le=1)
+    empirical_epsilon_max: float | None = Field(None, ge=0)
+    empirical_delta: float = Field(1e-5, gt=0, lt=1)
+    max_rows: int = Field(20_000, ge=100, le=10_000_000)
+    n_reference_models: int = Field(4, ge=0, le=64)
+    min_group_size: int = Field(30, ge=1, le=1_000_000)
+    confidence_level: float = Field(0.95, gt=0.5, lt=1)
+
+
+register_family(
+    "privacy", title="Privacy", policy=PrivacyPolicy,
+    help="membership-inference attacks with an empirical ε bound; recomputes a stated DP claim",
+)
 
 NO_CLAIM_REASON = (
     "no DP claim to verify: state one in privacy.dp_claim (epsilon, delta, noise_multiplier, "
@@ -61,42 +89,23 @@ def _g(x: float) -> str:
 
 
 def resolve_claim(ctx: AuditContext) -> tuple[DPClaim | None, str]:
-    """The DP claim to use and where it came from: the spec wins over the model's metadata."""
-    if ctx.spec.privacy.dp_claim is not None:
-        return ctx.spec.privacy.dp_claim, "spec"
-    raw = (getattr(ctx.model, "metadata", None) or {}).get("dp_claim")
-    if raw is None:
-        return None, ""
-    if isinstance(raw, str):  # ONNX metadata holds strings
-        raw = json.loads(raw)
-    from audit.privacy.accounting import CONDITION_KEYS
-
-    raw = {k: v for k, v in raw.items() if k not in CONDITION_KEYS}  # read by resolve_conditions
-    return DPClaim.model_validate(raw), "model metadata"
+    """The DP claim to use and where it came from (resolved and validated at the boundary: the
+    spec's wins over the model's metadata)."""
+    rc = ctx.dp_claim
+    return (rc.claim, rc.source) if rc is not None else (None, "")
 
 
 def resolve_conditions(ctx: AuditContext) -> Any:
-    """How the audited model's DP run sampled and drew its noise (``ClaimConditions``).
+    """How the audited model's DP run sampled and drew its noise (``ClaimConditions``), as recorded
+    in the model's metadata (``dp_conditions`` and condition keys inside its ``dp_claim``): facts
+    about how the model was trained, so they apply to a claim stated in the spec as well. Empty
+    (nothing recorded) when the model carries none. Read at the boundary."""
+    from audit.privacy.accounting import ClaimConditions
 
-    Read from ``dp_conditions`` in the model's metadata (and any condition keys inside its
-    ``dp_claim``): facts about how the model was trained, so they apply to a claim stated in the
-    spec as well. Empty (nothing recorded) when the model carries none.
-    """
-    from audit.privacy.accounting import CONDITION_KEYS, ClaimConditions
-
-    meta = getattr(ctx.model, "metadata", None) or {}
-    merged: dict[str, Any] = {}
-    raw_claim = meta.get("dp_claim")
-    if isinstance(raw_claim, str):
-        raw_claim = json.loads(raw_claim)
-    if isinstance(raw_claim, dict):
-        merged.update({k: v for k, v in raw_claim.items() if k in CONDITION_KEYS})
-    raw = meta.get("dp_conditions")
-    if isinstance(raw, str):
-        raw = json.loads(raw)
-    if isinstance(raw, dict):
-        merged.update(raw)
-    return ClaimConditions.from_mapping(merged)
+    rc = ctx.dp_claim
+    if rc is not None:
+        return rc.conditions
+    return ClaimConditions()
 
 
 def _has_claim(ctx: AuditContext) -> str | None:
@@ -357,7 +366,7 @@ def _sample(rng: np.random.Generator, n: int, k: int) -> np.ndarray:
     return np.sort(rng.choice(n, size=k, replace=False))
 
 
-@register_check("privacy.membership_inference", family="privacy", applies=_has_members_and_nonmembers)
+@register_check("privacy.membership_inference", family="privacy", applies=_has_members_and_nonmembers, cost=3)
 def membership_inference(ctx: AuditContext) -> CheckResult:
     """Membership-inference attacks (training rows vs holdout rows) and an empirical ε bound."""
     from audit.privacy.attacks import (

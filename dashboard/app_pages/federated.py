@@ -14,7 +14,7 @@ import pandas as pd
 import streamlit as st
 
 from audit.exceptions import TrustAuditError
-from audit.spec import FAMILIES
+from audit.registry import family_names
 from dashboard._intake import check_upload_size, display_name, store_upload
 from dashboard._state import error_line, get_settings, get_store, set_current_report
 
@@ -85,7 +85,7 @@ with st.form("federated_form"):
     st.markdown("**Audit**")
     g1, g2 = st.columns([1, 3])
     do_audit = g1.checkbox("Audit the final model", value=True)
-    audit_checks = g2.multiselect("Check families", list(FAMILIES), default=["fairness", "privacy"])
+    audit_checks = g2.multiselect("Check families", list(family_names()), default=["fairness", "privacy"])
     submitted = st.form_submit_button("Run the simulation", type="primary", icon=":material/play_arrow:")
 
 

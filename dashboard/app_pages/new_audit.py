@@ -6,7 +6,7 @@ from __future__ import annotations
 import streamlit as st
 
 from audit.exceptions import SpecError, TrustAuditError
-from audit.spec import FAMILIES
+from audit.registry import families
 from dashboard._intake import (
     MAX_TEXT_UPLOAD_BYTES,
     UploadInfo,
@@ -30,10 +30,8 @@ from dashboard._state import (
 FINDINGS_PAGE = "app_pages/findings.py"
 SENSITIVE_HINTS = ("sex", "gender", "race", "ethnicity", "age_group", "religion", "disability",
                    "marital_status", "nationality")
-FAMILY_HELP = {"fairness": "group metrics and disparities with confidence intervals, parity, odds, mitigation",
-               "explain": "SHAP, LIME, permutation, agreement, faithfulness, reliance on proxies",
-               "causal": "needs a causal graph: effects of a sensitive attribute, counterfactual flips",
-               "privacy": "membership inference (needs training and holdout rows), DP claims"}
+FAMILY_HELP = {f.name: f.help or f.title for f in families()}  # every registered family, plugins too
+FAMILIES = tuple(FAMILY_HELP)
 
 settings = get_settings()
 st.title("New audit")
@@ -237,13 +235,13 @@ if run:
 
     try:
         mapping = build_spec_mapping(
-            base=spec_base, model_name=model.path, target=target, positive_label=positive,
+            base=spec_base, target=target, positive_label=positive,
             sensitive=sensitive, checks=checks, seed=int(seed), causal=causal_form or None, dp_claim=dp_claim,
         )
         # the audit runs in a child process: a model that crashes, hangs or exhausts memory ends
         # the child, not the dashboard server (one line on the page)
-        report = run_audit_isolated(mapping, model=model, frames=frames, progress=_progress,
-                                    allow_unsafe_pickle=settings.allow_unsafe_pickle)
+        report = run_audit_isolated(model, frames["test"], train=frames.get("train"), holdout=frames.get("holdout"),
+                                    spec=mapping, progress=_progress, allow_unsafe_pickle=settings.allow_unsafe_pickle)
     except TrustAuditError as exc:
         bar.empty()
         st.error(exc.message, icon=":material/block:")

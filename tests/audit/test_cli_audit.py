@@ -140,11 +140,11 @@ def test_one_vs_rest_on_a_three_class_model_matches_a_direct_computation(case, t
     df = _three_class_frame(case)
     feats = ["education", "income", "debt_ratio"]
     model = LogisticRegression(max_iter=500).fit(df[feats], df["approved"])
-    raw = {"model": {"path": "<in memory>"}, "seed": 1, "checks": ["fairness.demographic_parity"],
-           "data": {"test": "<in memory>", "target": "approved", "positive_label": 1, "sensitive": ["sex"],
+    raw = {"seed": 1, "checks": ["fairness.demographic_parity"],
+           "data": {"target": "approved", "positive_label": 1, "sensitive": ["sex"],
                     "features": feats, "multiclass": "one-vs-rest"},
            "policy": {"fairness": {"n_bootstrap": 50}}}
-    report = run_audit(raw, model=model, frames={"test": df})
+    report = run_audit(model, df, spec=raw)
     decision = model.predict(df[feats]) == 1
     rates = {s: decision[(df["sex"] == s).to_numpy()].mean() for s in ("female", "male")}
     got = report.result("fairness.demographic_parity").metrics["sex.demographic_parity_difference"]
@@ -158,7 +158,7 @@ def test_one_vs_rest_on_a_three_class_model_matches_a_direct_computation(case, t
 
     raw["data"]["multiclass"] = "refuse"
     with pytest.raises(DataError, match=r"^the model has 3 classes \(0, 1, 2\); the audit needs a binary outcome"):
-        run_audit(raw, model=model, frames={"test": df})
+        run_audit(model, df, spec=raw)
 
 
 def test_binary_target_is_recorded_as_binary(case, tmp_path):

@@ -240,7 +240,7 @@ def test_unknown_check_without_a_close_match_lists_the_families(case, capsys):
     args[args.index("--checks") + 1] = "fairness,robustness.noise"
     assert run_err(capsys, args) == (
         "trustaudit: error: flags: field 'checks' unknown check 'robustness.noise'; no close match; "
-        "families: fairness, explain, causal, privacy (got ['fairness', 'robustness.noise'])"
+        "families: fairness, explain, privacy, causal (got ['fairness', 'robustness.noise'])"
     )
 
 
@@ -251,11 +251,11 @@ def test_unknown_check_id_python_api(case):
     from audit.io import load_model
     from audit.runner import run_audit
 
-    raw = {"model": {"path": "<in memory>"},
-           "data": {"test": "<in memory>", "target": "approved", "positive_label": 1, "sensitive": ["sex"]},
+    raw = {
+           "data": {"target": "approved", "positive_label": 1, "sensitive": ["sex"]},
            "checks": ["fairness.demographic_parit"]}
     with pytest.raises(SpecError) as exc:
-        run_audit(raw, model=load_model(case["model"]), frames={"test": pd.read_csv(case["test"])})
+        run_audit(load_model(case["model"]), pd.read_csv(case["test"]), spec=raw)
     assert str(exc.value) == (
         "spec: field 'checks' unknown check 'fairness.demographic_parit'; closest: fairness.demographic_parity, "
         "fairness.group_metrics, fairness.equal_opportunity (got ['fairness.demographic_parit'])"
@@ -329,11 +329,11 @@ def test_nothing_audited_python_api_raises_with_the_report(case):
     from audit.results import Verdict
     from audit.runner import run_audit
 
-    raw = {"model": {"path": "<in memory>"},
-           "data": {"test": "<in memory>", "target": "approved", "positive_label": 1},
+    raw = {
+           "data": {"target": "approved", "positive_label": 1},
            "checks": ["fairness"]}
     with pytest.raises(NothingAuditedError) as exc:
-        run_audit(raw, model=load_model(case["model"]), frames={"test": pd.read_csv(case["test"])})
+        run_audit(load_model(case["model"]), pd.read_csv(case["test"]), spec=raw)
     assert isinstance(exc.value, SpecError) and exc.value.exit_code == 2
     assert str(exc.value).startswith("nothing audited: all 6 selected checks were skipped; to run them: "
                                      "no sensitive features given")
@@ -476,11 +476,11 @@ def test_duplicate_columns_of_an_in_memory_frame_refused(case):
 
     df = pd.read_csv(case["test"])
     twice = pd.concat([df, df[["sex"]]], axis=1)
-    raw = {"model": {"path": "<in memory>"},
-           "data": {"test": "<in memory>", "target": "approved", "positive_label": 1, "sensitive": ["sex"]},
+    raw = {
+           "data": {"target": "approved", "positive_label": 1, "sensitive": ["sex"]},
            "checks": ["fairness"]}
     with pytest.raises(DataError) as exc:
-        run_audit(raw, model=load_model(case["model"]), frames={"test": twice})
+        run_audit(load_model(case["model"]), twice, spec=raw)
     assert str(exc.value) == "sensitive column 'sex' appears 2 times in test data"
 
 
@@ -521,12 +521,12 @@ def test_runner_is_linear_in_the_number_of_columns(case):
     k = 100_000
     wide = pd.concat([df, pd.DataFrame(np.zeros((300, k), dtype=np.int8), columns=[f"x{i}" for i in range(k)])],
                      axis=1)
-    spec = spec_from_mapping({"model": {"path": "<m>"}, "checks": ["fairness.demographic_parity"],
-                              "data": {"test": "<m>", "target": "approved", "positive_label": 1,
+    spec = spec_from_mapping({"checks": ["fairness.demographic_parity"],
+                              "data": {"target": "approved", "positive_label": 1,
                                        "sensitive": ["sex"]}})
     model = load_model(case["model"])
     t0 = time.perf_counter()
-    ctx, inputs = build_context(spec, model=model, frames={"test": wide})
+    ctx, inputs = build_context(spec, model, {"test": wide})
     assert time.perf_counter() - t0 < 3.0
     assert inputs["data"]["test"]["columns"] == k + df.shape[1]
     assert ctx.test.X.shape == (300, 7)

@@ -204,15 +204,13 @@ def test_run_audit_isolated_as_the_dashboard_calls_it():
 
     rng = np.random.default_rng(1)
     frame = pd.DataFrame({"x": rng.random(300), "g": rng.choice(["a", "b"], 300), "y": rng.integers(0, 2, 300)})
-    spec = {"model": {"path": "upload"}, "data": {"test": "upload", "target": "y", "positive_label": 1,
-                                                  "sensitive": ["g"]},
+    spec = {"data": {"target": "y", "positive_label": 1, "sensitive": ["g"]},
             "checks": ["fairness.demographic_parity", "fairness.group_metrics"], "seed": 3}
     with pytest.raises(ModelError, match=r"^the model crashed the audit process \(SIGSEGV\)$"):
-        run_audit_isolated(spec, model=HostileModel("segfault"), frames={"test": frame})
+        run_audit_isolated(HostileModel("segfault"), frame, spec=spec)
     events = []
-    iso = run_audit_isolated(spec, model=HostileModel("fine"), frames={"test": frame},
-                             progress=lambda *e: events.append(e))
-    direct = run_audit(spec, model=HostileModel("fine"), frames={"test": frame})
+    iso = run_audit_isolated(HostileModel("fine"), frame, spec=spec, progress=lambda *e: events.append(e))
+    direct = run_audit(HostileModel("fine"), frame, spec=spec)
     assert [r.metrics for r in iso.results] == [r.metrics for r in direct.results]
     assert [e[0] for e in events].count("start") == 2
 

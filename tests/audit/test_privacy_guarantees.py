@@ -260,7 +260,13 @@ def test_malformed_dp_conditions_in_model_metadata_is_bad_input():
     from types import SimpleNamespace
 
     from audit.exceptions import ConfigError
-    from audit.runner import _validate_model_metadata
+    from audit.runner import _resolve_dp_claim
+    from audit.spec import spec_from_mapping
+
+    spec = spec_from_mapping({"data": {"target": "y", "positive_label": 1}})
+
+    def _validate_model_metadata(adapter):
+        return _resolve_dp_claim(spec, adapter)
 
     claim = {"epsilon": 3.0, "delta": 1e-5, "noise_multiplier": 1.1, "batch_size": 30, "dataset_size": 100,
              "epochs": 2}
@@ -273,7 +279,18 @@ def test_malformed_dp_conditions_in_model_metadata_is_bad_input():
     # an ONNX model's metadata holds the claim as JSON text: parsed, not refused
     import json
 
-    _validate_model_metadata(SimpleNamespace(metadata={"dp_claim": json.dumps(claim)}))
+    resolved = _validate_model_metadata(SimpleNamespace(metadata={"dp_claim": json.dumps(claim)}))
+    assert resolved.source == "model metadata" and resolved.claim.epsilon == 3.0
+    assert resolved.conditions.recorded is False
+    # resolved once, at the boundary, with the conditions the run recorded; a claim in the spec wins
+    resolved = _validate_model_metadata(SimpleNamespace(metadata={"dp_claim": claim,
+                                                                   "dp_conditions": {"sampling": "poisson"}}))
+    assert resolved.conditions.sampling == "poisson"
+    stated = spec_from_mapping({"data": {"target": "y", "positive_label": 1},
+                                "privacy": {"dp_claim": {**claim, "epsilon": 5.0}}})
+    won = _resolve_dp_claim(stated, SimpleNamespace(metadata={"dp_claim": claim}))
+    assert won.source == "spec" and won.claim.epsilon == 5.0
+    assert _resolve_dp_claim(spec, SimpleNamespace(metadata={})) is None
 
 
 def test_claim_schedule_follows_opacus_from_the_spec_model():

@@ -25,17 +25,15 @@ from tests.audit.helpers import lr_pipeline
 
 @pytest.fixture(scope="module")
 def report(lending) -> AuditReport:
-    spec = {"model": {"path": "<in memory>"},
-            "data": {"test": "<in memory>", "target": "approved", "positive_label": 1, "sensitive": ["sex", "age_group"]},
+    spec = {"data": {"target": "approved", "positive_label": 1, "sensitive": ["sex", "age_group"]},
             "checks": ["fairness"], "seed": 3, "policy": {"fairness": {"n_bootstrap": 200}}}
-    return run_audit(spec, model=lr_pipeline(lending),
-                     frames={"test": lending.test, "train": lending.train, "holdout": lending.holdout})
+    return run_audit(lr_pipeline(lending), lending.test, train=lending.train, holdout=lending.holdout, spec=spec)
 
 
 def test_json_matches_schema_and_round_trips(report, tmp_path):
     d = json.loads(render_json(report))
     validate_report_dict(d)
-    assert d["schema_version"] == "1.0"
+    assert d["schema_version"] == "2.0"
     assert AuditReport.from_dict(d).to_dict() == d
     p = write_reports(report, {"json": tmp_path / "r.json"})["json"]
     assert load_report(p).to_dict() == d

@@ -95,16 +95,15 @@ def test_a_different_seed_changes_the_bootstrap(tiny) -> None:
 def test_bad_graph_stops_the_audit_at_the_boundary(tiny) -> None:
     data, model = tiny
     spec = {
-        "model": {"path": "<in memory>"},
-        "data": {"test": "<in memory>", "target": "approved", "positive_label": 1, "sensitive": ["sex"]},
+        "data": {"target": "approved", "positive_label": 1, "sensitive": ["sex"]},
         "checks": ["causal"],
         "causal": {"graph": "digraph { sex -> income -> debt_ratio -> sex }"},
     }
     with pytest.raises(GraphError) as e:
-        run_audit(spec, model=model, frames={"test": data.test})
+        run_audit(model, data.test, spec=spec)
     assert str(e.value) == "causal graph has a cycle: sex -> income -> debt_ratio -> sex"
     # not validated when the causal family is not selected
-    report = run_audit({**spec, "checks": ["fairness.group_metrics"]}, model=model, frames={"test": data.test})
+    report = run_audit(model, data.test, spec={**spec, "checks": ["fairness.group_metrics"]})
     assert [r.check_id for r in report.results] == ["fairness.group_metrics"]
 
 

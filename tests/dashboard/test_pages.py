@@ -196,8 +196,7 @@ def test_real_audit_of_every_family_renders(dash_env, small_lending, skops_model
 
     model = sio.loads(skops_model, trusted=sio.get_untrusted_types(data=skops_model))
     spec = {
-        "model": {"path": "model.skops"},
-        "data": {"test": "x", "target": "approved", "positive_label": 1, "sensitive": ["sex"]},
+        "data": {"target": "approved", "positive_label": 1, "sensitive": ["sex"]},
         "checks": ["fairness.group_metrics", "fairness.demographic_parity", "explain.shap", "explain.permutation",
                    "explain.agreement", "privacy", "causal"],
         "policy": {"causal": {"sample_size": 300, "n_bootstrap": 10, "effect_sample_size": 500},
@@ -207,8 +206,7 @@ def test_real_audit_of_every_family_renders(dash_env, small_lending, skops_model
         "privacy": {"dp_claim": {"epsilon": 2.0, "delta": 1e-5, "noise_multiplier": 1.1, "sample_rate": 0.01,
                                  "steps": 1000}},
     }
-    report = run_audit(spec, model=model, frames={"test": small_lending.test, "train": small_lending.train,
-                                                  "holdout": small_lending.holdout})
+    report = run_audit(model, small_lending.test, train=small_lending.train, holdout=small_lending.holdout, spec=spec)
     assert not [r.check_id for r in report.results if r.verdict.value == "ERROR"]
     at = new_app().run()
     at.session_state["trustaudit_report"] = report

@@ -159,17 +159,17 @@ def test_spec_upload_keeps_only_what_the_dashboard_uses():
     assert used == {"seed": 3, "checks": ["fairness"], "data": {"target": "y", "positive_label": "yes"},
                     "causal": {"edges": [["a", "y"]]}}
     assert ignored == ["model", "data.test", "data.train"]
-    mapping = build_spec_mapping(base=used, model_name="dir/m.skops", target="y", positive_label="yes",
+    mapping = build_spec_mapping(base=used, target="y", positive_label="yes",
                                  sensitive=["s"], checks=["fairness"], seed=4,
                                  causal={"graph": "digraph { s -> y }", "treatment": "s"},
                                  dp_claim={"epsilon": 1.0})
-    assert mapping["model"] == {"path": "m.skops"}
-    assert mapping["data"] == {"target": "y", "positive_label": "yes", "test": "upload", "sensitive": ["s"]}
+    assert "model" not in mapping  # the model and data are handed to the runner as objects: no paths
+    assert mapping["data"] == {"target": "y", "positive_label": "yes", "sensitive": ["s"]}
     assert mapping["causal"] == {"graph": "digraph { s -> y }", "treatment": "s"}  # the form's graph wins
     assert mapping["privacy"] == {"dp_claim": {"epsilon": 1.0}}
     assert mapping["seed"] == 4
     with pytest.raises(SpecError, match="file paths are not accepted"):
-        build_spec_mapping(base={}, model_name="m", target="y", positive_label=1, sensitive=[], checks=["causal"],
+        build_spec_mapping(base={}, target="y", positive_label=1, sensitive=[], checks=["causal"],
                            seed=0, causal={"graph": "graph.gml"})
 
 
