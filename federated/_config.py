@@ -7,18 +7,24 @@ them with Python names; :meth:`FederatedConfig.from_mapping` validates a run con
 :meth:`FederatedConfig.to_run_config` writes one back, so the ServerApp sees identical settings
 whichever way it was started.
 
-Error messages name the setting, what is allowed and what came; they are module constants so
-tests can assert them verbatim.
+The allowed values are declared on the fields (pydantic ``Field`` bounds and ``Literal`` choices)
+and the rules between settings are pydantic model validators; :meth:`FederatedConfig.validate`
+runs them through a ``TypeAdapter``. Error messages name the setting (its flag name), what is
+allowed and what came; the fixed ones are module constants so tests can assert them verbatim.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, model_validator, with_config
 
 from audit.exceptions import ConfigError
 
@@ -35,16 +41,8 @@ __all__ = [
 ]
 
 #: Aggregation strategies, by the name a user selects (Flower's ``flwr.serverapp.strategy``).
-STRATEGIES: tuple[str, ...] = (
-    "fedavg",
-    "fedprox",
-    "fedadam",
-    "fedyogi",
-    "fedmedian",
-    "fedtrimmedavg",
-    "krum",
-    "multikrum",
-)
+Strategy = Literal["fedavg", "fedprox", "fedadam", "fedyogi", "fedmedian", "fedtrimmedavg", "krum", "multikrum"]
+STRATEGIES: tuple[str, ...] = typing.get_args(Strategy)
 #: Aggregators that bound the influence of a few bad updates.
 ROBUST_STRATEGIES: tuple[str, ...] = ("fedmedian", "fedtrimmedavg", "krum", "multikrum")
 #: Strategies whose aggregate is the (weighted) mean, which is all SecAgg+ reveals.
@@ -55,9 +53,12 @@ CENTRAL_DP_STRATEGIES: tuple[str, ...] = ("fedavg", "fedprox")
 #: ``krum-f`` is not set: f = floor(0.2 m), capped at the most Krum tolerates (m > 2f + 2). It
 #: never reads the simulated number of attackers: an aggregator is not told the answer.
 KRUM_F_FRACTION = 0.2
-MODELS: tuple[str, ...] = ("logreg", "mlp")
-PARTITIONS: tuple[str, ...] = ("iid", "dirichlet", "column", "quantity")
-ATTACKS: tuple[str, ...] = ("label-flip", "scale")
+Model = Literal["logreg", "mlp"]
+MODELS: tuple[str, ...] = typing.get_args(Model)
+Partition = Literal["iid", "dirichlet", "column", "quantity"]
+PARTITIONS: tuple[str, ...] = typing.get_args(Partition)
+Attack = Literal["label-flip", "scale"]
+ATTACKS: tuple[str, ...] = typing.get_args(Attack)
 
 # Exact error texts (asserted by the tests).
 MSG_CHOICE = "{key} must be one of {allowed}; got {got!r}"
@@ -84,70 +85,84 @@ MSG_CENTRAL_DP_STRATEGY = (
     "central-dp accounts for a uniform mean of clipped updates, so the strategy must be one of "
     "{allowed}; got {got!r}"
 )
+MSG_PARTITION_COLUMN = "partition 'column' needs partition-column (the column whose values define the clients)"
+
+# Declared value ranges (pydantic Field constraints); the error message is written from them.
+Fraction = Annotated[float, Field(ge=0, lt=1)]  # a share in [0, 1)
+Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Probability = Annotated[float, Field(gt=0, lt=1)]  # a DP delta, in (0, 1)
+Share = Annotated[float, Field(gt=0, le=1)]  # in (0, 1]
 
 
+@with_config(ConfigDict(strict=True, revalidate_instances="always"))
 @dataclass(frozen=True)
 class FederatedConfig:
-    """Every setting of a federated run (see ``docs/federated.md`` for the meaning of each)."""
+    """Every setting of a federated run (see ``docs/federated.md`` for the meaning of each).
+
+    Constructing one does not validate it; :meth:`validate` (called by :meth:`from_mapping` and
+    :meth:`replace`) checks each field's declared range or choices and the rules between
+    settings, and raises :class:`ConfigError` with one line on the first bad setting.
+    """
 
     # federation
-    num_clients: int = 10
-    num_rounds: int = 5
-    fraction_train: float = 1.0
-    seed: int = 0
+    num_clients: Annotated[int, Field(ge=1, le=100_000)] = 10
+    num_rounds: Annotated[int, Field(ge=1, le=100_000)] = 5
+    fraction_train: Share = 1.0
+    seed: Annotated[int, Field(ge=0, le=2**32 - 1)] = 0
     # data ("" = the ground-truth lending generator)
     data: str = ""
     target: str = "approved"
     positive_label: str = "1"
     sensitive: str = "sex,age_group"
     exclude_features: str = ""
-    n_rows: int = 8000
-    holdout_fraction: float = 0.2
-    test_fraction: float = 0.2
+    n_rows: Annotated[int, Field(ge=10, le=10_000_000)] = 8000
+    holdout_fraction: Fraction = 0.2
+    test_fraction: Fraction = 0.2
     # partitioning
-    partition: str = "iid"
-    alpha: float = 0.5
+    partition: Partition = "iid"
+    alpha: Positive = 0.5
     partition_column: str = ""
-    min_partition_size: int = 1
-    val_fraction: float = 0.2
+    min_partition_size: Annotated[int, Field(ge=1, le=1_000_000)] = 1
+    val_fraction: Fraction = 0.2
     # model and local training
-    model: str = "logreg"
-    hidden: int = 32
-    local_epochs: int = 1
-    batch_size: int = 32
-    lr: float = 0.1
+    model: Model = "logreg"
+    hidden: Annotated[int, Field(ge=1, le=4096)] = 32
+    local_epochs: Annotated[int, Field(ge=1, le=1000)] = 1
+    batch_size: Annotated[int, Field(ge=1, le=1_000_000)] = 32
+    lr: Positive = 0.1
     # aggregation
-    strategy: str = "fedavg"
-    proximal_mu: float = 0.1
-    server_lr: float = 0.1
-    trim_beta: float = 0.2
-    krum_f: int = -1
+    strategy: Strategy = "fedavg"
+    proximal_mu: NonNegative = 0.1
+    server_lr: Positive = 0.1
+    trim_beta: Annotated[float, Field(ge=0, lt=0.5)] = 0.2
+    krum_f: Annotated[int, Field(ge=-1, le=100_000)] = -1
     # central DP (server-side fixed clipping)
     central_dp: bool = False
-    noise_multiplier: float = 1.0
-    clip_norm: float = 1.0
-    dp_delta: float = 1e-5
+    noise_multiplier: Positive = 1.0
+    clip_norm: Positive = 1.0
+    dp_delta: Probability = 1e-5
     # local DP (DP-SGD in each client, Opacus)
     local_dp: bool = False
-    local_noise: float = 1.0
-    local_clip: float = 1.0
-    local_delta: float = 1e-5
+    local_noise: Positive = 1.0
+    local_clip: Positive = 1.0
+    local_delta: Probability = 1e-5
     # secure aggregation (SecAgg+)
     secagg: bool = False
-    secagg_shares: float = 1.0
-    secagg_threshold: float = 0.5
-    secagg_clip_range: float = 8.0
-    secagg_quant_range: int = 2**22
+    secagg_shares: Share = 1.0
+    secagg_threshold: Share = 0.5
+    secagg_clip_range: Positive = 8.0
+    secagg_quant_range: Annotated[int, Field(ge=2, le=2**31)] = 2**22
     # faults and adversaries
-    dropout: float = 0.0
-    stragglers: float = 0.0
-    straggler_delay: float = 5.0
-    round_timeout: float = 0.0
-    malicious: float = 0.0
-    attack: str = "label-flip"
-    attack_scale: float = -4.0
+    dropout: Fraction = 0.0
+    stragglers: Fraction = 0.0
+    straggler_delay: NonNegative = 5.0
+    round_timeout: NonNegative = 0.0
+    malicious: Fraction = 0.0
+    attack: Attack = "label-flip"
+    attack_scale: Annotated[float, Field(allow_inf_nan=False)] = -4.0
     # evaluation and outputs
-    evaluate_every: int = 0
+    evaluate_every: Annotated[int, Field(ge=0, le=100_000)] = 0
     output_dir: str = ""
     audit: bool = False
     checks: str = ""
@@ -240,96 +255,119 @@ class FederatedConfig:
 
     def validate(self) -> None:
         """Check every setting that does not need the data; raise ConfigError on the first bad one."""
-        _choice("strategy", self.strategy, STRATEGIES)
-        _choice("model", self.model, MODELS)
-        _choice("partition", self.partition, PARTITIONS)
-        _choice("attack", self.attack, ATTACKS)
-        if not self.alpha > 0 or not math.isfinite(self.alpha):
-            raise ConfigError(MSG_ALPHA.format(got=self.alpha))
-        _int_range("num-clients", self.num_clients, 1, 100_000)
-        _int_range("num-rounds", self.num_rounds, 1, 100_000)
-        _int_range("n-rows", self.n_rows, 10, 10_000_000)
-        _int_range("min-partition-size", self.min_partition_size, 1, 1_000_000)
-        _int_range("hidden", self.hidden, 1, 4096)
-        _int_range("local-epochs", self.local_epochs, 1, 1000)
-        _int_range("batch-size", self.batch_size, 1, 1_000_000)
-        _int_range("evaluate-every", self.evaluate_every, 0, 100_000)
-        _int_range("seed", self.seed, 0, 2**32 - 1)
-        _int_range("krum-f", self.krum_f, -1, 100_000)
-        _int_range("secagg-quant-range", self.secagg_quant_range, 2, 2**31)
-        _open_closed("fraction-train", self.fraction_train, 0.0, 1.0)
-        for key, v in (("holdout-fraction", self.holdout_fraction), ("test-fraction", self.test_fraction),
-                       ("val-fraction", self.val_fraction)):
-            _closed_open(key, v, 0.0, 1.0)
+        try:
+            _adapter().validate_python(self)
+        except ValidationError as exc:
+            raise ConfigError(_message(exc)) from None
+
+    # The rules between settings (pydantic runs them once every field is valid, in this order).
+
+    @model_validator(mode="after")
+    def _fractions_leave_training_rows(self) -> FederatedConfig:
         if self.holdout_fraction + self.test_fraction >= 0.9:
-            raise ConfigError(MSG_RANGE.format(key="holdout-fraction + test-fraction", rule="below 0.9",
-                                               got=self.holdout_fraction + self.test_fraction))
-        for key, v in (("dropout", self.dropout), ("stragglers", self.stragglers), ("malicious", self.malicious)):
-            _closed_open(key, v, 0.0, 1.0)
-        _closed_open("trim-beta", self.trim_beta, 0.0, 0.5)
-        for key, v in (("lr", self.lr), ("server-lr", self.server_lr), ("noise-multiplier", self.noise_multiplier),
-                       ("clip-norm", self.clip_norm), ("local-noise", self.local_noise),
-                       ("local-clip", self.local_clip), ("secagg-clip-range", self.secagg_clip_range)):
-            if not (v > 0 and math.isfinite(v)):
-                raise ConfigError(MSG_RANGE.format(key=key, rule="a positive number", got=v))
-        for key, v in (("proximal-mu", self.proximal_mu), ("straggler-delay", self.straggler_delay),
-                       ("round-timeout", self.round_timeout)):
-            if not (v >= 0 and math.isfinite(v)):
-                raise ConfigError(MSG_RANGE.format(key=key, rule="a number >= 0", got=v))
-        for key, v in (("dp-delta", self.dp_delta), ("local-delta", self.local_delta)):
-            _open_open(key, v, 0.0, 1.0)
-        _open_closed("secagg-shares", self.secagg_shares, 0.0, 1.0)
-        _open_closed("secagg-threshold", self.secagg_threshold, 0.0, 1.0)
-        if not math.isfinite(self.attack_scale):
-            raise ConfigError(MSG_RANGE.format(key="attack-scale", rule="a finite number", got=self.attack_scale))
+            raise ValueError(MSG_RANGE.format(key="holdout-fraction + test-fraction", rule="below 0.9",
+                                              got=self.holdout_fraction + self.test_fraction))
+        return self
+
+    @model_validator(mode="after")
+    def _column_partition_names_its_column(self) -> FederatedConfig:
         if self.partition == "column" and not self.partition_column:
-            raise ConfigError("partition 'column' needs partition-column (the column whose values define the clients)")
+            raise ValueError(MSG_PARTITION_COLUMN)
+        return self
+
+    @model_validator(mode="after")
+    def _secagg_fits_the_run(self) -> FederatedConfig:
         if self.secagg and self.strategy not in SECAGG_STRATEGIES:
-            raise ConfigError(MSG_SECAGG_STRATEGY.format(allowed=", ".join(SECAGG_STRATEGIES), got=self.strategy))
+            raise ValueError(MSG_SECAGG_STRATEGY.format(allowed=", ".join(SECAGG_STRATEGIES), got=self.strategy))
         if self.secagg and self.central_dp:
-            raise ConfigError(MSG_SECAGG_CENTRAL_DP)
+            raise ValueError(MSG_SECAGG_CENTRAL_DP)
         if self.secagg and self.clients_per_round < 2:
-            raise ConfigError(MSG_RANGE.format(key="clients per round with secagg", rule="at least 2",
-                                               got=self.clients_per_round))
+            raise ValueError(MSG_RANGE.format(key="clients per round with secagg", rule="at least 2",
+                                              got=self.clients_per_round))
+        return self
+
+    @model_validator(mode="after")
+    def _krum_has_enough_clients(self) -> FederatedConfig:
         if self.strategy in ("krum", "multikrum"):
             f = self.krum_f_used
             if self.clients_per_round <= 2 * f + 2:
-                raise ConfigError(MSG_KRUM.format(strategy=self.strategy, m=self.clients_per_round, f=f,
-                                                  need=2 * f + 3))
+                raise ValueError(MSG_KRUM.format(strategy=self.strategy, m=self.clients_per_round, f=f,
+                                                 need=2 * f + 3))
+        return self
+
+    @model_validator(mode="after")
+    def _central_dp_strategy(self) -> FederatedConfig:
         if self.central_dp and self.strategy not in CENTRAL_DP_STRATEGIES:
-            raise ConfigError(MSG_CENTRAL_DP_STRATEGY.format(allowed=", ".join(CENTRAL_DP_STRATEGIES),
-                                                             got=self.strategy))
+            raise ValueError(MSG_CENTRAL_DP_STRATEGY.format(allowed=", ".join(CENTRAL_DP_STRATEGIES),
+                                                            got=self.strategy))
+        return self
+
+    @model_validator(mode="after")
+    def _checks_are_known_families(self) -> FederatedConfig:
         if self.checks:
-            from audit.spec import FAMILIES
+            from audit.registry import family_names
 
+            families = family_names()
             for name in self.audit_checks:
-                if name.split(".", 1)[0] not in FAMILIES:
-                    raise ConfigError(MSG_CHOICE.format(key="checks", allowed=", ".join(FAMILIES), got=name))
+                if name.split(".", 1)[0] not in families:
+                    raise ValueError(MSG_CHOICE.format(key="checks", allowed=", ".join(families), got=name))
+        return self
 
 
-def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ConfigError(MSG_CHOICE.format(key=key, allowed=", ".join(allowed), got=value))
+@functools.cache
+def _adapter() -> TypeAdapter[FederatedConfig]:
+    """The pydantic validator of a config, built once on first use."""
+    return TypeAdapter(FederatedConfig)
 
 
-def _int_range(key: str, v: int, lo: int, hi: int) -> None:
-    if not lo <= v <= hi:
-        raise ConfigError(MSG_RANGE.format(key=key, rule=f"an integer in [{lo}, {hi}]", got=v))
+#: Per-setting messages that say more than the range (``alpha`` is also checked in partition.py).
+_FIELD_MESSAGES = {"alpha": MSG_ALPHA}
 
 
-def _open_closed(key: str, v: float, lo: float, hi: float) -> None:
-    if not (lo < v <= hi):
-        raise ConfigError(MSG_RANGE.format(key=key, rule=f"in ({lo:g}, {hi:g}]", got=v))
+@functools.cache
+def _allowed(name: str) -> str:
+    """What a setting allows, in words, written from its declaration: its choices or its range."""
+    hint = typing.get_type_hints(FederatedConfig, include_extras=True)[name]
+    if typing.get_origin(hint) is Literal:
+        return ", ".join(typing.get_args(hint))
+    base, bounds = hint, {}
+    if typing.get_origin(hint) is Annotated:
+        base, *extras = typing.get_args(hint)
+        for constraint in (m for e in extras for m in getattr(e, "metadata", [e])):
+            bounds.update({k: getattr(constraint, k) for k in ("ge", "gt", "le", "lt")
+                           if getattr(constraint, k, None) is not None})
+    if base is bool:
+        return "true or false"
+    if base is int:
+        return f"an integer in [{bounds['ge']}, {bounds['le']}]" if {"ge", "le"} <= bounds.keys() else "an integer"
+    if base is not float:
+        return "text"
+    low = f"[{bounds['ge']:g}" if "ge" in bounds else f"({bounds['gt']:g}" if "gt" in bounds else None
+    high = f"{bounds['le']:g}]" if "le" in bounds else f"{bounds['lt']:g})" if "lt" in bounds else None
+    if low and high:
+        return f"in {low}, {high}"
+    if low == "(0":
+        return "a positive number"
+    if low == "[0":
+        return "a number >= 0"
+    return "a finite number"
 
 
-def _closed_open(key: str, v: float, lo: float, hi: float) -> None:
-    if not (lo <= v < hi):
-        raise ConfigError(MSG_RANGE.format(key=key, rule=f"in [{lo:g}, {hi:g})", got=v))
-
-
-def _open_open(key: str, v: float, lo: float, hi: float) -> None:
-    if not (lo < v < hi):
-        raise ConfigError(MSG_RANGE.format(key=key, rule=f"in ({lo:g}, {hi:g})", got=v))
+def _message(exc: ValidationError) -> str:
+    """The first error as one line: the setting's flag name, what is allowed, what came."""
+    err = exc.errors()[0]
+    if not err["loc"]:  # a rule between settings: its message is the line
+        msg = err["msg"]
+        return msg.removeprefix("Value error, ")
+    name = str(err["loc"][0])
+    got = err.get("input")
+    if name in _FIELD_MESSAGES:
+        return _FIELD_MESSAGES[name].format(got=got)
+    hint = typing.get_type_hints(FederatedConfig, include_extras=True)[name]
+    key = name.replace("_", "-")
+    if typing.get_origin(hint) is Literal:
+        return MSG_CHOICE.format(key=key, allowed=_allowed(name), got=got)
+    return MSG_RANGE.format(key=key, rule=_allowed(name), got=got)
 
 
 def _coerce(key: str, value: Any, kind: type) -> Any:

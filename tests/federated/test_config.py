@@ -62,6 +62,73 @@ def test_bad_settings_have_exact_messages(raw: dict, message: str | None) -> Non
     assert e.value.exit_code == 2
 
 
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        # the allowed range in each message is written from the field's pydantic declaration
+        ({"num-clients": 0}, "num-clients must be an integer in [1, 100000]; got 0"),
+        ({"seed": -1}, "seed must be an integer in [0, 4294967295]; got -1"),
+        ({"fraction-train": "0"}, "fraction-train must be in (0, 1]; got 0.0"),
+        ({"trim-beta": 0.5}, "trim-beta must be in [0, 0.5); got 0.5"),
+        ({"dp-delta": 1}, "dp-delta must be in (0, 1); got 1.0"),
+        ({"val-fraction": "nan"}, "val-fraction must be in [0, 1); got nan"),
+        ({"lr": "inf"}, "lr must be a positive number; got inf"),
+        ({"noise-multiplier": 0}, "noise-multiplier must be a positive number; got 0.0"),
+        ({"proximal-mu": -1}, "proximal-mu must be a number >= 0; got -1.0"),
+        ({"attack-scale": "-inf"}, "attack-scale must be a finite number; got -inf"),
+        ({"attack": "poison"}, "attack must be one of label-flip, scale; got 'poison'"),
+        ({"secagg": "maybe"}, "secagg must be true or false; got 'maybe'"),
+        # rules between settings (pydantic model validators)
+        ({"holdout-fraction": 0.5, "test-fraction": 0.4}, "holdout-fraction + test-fraction must be below 0.9; got 0.9"),
+        ({"secagg": True, "num-clients": 1}, "clients per round with secagg must be at least 2; got 1"),
+        ({"strategy": "multikrum", "num-clients": 4, "krum-f": 1},
+         "multikrum tolerates f malicious clients only with more than 2f + 2 clients per round; f = 1 needs at least 5, "
+         "got 4"),
+    ],
+)
+def test_declared_ranges_and_rules_have_exact_messages(raw: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        FederatedConfig.from_mapping(raw)
+    assert str(e.value) == message
+
+
+def test_unknown_check_family_lists_the_registered_ones() -> None:
+    from audit.registry import family_names
+
+    with pytest.raises(ConfigError) as e:
+        FederatedConfig.from_mapping({"checks": "fairness,bogus.x"})
+    assert str(e.value) == f"checks must be one of {', '.join(family_names())}; got 'bogus.x'"
+
+
+def test_validate_checks_a_directly_built_config() -> None:
+    """Building a config does not validate it; validate() does, types included, and replace() too."""
+    cfg = FederatedConfig(num_clients=2.5, model="cnn")
+    with pytest.raises(ConfigError) as e:  # fields in declaration order: num-clients comes first
+        cfg.validate()
+    assert str(e.value) == "num-clients must be an integer in [1, 100000]; got 2.5"
+    with pytest.raises(ConfigError, match=r"^central-dp must be true or false; got 'yes'$"):
+        FederatedConfig(central_dp="yes").validate()
+    with pytest.raises(ConfigError, match=r"^positive-label must be text; got 1$"):
+        FederatedConfig(positive_label=1).validate()
+    with pytest.raises(ConfigError, match=r"^dropout must be in \[0, 1\); got 1.5$"):
+        FederatedConfig().replace(dropout=1.5)
+    FederatedConfig().validate()  # the defaults are valid
+    # a bad field is reported before a rule between settings
+    with pytest.raises(ConfigError, match=r"^dropout must be in"):
+        FederatedConfig(dropout=1.0, holdout_fraction=0.5, test_fraction=0.5).validate()
+
+
+def test_constraints_are_pydantic_declarations() -> None:
+    """The bounds live on the fields: pydantic's JSON schema of the config shows them."""
+    from pydantic import TypeAdapter
+
+    props = TypeAdapter(FederatedConfig).json_schema()["properties"]
+    assert (props["dropout"]["minimum"], props["dropout"]["exclusiveMaximum"]) == (0, 1)
+    assert (props["num_clients"]["minimum"], props["num_clients"]["maximum"]) == (1, 100_000)
+    assert props["strategy"]["enum"] == list(federated.STRATEGIES)
+    assert props["fraction_train"]["exclusiveMinimum"] == 0 and props["fraction_train"]["maximum"] == 1
+
+
 def test_pyproject_flower_app_matches_the_config() -> None:
     """`flwr run` reads these tables: every key is a FederatedConfig setting and the defaults agree."""
     flwr = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["flwr"]
