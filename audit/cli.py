@@ -470,8 +470,8 @@ def entrypoint() -> NoReturn:  # pragma: no cover - the console script; tests ca
     """The ``trustaudit`` command: run, then exit without the interpreter's final cycle collection.
 
     Every report and store write is finished and closed when ``main`` returns, but at exit Python
-    would still walk every object for reference cycles: 1.3–2 s with torch, Ray and pandas
-    loaded, measured after a federated simulation. ``gc.freeze`` puts the survivors out of the
+    would still walk every object for reference cycles, and with torch, Ray and pandas loaded (after
+    a federated simulation) that walk is slow. ``gc.freeze`` puts the survivors out of the
     collector's reach (objects are still released by reference counting as modules unload).
     """
     rc = main()

@@ -54,8 +54,8 @@ class Chart:
     @functools.cached_property
     def spec(self) -> dict[str, Any]:
         """The Vega-Lite specification without a data source: the rows are passed beside it, as
-        :attr:`data`. Not validated here (schema validation costs about as much as the rest of a
-        dashboard rerun's chart work; the tests validate every kind): see :meth:`to_dict`."""
+        :attr:`data`. Not validated here: Altair's schema validation would run on every dashboard
+        rerun, and the tests validate every kind (see :meth:`to_dict`)."""
         d = self.layers.to_dict(validate=False)
         d.pop("data", None)
         return d

@@ -168,7 +168,7 @@ def run_server(grid: Grid, context: Context, *, config: FederatedConfig | None =
     t0 = time.perf_counter()
     if isinstance(getattr(grid, "pull_interval", None), float):
         # the simulation's in-memory grid polls for replies every 0.1 s by default; a round of
-        # small clients takes about that long, so poll more often
+        # small clients is that short (bench/bench_federated.py times the rounds), so poll more often
         grid.pull_interval = min(grid.pull_interval, 0.02)  # type: ignore[attr-defined]
     cfg = config if config is not None else FederatedConfig.from_mapping(dict(context.run_config))
     run_key = f"{run_index}-" + hashlib.sha256(json.dumps(cfg.to_run_config(), sort_keys=True).encode()).hexdigest()[:12]
