@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import sys
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ __all__ = [
     "CheckInfo",
     "FamilyInfo",
     "all_of",
+    "discover_plugins",
     "families",
     "family_names",
     "get_check",
@@ -231,6 +233,28 @@ def _load_builtin_checks() -> None:
             _LOAD_ERRORS[ep.name] = f"{type(exc).__name__}: {msg}"
             warnings.warn(f"trustaudit: check plugin {ep.name!r} ({ep.value}) could not be loaded: "
                           f"{_LOAD_ERRORS[ep.name]}", RuntimeWarning, stacklevel=2)
+
+
+def discover_plugins() -> tuple[str, ...]:
+    """Load entry points of the ``trustaudit.checks`` group that appeared since the registry was
+    first loaded (a package installed into a running process, e.g. a notebook); returns the names
+    loaded now."""
+    from importlib.metadata import entry_points
+
+    before = set(sys.modules)
+    _load_builtin_checks()
+    loaded = [ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)
+              if ep.value.split(":", 1)[0] in sys.modules and ep.value.split(":", 1)[0] not in before]
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        module = ep.value.split(":", 1)[0]
+        if module in sys.modules or ep.name in _LOAD_ERRORS:
+            continue
+        try:
+            ep.load()
+            loaded.append(ep.name)
+        except Exception as exc:  # noqa: BLE001 - a broken plugin must not break every audit
+            _LOAD_ERRORS[ep.name] = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+    return tuple(loaded)
 
 
 def plugin_errors() -> dict[str, str]:

@@ -21,16 +21,14 @@ from audit.results import AuditReport, CheckResult, EvidenceTable, PlotSpec
 from dashboard._charts import chart_for, records_frame
 from dashboard._state import verdict_badge
 
-__all__ = ["FAMILY_LABELS", "render_check", "render_downloads", "render_report", "render_summary"]
+__all__ = ["family_label", "render_check", "render_downloads", "render_report", "render_summary"]
 
-def _labels() -> dict[str, str]:
+def family_label(name: str) -> str:
+    """What a family is called on the page: the title it registered with (plugins name theirs),
+    read from the registry each time, so a family added to a running server shows up."""
     from audit.registry import families
 
-    return {f.name: f.title for f in families()}
-
-
-#: what each registered family is called on the page (plugins name theirs at registration)
-FAMILY_LABELS = _labels()
+    return next((f.title for f in families() if f.name == name), name.replace("_", " ").capitalize())
 #: Per-group metrics of fairness.group_metrics that carry an interval (Wilson).
 GROUP_METRICS = ("selection_rate", "tpr", "fpr", "fnr", "precision", "accuracy", "calibration_gap")
 INTERSECTION_MARK = "×"
@@ -404,7 +402,7 @@ def render_report(report: AuditReport, *, key: str = "findings") -> None:
     render_summary(report)
     render_downloads(report, key)
     families = _families(report)
-    labels = ["Overview"] + [FAMILY_LABELS.get(f, f.title()) for f in families]
+    labels = ["Overview"] + [family_label(f) for f in families]
     if st.session_state.get(f"{key}_tab") not in (None, *labels):
         st.session_state[f"{key}_tab"] = "Overview"  # a tab of an earlier report this one lacks
     tabs = st.tabs(labels, key=f"{key}_tab", on_change="rerun")

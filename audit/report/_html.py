@@ -124,13 +124,13 @@ def _context(report: AuditReport) -> dict[str, Any]:
     for r, prepared in zip(report.results, checks, strict=True):
         families.setdefault(r.family, []).append(prepared)
     inputs: dict[str, Any] = {
-        "model": model.get("path"),
+        "model": model.get("path") or model.get("source"),
         "model format": model.get("format"),
         "model type": model.get("type"),
         "model sha256": model.get("sha256"),
     }
     for role, info in dict(report.inputs.get("data", {})).items():
-        inputs[f"{role} data"] = (f"{info.get('path')} ({info.get('rows')} rows, "
+        inputs[f"{role} data"] = (f"{info.get('path') or info.get('source')} ({info.get('rows')} rows, "
                                   f"sha256 {str(info.get('sha256') or '')[:16]})")
     return {
         "audit_id": report.audit_id,
