@@ -1,16 +1,25 @@
 """Effects of a (sensitive) treatment on a model's score through a fitted SCM.
 
-* **Total effect** E[s(X) | do(T=a)] − E[s(X) | do(T=c)]: intervene on T, draw its modelled
-  descendants from their fitted mechanisms with fresh noise, re-score with the model, average over
-  the sampled individuals (whose exogenous parents keep their observed values). Both arms share
-  their noise draws (common random numbers).
-* **Natural direct / indirect effects** through named mediators M by Pearl's mediation formula,
-  evaluated with the fitted conditional distributions (interventional; no abduction, so it works
-  for categorical mediators): with the same fresh noise in every world,
-  NDE = E[s(X_{a, M_c})] − E[s(X_c)] and NIE = E[s(X_a)] − E[s(X_{a, M_c})], where X_{a, M_c} has
-  T set to a and the mediators drawn as under c. NDE + NIE is the total effect, exactly. The
-  decomposition is identified under the usual assumptions: no unobserved confounding of T, M and
-  the score's inputs given the graph, and no mediator-outcome confounder affected by T.
+* **Total effect** E[s(X) | do(T=a)] − E[s(X) | do(T=c)]: set T, let its modelled descendants
+  follow from their fitted mechanisms, re-score with the model, average over the sampled individuals
+  (whose exogenous parents keep their observed values).
+* **Natural direct / indirect effects** through named mediators M by Pearl's mediation formula
+  with the fitted conditional distributions (categorical mediators too): NDE = E[s(X_{a, M_c})] −
+  E[s(X_c)] and NIE = E[s(X_a)] − E[s(X_{a, M_c})], where X_{a, M_c} has T set to a and the mediators
+  as under c. NDE + NIE is the total effect, exactly. The decomposition is identified under the
+  usual assumptions: no unobserved confounding of T, M and the score's inputs given the graph, and
+  no mediator-outcome confounder affected by T.
+* **One noise per individual, shared by every world.** Each individual's noise is recovered from
+  their data (abduction: the residual of an additive-noise node, a posterior draw for a categorical
+  one, as for counterfactual fairness below) and every world — do(T=c), do(T=a), the nested
+  X_{a, M_c} and the counterfactuals — is computed from it. Under their own level the individual's
+  world is their factual one, so E[s | do(T=v)] averages the factual scores of the individuals at v
+  and the counterfactual scores of the others: averaged over the data, the noise posterior is the
+  noise's prior, so this is the interventional mean, with no Monte-Carlo noise in the factual arm.
+  The total effect is then the average individual counterfactual effect of the fairness check. Where
+  the additive-noise model is only approximate (a residual spread that differs between groups, a
+  spike such as 40 hours a week) the factual arm still holds each individual's real values, where
+  resampling pooled residuals would redistribute them.
 * **Counterfactual fairness** (Kusner et al. 2017): for each individual, the inputs had T been
   each other value, re-scored; a decision flip rate and mean |Δscore|, overall and by factual
   group. Abduction is exact for additive-noise nodes (the residual). For a categorical descendant
@@ -22,16 +31,20 @@
   T := T + 1 for every individual against T as observed (``treated`` is ``"+1"``).
 
 Intervals: every printed interval comes from the same bootstrap over refits: rows resampled with
-replacement, the SCM refitted, the quantities recomputed (``n_bootstrap`` replicates). Effects
-and mean |Δscore| get estimate ± t_{B−1} × the replicates' standard deviation (audit.stats'
-normal_interval with B − 1 degrees of freedom: with tens of replicates these ends are far steadier than
-percentile ends, and the Student quantile covers the Monte-Carlo error of the SE itself). The flip
-rate gets a Wilson interval at the effective sample size n·p(1−p)/(n·se²) capped at n, so it
-includes the uncertainty of the fitted mechanisms and keeps Wilson's behaviour near 0. The old
-interval of mean |Δscore| over individuals given the fitted SCM ignored the mechanisms'
-uncertainty and covered 37.5 % of the time. DoWhy's ``fit_and_compute`` is not used because it
-refits on 75 % subsamples drawn without replacement, whose spread understates the sampling
-variance of the full-sample estimate by about a factor of three.
+replacement, the SCM refitted, the quantities recomputed (``n_bootstrap`` replicates). A replicate
+is computed as the original rows weighted by how often they were drawn (the same fits and means as
+on the resampled rows, each distinct row computed once); an individual's Gumbel draws for a
+categorical node are fixed and resampled with the individual, so a replicate's posterior noise is a
+function of its refitted probabilities. The worlds of every replicate are scored together, in a few
+large calls to the model. Effects and mean |Δscore| get estimate ± t_{B−1} × the replicates'
+standard deviation (audit.stats' normal_interval with B − 1 degrees of freedom: with tens of
+replicates these ends are far steadier than percentile ends, and the Student quantile covers the
+Monte-Carlo error of the SE itself). The flip rate gets a Wilson interval at the effective sample
+size n·p(1−p)/(n·se²) capped at n, so it includes the uncertainty of the fitted mechanisms and keeps
+Wilson's behaviour near 0. The old interval of mean |Δscore| over individuals given the fitted SCM
+ignored the mechanisms' uncertainty and covered 37.5 % of the time. DoWhy's ``fit_and_compute`` is
+not used because it refits on 75 % subsamples drawn without replacement, whose spread understates
+the sampling variance of the full-sample estimate by about a factor of three.
 """
 
 from __future__ import annotations
@@ -48,10 +61,11 @@ from audit import stats
 from causal._graph import CausalGraph
 from causal._scm import (
     FittedSCM,
+    GumbelVariates,
     SCMPlan,
-    apply_to_inputs,
     blas_single_thread,
     fit_scm,
+    input_column,
     is_categorical,
     plain_objects,
     plan_scm,
@@ -121,8 +135,8 @@ class SCMEffects:
     boot_total: dict[str, tuple[float, ...]] = field(default_factory=dict)
     contrast: str = "levels"  # "levels" or "per-unit shift (T := T + 1)"
     mediation_method: str = (
-        "Pearl's mediation formula with the fitted conditional distributions (interventional: fresh noise "
-        "shared by every world, mediators drawn as under the control value)"
+        "Pearl's mediation formula with the fitted conditional distributions (each individual's noise recovered "
+        "from their data and shared by every world, mediators as under the control value)"
     )
 
 
@@ -154,20 +168,97 @@ def _flip_interval(p: float, n: int, boots: Sequence[float], level: float) -> tu
     return float(lo), float(hi), n_eff
 
 
-def _batched_predict(predict: PredictFn, frames: Mapping[str, pd.DataFrame]) -> dict[str, tuple[np.ndarray, Any]]:
-    """Scores (and decisions) of each frame with ONE call to the model on their concatenation: a
-    pipeline's per-call overhead (column checks, encoders, a Python loop over trees) dominates."""
-    keys = list(frames)
-    if not keys:
-        return {}
-    sizes = [len(frames[k]) for k in keys]
-    s, d = predict(pd.concat([frames[k] for k in keys], ignore_index=True))
-    s = np.asarray(s, dtype=float)
-    out, start = {}, 0
-    for k, n in zip(keys, sizes, strict=True):
-        out[k] = (s[start:start + n], None if d is None else np.asarray(d)[start:start + n])
-        start += n
-    return out
+#: rows per call to the model when the worlds of every replicate are scored (bounds one call's memory)
+PREDICT_CHUNK = 65_536
+
+
+class _Scorer:
+    """The model inputs of every world of every replicate, scored together with a few large calls to
+    the model: a pipeline's per-call overhead (column checks, encoders, a Python loop over trees)
+    dominated 50 calls of a few thousand rows.
+
+    A queued row is a position into the analysed rows and the values of the inputs an intervention
+    changes; every other input keeps the row's factual value. Rows whose changed inputs are the
+    factual ones except the treatment (a mediator held at its observed value) are the same input in
+    every replicate: each is scored once; when the model does not read the treatment they are the
+    factual rows and keep the factual score."""
+
+    def __init__(self, X: pd.DataFrame, changed: Sequence[str], treatment: str,
+                 observed: Mapping[str, np.ndarray]) -> None:
+        self.X = X
+        self.changed = list(changed)
+        self.treatment = treatment
+        self.observed = observed
+        self.parts: list[tuple[np.ndarray, dict[str, np.ndarray]]] = []
+        self.size = 0
+
+    def add(self, rows: np.ndarray, values: Mapping[str, np.ndarray]) -> slice:
+        """Queue ``rows`` with the changed inputs ``values`` (one entry per row); returns where their
+        scores will be in ``run``'s output."""
+        start = self.size
+        self.parts.append((np.asarray(rows, dtype=np.int64), {c: np.asarray(values[c]) for c in self.changed}))
+        self.size += len(rows)
+        return slice(start, self.size)
+
+    def run(self, predict: PredictFn, factual: tuple[np.ndarray, np.ndarray | None]
+            ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Scores (and decisions, or None) of every queued row, in queue order."""
+        s0, d0 = factual
+        scores = np.empty(self.size)
+        decisions = None if d0 is None else np.empty(self.size, dtype=np.asarray(d0).dtype)
+        if not self.size:
+            return scores, decisions
+        rows = np.concatenate([r for r, _ in self.parts])
+        values = {c: _concat([v[c] for _, v in self.parts]) for c in self.changed}
+        fixed = np.ones(len(rows), dtype=bool)  # every changed input but the treatment is factual
+        for c in self.changed:
+            if c != self.treatment:
+                fixed &= _equal(values[c], self.observed[c][rows])
+        free = np.flatnonzero(~fixed)
+        fixed_pos = np.flatnonzero(fixed)
+        reads_treatment = self.treatment in values
+        if reads_treatment:
+            t_codes, t_uniq = pd.factorize(values[self.treatment][fixed_pos], use_na_sentinel=False)
+            key = rows[fixed_pos] * max(len(t_uniq), 1) + t_codes
+            _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+            todo = np.concatenate([free, fixed_pos[first]])
+        else:
+            todo = free
+            scores[fixed_pos] = s0[rows[fixed_pos]]
+            if decisions is not None:
+                decisions[fixed_pos] = np.asarray(d0)[rows[fixed_pos]]
+        s_todo = np.empty(len(todo))
+        d_todo = None if decisions is None else np.empty(len(todo), dtype=decisions.dtype)
+        for start in range(0, len(todo), PREDICT_CHUNK):
+            part = todo[start:start + PREDICT_CHUNK]
+            frame = self.X.take(rows[part]).reset_index(drop=True)
+            for c in self.changed:
+                frame[c] = input_column(values[c][part], self.X[c].dtype)
+            s, d = predict(frame)
+            s_todo[start:start + len(part)] = np.asarray(s, dtype=float)
+            if d_todo is not None:
+                d_todo[start:start + len(part)] = np.asarray(d)
+        scores[free] = s_todo[:len(free)]
+        if decisions is not None and d_todo is not None:
+            decisions[free] = d_todo[:len(free)]
+        if reads_treatment and len(fixed_pos):
+            scores[fixed_pos] = s_todo[len(free):][inverse]
+            if decisions is not None and d_todo is not None:
+                decisions[fixed_pos] = d_todo[len(free):][inverse]
+        return scores, decisions
+
+
+def _concat(arrays: Sequence[np.ndarray]) -> np.ndarray:
+    if all(a.dtype.kind in "iufb" for a in arrays):
+        return np.concatenate(arrays)
+    return np.concatenate([a.astype(object) for a in arrays])
+
+
+def _equal(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Elementwise equality of two columns (numbers by value, anything else as objects)."""
+    if a.dtype.kind in "iufb" and b.dtype.kind in "iufb":
+        return np.asarray(a == b)
+    return np.asarray(a.astype(object) == b.astype(object), dtype=bool)
 
 
 @dataclass(frozen=True)
@@ -183,18 +274,24 @@ class _Setup:
     def levels(self) -> tuple[Any, ...]:
         return (self.control, *self.treated)
 
-    def setting(self, rows: pd.DataFrame, v: Any) -> Any:
-        """The treatment's value(s) under level ``v`` for ``rows``."""
+    def setting(self, t: np.ndarray, v: Any) -> Any:
+        """The treatment's value(s) under level ``v`` for rows whose observed treatment is ``t``."""
         if not self.shift:
             return v
-        t = rows[self.plan.treatment].to_numpy(dtype=float)
+        t = np.asarray(t, dtype=float)
         return t + 1.0 if v == SHIFT else t
+
+    def factual_level(self) -> np.ndarray:
+        """Each row's observed level as text (``observed`` for a shift contrast)."""
+        if self.shift:
+            return np.full(len(self.rows), OBSERVED, dtype=object)
+        return self.rows[self.plan.treatment].astype(str).to_numpy(dtype=object)
 
 
 def _setup(rows: pd.DataFrame, X: pd.DataFrame, graph: CausalGraph, treatment: str, treatment_value: Any,
            control_value: Any) -> _Setup:
     rows = plain_objects(rows.reset_index(drop=True))
-    X = X.reset_index(drop=True)
+    X = plain_objects(X.reset_index(drop=True))
     plan = plan_scm(graph, treatment, list(X.columns), rows)
     keep = rows[list(plan.nodes)].notna().all(axis=1).to_numpy()
     rows, X = rows.loc[keep].reset_index(drop=True), X.loc[keep].reset_index(drop=True)
@@ -207,83 +304,131 @@ def _setup(rows: pd.DataFrame, X: pd.DataFrame, graph: CausalGraph, treatment: s
     return _Setup(plan, rows, X, control, tuple(treated), False)
 
 
-def _replicate(
-    setup: _Setup,
-    fitted: FittedSCM,
-    rows: pd.DataFrame,
-    X: pd.DataFrame,
-    predict: PredictFn,
-    mediators: Sequence[str],
-    seed: int,
-    *,
-    effects: bool,
-    factual: tuple[np.ndarray, np.ndarray] | None,
-    self_check: bool = False,
-) -> dict[str, Any]:
-    """Every quantity on one (re)fitted SCM: effects by the mediation formula, counterfactual
-    changes when ``factual`` (score, decision of ``X``) is given. One call to the model."""
+@dataclass
+class _Queued:
+    """One replicate's worlds, queued on the scorer: the rows it covers (positions into the analysed
+    rows), their weights and factual levels, and where each world's scores will be."""
+
+    rows: np.ndarray
+    weights: np.ndarray
+    factual: np.ndarray
+    cf: dict[str, tuple[np.ndarray, slice]]  # level -> (mask of rows whose level differs, scores)
+    nested: dict[str, slice]  # treated level -> scores of T := level with the mediators as under control
+    self_check: dict[str, tuple[np.ndarray, slice]]  # level -> (mask of rows at that level, scores)
+
+
+def _queue_replicate(st: _Setup, fitted: FittedSCM, scorer: _Scorer, observed: Mapping[str, np.ndarray],
+                     factual_level: np.ndarray, variates: Mapping[str, GumbelVariates], rows: np.ndarray,
+                     weights: np.ndarray, mediators: Sequence[str], *, effects: bool, self_check: bool) -> _Queued:
+    """Abduct every covered individual's noise on ``fitted``, build the worlds each quantity needs,
+    and queue their model inputs (nothing is scored here).
+
+    Every world shares the individual's abducted noise, so under the individual's own level the
+    world is the factual one: it keeps the factual score and is not queued (``self_check`` queues it
+    once, to show that it reproduces the factual scores). E[s | do(T=v)] averages the factual score
+    of the rows at v and the counterfactual score of the others (the marginal of the noise posterior
+    over the data is the noise's prior, so this is the interventional mean)."""
     plan = fitted.plan
     tr = plan.treatment
     changed = plan.inputs_changed
-    c = setup.control
-    frames: dict[str, pd.DataFrame] = {}
-    if effects:
-        noise = fitted.draw_noise(rows, seed)
-        world_c = fitted.propagate_arrays(noise, {tr: setup.setting(rows, c)})
-        frames[f"do:{c}"] = apply_to_inputs(X, world_c, changed)
-        for v in setup.treated:
-            frames[f"do:{v}"] = apply_to_inputs(X, fitted.propagate_arrays(noise, {tr: setup.setting(rows, v)}), changed)
-            if mediators:
-                fixed = {tr: setup.setting(rows, v), **{m: world_c[m] for m in mediators}}
-                frames[f"nested:{v}"] = apply_to_inputs(X, fitted.propagate_arrays(noise, fixed), changed)
-    if factual is not None:
-        fact = np.full(len(rows), OBSERVED, dtype=object) if setup.shift else rows[tr].astype(str).to_numpy()
-        post = fitted.abduct(rows, seed + 7919)
-        for v in setup.levels:
-            world = fitted.propagate_arrays(post, {tr: setup.setting(rows, v)})
-            if self_check:  # every row, the factual level included (it must reproduce the factual world)
-                frames[f"cf:{v}"] = apply_to_inputs(X, world, changed)
-            else:  # only the rows whose factual level differs: the others are not used
-                other = np.flatnonzero(fact != str(v))
-                frames[f"cf:{v}"] = apply_to_inputs(X.iloc[other].reset_index(drop=True),
-                                                    {c: world[c][other] for c in changed}, changed)
-    pred = _batched_predict(predict, frames)
+    vals = {n: observed[n][rows] for n in plan.nodes}
+    drawn = {node: gv.take(rows, fitted.models[node].classes) for node, gv in variates.items()}
+    noise = fitted.abduct_arrays(vals, variates=drawn)
+    fact = factual_level[rows]
+    worlds: dict[str, dict[str, np.ndarray]] = {}
+    cf: dict[str, tuple[np.ndarray, slice]] = {}
+    checks: dict[str, tuple[np.ndarray, slice]] = {}
+    for v in st.levels:
+        world = fitted.propagate_arrays(noise, {tr: st.setting(vals[tr], v)})
+        same = fact == str(v)
+        if same.any():
+            if self_check:
+                checks[str(v)] = (same, scorer.add(rows[same], {c: world[c][same] for c in changed}))
+            for n in plan.nodes:  # the factual world exactly (no rounding of recovered noise)
+                world[n] = np.where(same, vals[n], world[n]) if world[n].dtype.kind in "iufb" else (
+                    _where_object(same, vals[n], world[n]))
+        worlds[str(v)] = world
+        other = ~same
+        cf[str(v)] = (other, scorer.add(rows[other], {c: world[c][other] for c in changed}))
+    nested: dict[str, slice] = {}
+    if effects and mediators:
+        base = worlds[str(st.control)]
+        for v in st.treated:
+            world = fitted.propagate_arrays(noise, {tr: st.setting(vals[tr], v), **{m: base[m] for m in mediators}})
+            nested[str(v)] = scorer.add(rows, {c: world[c] for c in changed})
+    return _Queued(rows, weights, fact, cf, nested, checks)
+
+
+def _where_object(mask: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    out = np.asarray(b).astype(object, copy=True)
+    out[mask] = np.asarray(a)[mask]
+    return out
+
+
+def _summarise(st: _Setup, q: _Queued, scores: np.ndarray, decisions: np.ndarray | None,
+               factual: tuple[np.ndarray, np.ndarray | None], mediators: Sequence[str], *, effects: bool,
+               detail: bool) -> dict[str, Any]:
+    """Every quantity of one replicate from its scored worlds: weighted means over its rows (a row
+    drawn k times weighs k). ``detail`` keeps the per-row counterfactual arrays (full sample)."""
+    s0_all, d0_all = factual
+    s0 = s0_all[q.rows]
+    d0 = None if d0_all is None else np.asarray(d0_all)[q.rows]
+    w = q.weights
+    wsum = float(w.sum())
+    levels = [str(v) for v in st.levels]
+    by_level: dict[str, np.ndarray] = {}
+    dec_level: dict[str, np.ndarray] = {}
+    for v in levels:
+        other, sl = q.cf[v]
+        s = s0.copy()
+        s[other] = scores[sl]
+        by_level[v] = s
+        if d0 is not None and decisions is not None:
+            d = d0.copy()
+            d[other] = decisions[sl]
+            dec_level[v] = d
     out: dict[str, Any] = {}
     if effects:
-        mean = {k: float(np.mean(s)) for k, (s, _) in pred.items() if not k.startswith("cf:")}
-        for v in setup.levels:
-            out[f"do:{v}"] = mean[f"do:{v}"]
-        for v in setup.treated:
-            out[f"total:{v}"] = mean[f"do:{v}"] - mean[f"do:{c}"]
+        mean = {v: float(w @ by_level[v]) / wsum for v in levels}
+        c = str(st.control)
+        for v in levels:
+            out[f"do:{v}"] = mean[v]
+        for v in (str(t) for t in st.treated):
+            out[f"total:{v}"] = mean[v] - mean[c]
             if mediators:
-                out[f"nde:{v}"] = mean[f"nested:{v}"] - mean[f"do:{c}"]
-                out[f"nie:{v}"] = mean[f"do:{v}"] - mean[f"nested:{v}"]
-    if factual is not None:
-        s0, d0 = factual
-        n, k = len(rows), len(setup.levels)
+                nested = float(w @ scores[q.nested[v]]) / wsum
+                out[f"nde:{v}"] = nested - mean[c]
+                out[f"nie:{v}"] = mean[v] - nested
+    if d0 is not None and decisions is not None:
+        n, k = len(q.rows), len(levels)
         deltas = np.full((n, k), np.nan)
         flips = np.zeros((n, k), dtype=bool)
-        self_delta = 0.0
-        for j, v in enumerate(setup.levels):
-            s1, d1 = pred[f"cf:{v}"]
-            same = fact == str(v)
-            if self_check:
-                if same.any():
-                    self_delta = max(self_delta, float(np.max(np.abs(s1[same] - s0[same]))))
-                s1, d1 = s1[~same], d1[~same]
-            deltas[~same, j] = s1 - s0[~same]
-            flips[~same, j] = d1 != d0[~same]
-        use = np.isin(fact, [str(v) for v in setup.levels]) & ~np.all(np.isnan(deltas), axis=1)
+        for j, v in enumerate(levels):
+            other = q.cf[v][0]
+            deltas[other, j] = by_level[v][other] - s0[other]
+            flips[other, j] = dec_level[v][other] != d0[other]
+        fact = q.factual
+        use = np.isin(fact, levels) & ~np.all(np.isnan(deltas), axis=1)
         max_abs = np.where(np.isnan(deltas), -np.inf, np.abs(deltas)).max(axis=1)
-        flipped: np.ndarray = np.asarray(flips.any(axis=1))
-        out.update({"cf.deltas": deltas, "cf.max_abs": max_abs, "cf.flipped": flipped, "cf.use": use,
-                    "cf.factual": fact, "cf.self": self_delta,
-                    "flip_rate": float(flipped[use].mean()) if use.any() else math.nan,
-                    "mean_abs_delta": float(max_abs[use].mean()) if use.any() else math.nan})
+        flipped = np.asarray(flips.any(axis=1))
+
+        def wmean(x: np.ndarray, mask: np.ndarray) -> float:
+            ws = float(w[mask].sum())
+            return float(w[mask] @ x[mask]) / ws if ws > 0 else math.nan
+
+        out["flip_rate"] = wmean(flipped.astype(float), use)
+        out["mean_abs_delta"] = wmean(max_abs, use)
         for gname in sorted(set(fact[use].tolist())):
             g = use & (fact == gname)
-            out[f"flip_rate|{gname}"] = float(flipped[g].mean())
-            out[f"mean_abs_delta|{gname}"] = float(max_abs[g].mean())
+            out[f"flip_rate|{gname}"] = wmean(flipped.astype(float), g)
+            out[f"mean_abs_delta|{gname}"] = wmean(max_abs, g)
+        if detail:
+            self_delta = 0.0
+            for mask, sl in q.self_check.values():
+                if mask.any():
+                    self_delta = max(self_delta, float(np.max(np.abs(scores[sl] - s0[mask]))))
+            out.update({"cf.deltas": deltas, "cf.max_abs": max_abs, "cf.flipped": flipped, "cf.use": use,
+                        "cf.factual": fact, "cf.self": self_delta})
     return out
 
 
@@ -347,27 +492,39 @@ def scm_analysis(
             f"none of the mediators ({', '.join(mediators)}) lies on a causal path from '{treatment}' to the "
             "model's inputs"
         )
-    fitted = fit_scm(plan, rows, kind=mechanisms, seed=seed)
-    factual = predict(X) if counterfactuals else None
-    if factual is not None:
-        factual = (np.asarray(factual[0], dtype=float), np.asarray(factual[1]))
-    point = _replicate(st, fitted, rows, X, predict, on_path, seed, effects=effects, factual=factual, self_check=True)
-    rng = np.random.default_rng(seed)
-    boots: list[dict[str, Any]] = []
-    failed = 0
     n = len(rows)
+    fitted = fit_scm(plan, rows, kind=mechanisms, seed=seed)
+    s0, d0 = predict(X)
+    factual = (np.asarray(s0, dtype=float), None if d0 is None or not counterfactuals else np.asarray(d0))
+    observed = {c: rows[c].to_numpy() for c in plan.nodes}
+    fact = st.factual_level()
+    draws = np.random.default_rng(seed + 7919)
+    variates = {}
+    for node in plan.affected:
+        if node in plan.categorical:
+            classes = fitted.models[node].classes
+            variates[node] = GumbelVariates(draws.gumbel(size=n), draws.gumbel(size=(n, len(classes))),
+                                            tuple(classes.tolist()))
+    scorer = _Scorer(X, plan.inputs_changed, plan.treatment, observed)
+    queued = [_queue_replicate(st, fitted, scorer, observed, fact, variates, np.arange(n), np.ones(n), on_path,
+                               effects=effects, self_check=True)]
+    rng = np.random.default_rng(seed)
+    failed = 0
     for b in range(n_bootstrap):
-        idx = rng.integers(0, n, n)
-        rb, xb = rows.iloc[idx].reset_index(drop=True), X.iloc[idx].reset_index(drop=True)
-        fb_factual = None if factual is None else (factual[0][idx], factual[1][idx])
+        counts = np.bincount(rng.integers(0, n, n), minlength=n)
+        drawn = np.flatnonzero(counts)
         try:
-            fb = fit_scm(plan, rb, kind=mechanisms, seed=seed + 1 + b)
-            boots.append(_replicate(st, fb, rb, xb, predict, on_path, seed + 1 + b, effects=effects,
-                                    factual=fb_factual))
+            fb = fit_scm(plan, rows, kind=mechanisms, seed=seed + 1 + b, weights=counts, warm=fitted)
+            queued.append(_queue_replicate(st, fb, scorer, observed, fact, variates, drawn,
+                                           counts[drawn].astype(float), on_path, effects=effects, self_check=False))
         except (ValueError, np.linalg.LinAlgError):  # e.g. a resample holding one class only
             failed += 1
     if n_bootstrap and failed > 0.1 * n_bootstrap:
         raise RuntimeError(f"{failed} of {n_bootstrap} bootstrap refits of the SCM failed")
+    scores, decisions = scorer.run(predict, factual)
+    point = _summarise(st, queued[0], scores, decisions, factual, on_path, effects=effects, detail=True)
+    boots = [_summarise(st, q, scores, decisions, factual, on_path, effects=effects, detail=False)
+             for q in queued[1:]]
     level = confidence_level
 
     def iv(key: str) -> EffectInterval:
@@ -398,8 +555,8 @@ def scm_analysis(
             contrast="per-unit shift (T := T + 1 against T as observed)" if st.shift else "levels",
         )
     cf = None
-    if factual is not None:
-        cf = _counterfactual_result(st, fitted, point, boots, factual, n_bootstrap, failed, level)
+    if factual[1] is not None:
+        cf = _counterfactual_result(st, fitted, point, boots, (factual[0], factual[1]), n_bootstrap, failed, level)
     return eff, cf
 
 

@@ -12,24 +12,31 @@ the analysis says so instead of running.
 **Mechanisms, chosen deliberately by dtype** (DoWhy's automatic selection cross-validates several
 model families per node: about 17 s for 3 nodes × 2,000 rows on a 2-core machine):
 
-* roots: ``EmpiricalDistribution`` (resamples the observed values);
-* numeric non-roots: ``AdditiveNoiseModel`` with a linear regressor (``mechanisms="linear"``) or
-  a histogram gradient-boosting regressor (``"boosted"``): invertible, so each individual's noise
-  can be recovered (abduction) for counterfactuals;
-* categorical or binary non-roots: ``ClassifierFCM`` with a logistic regression (or gradient
-  boosting): not invertible. Interventions draw them from the fitted class probabilities;
-  counterfactuals draw each individual's noise from its posterior given the observed category
-  under a Gumbel-max mechanism (``FittedSCM.abduct``, ``gumbel_posterior``), an assumption the
-  results state;
+* roots: their observed values (dowhy.gcm's ``EmpiricalDistribution``);
+* numeric non-roots: an additive-noise model with a linear regressor (``mechanisms="linear"``:
+  least squares on one-hot coded categories, here in NumPy) or a histogram gradient-boosting
+  regressor (``"boosted"``, dowhy.gcm's ``AdditiveNoiseModel``): invertible, so each individual's
+  noise can be recovered (abduction) for counterfactuals;
+* categorical or binary non-roots: a classifier (``"linear"``: scikit-learn's L2-penalised
+  logistic regression, solved here by Newton's method; ``"boosted"``: dowhy.gcm's ``ClassifierFCM``
+  with gradient boosting): not invertible. Interventions draw them from the fitted class
+  probabilities; counterfactuals draw each individual's noise from its posterior given the
+  observed category under a Gumbel-max mechanism (``FittedSCM.abduct``, ``gumbel_posterior``), an
+  assumption the results state;
 * ``"auto"``: DoWhy's ``assign_causal_mechanisms`` with ``AssignmentQuality.GOOD``.
+
+The ``"linear"`` mechanisms are fitted in NumPy with row weights (a bootstrap replicate is the
+original rows weighted by their draw counts) and warm starts from the full-sample fit: the SCM is
+refitted on every replicate, and scikit-learn's lbfgs on the raw parents of a 14-level node spent
+about a second per fit at its iteration cap.
 
 String columns stay strings: dowhy.gcm one-hot encodes string parents itself, and the model is
 re-scored on frames whose columns keep their original dtypes.
 
-**Randomness.** dowhy.gcm draws noise from NumPy's global generator; every call here seeds it
-from the caller's seed inside a context that restores the previous global state. The two arms of
-an interventional contrast use the same seed, so they share noise draws (common random numbers):
-the contrast's Monte-Carlo noise cancels.
+**Randomness.** Every draw comes from a generator seeded by the caller (dowhy.gcm draws from NumPy's
+global generator: it is seeded inside a context that restores the previous global state). The two
+arms of an interventional contrast use the same seed, so they share noise draws (common random
+numbers): the contrast's Monte-Carlo noise cancels.
 """
 
 from __future__ import annotations
@@ -38,7 +45,7 @@ import contextlib
 import functools
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import numpy as np
@@ -48,6 +55,7 @@ from causal._graph import CausalGraph
 
 __all__ = [
     "FittedSCM",
+    "GumbelVariates",
     "NotIdentifiedError",
     "SCMPlan",
     "fit_scm",
@@ -161,9 +169,6 @@ def blas_single_thread(func: F) -> F:
 
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
-    from dowhy.gcm import config
-
-    config.disable_progress_bars()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         yield
@@ -246,85 +251,367 @@ def plan_scm(graph: CausalGraph, treatment: str, inputs: Sequence[str], data: pd
     )
 
 
-@functools.cache
-def _least_squares_class() -> type:
-    """A gcm PredictionModel doing ordinary least squares with its own one-hot coding.
-
-    Same fit as gcm's ``create_linear_regressor()`` (scikit-learn's LinearRegression after a
-    OneHotEncoder), but the coding is a NumPy lookup instead of an encoder call with its input
-    validation on every fit and prediction: the SCM is refitted and evaluated hundreds of times per
-    bootstrap, where that overhead was most of the cost.
-    """
-    from dowhy.gcm.ml.prediction_model import PredictionModel
-
-    class LeastSquaresModel(PredictionModel):  # type: ignore[misc]
-        def __init__(self) -> None:
-            self._levels: list[list[Any] | None] = []
-            self._coef: np.ndarray | None = None
-
-        def _design(self, X: np.ndarray) -> np.ndarray:
-            X = X.reshape(len(X), -1)
-            parts = [np.ones((len(X), 1))]
-            for j, levels in enumerate(self._levels):
-                col = X[:, j]
-                if levels is None:
-                    parts.append(col.astype(float).reshape(-1, 1))
-                else:
-                    index = {v: i for i, v in enumerate(levels)}
-                    inverse, uniq = pd.factorize(col)  # hash-based: far cheaper than sorting objects
-                    table = np.fromiter((index.get(v, -1) for v in uniq), dtype=np.int64, count=len(uniq))
-                    codes = np.where(inverse >= 0, table[np.maximum(inverse, 0)] if len(table) else -1, -1)
-                    onehot = np.zeros((len(col), len(levels)))
-                    hit = codes >= 0  # unseen values code to no level (all zeros)
-                    onehot[np.flatnonzero(hit), codes[hit]] = 1.0
-                    parts.append(onehot[:, 1:])  # first level is the reference
-            return np.hstack(parts)
-
-        def fit(self, X: np.ndarray, Y: np.ndarray) -> None:
-            X = X.reshape(len(X), -1)
-            self._levels = []
-            for j in range(X.shape[1]):
-                col = X[:, j]
-                if len(col) and isinstance(col[0], (str, bool, np.bool_)):
-                    self._levels.append(sorted(set(col.tolist()), key=str))
-                else:
-                    self._levels.append(None)
-            self._coef, *_ = np.linalg.lstsq(self._design(X), np.asarray(Y, dtype=float).reshape(-1), rcond=None)
-
-        def predict(self, X: np.ndarray) -> np.ndarray:
-            assert self._coef is not None
-            return (self._design(X) @ self._coef).reshape(-1, 1)
-
-        def clone(self) -> LeastSquaresModel:
-            return LeastSquaresModel()
-
-        def __str__(self) -> str:
-            return "least squares (one-hot coded categories)"
-
-    return LeastSquaresModel
+# --- the "linear" mechanisms, in NumPy ------------------------------------------------------------
+#
+# The SCM is refitted on every bootstrap replicate (51 fits by default). scikit-learn's lbfgs
+# multinomial regression on the raw (unscaled) parents of a 14-level node ran into its 1,000
+# iteration cap on every fit (about 1 s each, 95 % of the analysis); dowhy.gcm's per-call encoding
+# and validation added the rest. These fit the same models: ordinary least squares with one-hot
+# coded categories (reference coding), and scikit-learn's L2-penalised logistic regression
+# (``C * sum(loss) + ||coef||^2 / 2``, intercepts unpenalised, multinomial with one coefficient
+# vector per class, binomial for two classes) solved by Newton's method to convergence. They take
+# row weights, so a bootstrap replicate is fitted as the original rows weighted by how often they
+# were drawn (the same fit as on the resampled rows), and a replicate starts from the full-sample
+# fit, reusing its Hessian (``_Logit``).
 
 
-def _mechanism(kind: str, categorical: bool) -> tuple[Any, str]:
+class _Coder:
+    """One parent column as numbers: numeric as is, text and booleans one-hot coded (all levels, as
+    dowhy.gcm codes a classifier's inputs, or all but the first as reference coding for least
+    squares). Levels come from the data the coder is built on; unseen values code to all zeros."""
+
+    def __init__(self, values: np.ndarray, *, drop_first: bool) -> None:
+        first = values[0] if len(values) else None
+        self.levels: list[Any] | None = None
+        if isinstance(first, (str, bool, np.bool_)):
+            self.levels = sorted(set(values.tolist()), key=str)
+        self.drop_first = drop_first
+        self._index = {v: i for i, v in enumerate(self.levels or ())}
+
+    @property
+    def width(self) -> int:
+        if self.levels is None:
+            return 1
+        return len(self.levels) - (1 if self.drop_first else 0)
+
+    def fill(self, out: np.ndarray, values: np.ndarray) -> None:
+        """Write the coded columns of ``values`` into ``out`` (n x width)."""
+        if self.levels is None:
+            out[:, 0] = np.asarray(values, dtype=float)
+            return
+        inverse, uniq = pd.factorize(values)  # hash-based: far cheaper than sorting objects
+        table = np.fromiter((self._index.get(v, -1) for v in uniq), dtype=np.int64, count=len(uniq))
+        codes = np.where(inverse >= 0, table[np.maximum(inverse, 0)] if len(table) else -1, -1)
+        if self.drop_first:
+            codes = codes - 1
+        out[:] = 0.0
+        hit = codes >= 0
+        out[np.flatnonzero(hit), codes[hit]] = 1.0
+
+
+class _Design:
+    """The design matrix [1, coded parents...] of one node's mechanism."""
+
+    def __init__(self, parents: Sequence[str], cols: Sequence[np.ndarray], *, drop_first: bool) -> None:
+        self.parents = tuple(parents)
+        self.coders = [_Coder(c, drop_first=drop_first) for c in cols]
+        self.width = 1 + sum(c.width for c in self.coders)
+
+    def matrix(self, cols: Sequence[np.ndarray]) -> np.ndarray:
+        n = len(cols[0]) if cols else 0
+        D = np.empty((n, self.width))
+        D[:, 0] = 1.0
+        j = 1
+        for coder, col in zip(self.coders, cols, strict=True):
+            coder.fill(D[:, j:j + coder.width], np.asarray(col))
+            j += coder.width
+        return D
+
+
+class _LinearANM:
+    """Additive noise, linear in the coded parents (weighted least squares); the noise distribution
+    is the residuals' empirical distribution (weighted like the rows they come from)."""
+
+    categorical = False
+
+    def __init__(self, design: _Design) -> None:
+        self.design = design
+        self.parents = design.parents
+        self.coef = np.zeros(design.width)
+        self.residuals = np.zeros(0)
+        self.residual_weights = np.zeros(0)
+
+    @classmethod
+    def fit(cls, parents: Sequence[str], cols: Sequence[np.ndarray], y: np.ndarray, w: np.ndarray,
+            warm: _LinearANM | None = None) -> _LinearANM:
+        m = cls(warm.design if warm is not None else _Design(parents, cols, drop_first=True))
+        D = m.design.matrix(cols)
+        y = np.asarray(y, dtype=float)
+        sw = np.sqrt(w)
+        m.coef, *_ = np.linalg.lstsq(D * sw[:, None], y * sw, rcond=None)
+        m.residuals = y - D @ m.coef
+        m.residual_weights = np.asarray(w, dtype=float)
+        return m
+
+    def mean(self, cols: Sequence[np.ndarray]) -> np.ndarray:
+        return self.design.matrix(cols) @ self.coef
+
+    def evaluate(self, cols: Sequence[np.ndarray], noise: np.ndarray) -> np.ndarray:
+        return self.mean(cols) + np.asarray(noise, dtype=float).reshape(-1)
+
+    def estimate_noise(self, y: np.ndarray, cols: Sequence[np.ndarray]) -> np.ndarray:
+        return np.asarray(y, dtype=float) - self.mean(cols)
+
+    def draw_noise(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        p = self.residual_weights / self.residual_weights.sum()
+        return self.residuals[rng.choice(len(self.residuals), size=n, replace=True, p=p)]
+
+
+def _softmax(eta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(probabilities, log-probabilities) of logits ``eta`` (n x K)."""
+    z = eta - eta.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    s = e.sum(axis=1, keepdims=True)
+    return e / s, z - np.log(s)
+
+
+REFRESH = 1e3
+
+
+class _Logit:
+    """scikit-learn's ``LogisticRegression(C=1)`` (lbfgs, L2) as a weighted Newton solve.
+
+    Objective ``sum_i w_i * (-log p_{i, y_i}) + ||coef||^2 / (2 C)``, intercepts unpenalised:
+    multinomial with a coefficient vector per class (one intercept fixed at 0: the likelihood does
+    not see a common shift) for three or more classes, binomial for two. Classes are the values
+    present among the rows with positive weight, sorted (scikit-learn's ``classes_``)."""
+
+    categorical = True
+    C = 1.0
+    #: Newton iterations before giving up (the fit then raises, and a bootstrap replicate counts as failed)
+    MAX_ITER = 200
+
+    def __init__(self, design: _Design, classes: np.ndarray) -> None:
+        self.design = design
+        self.parents = design.parents
+        self.classes = classes
+        self.theta = np.zeros((design.width, len(classes)))
+        self.hessian: np.ndarray | None = None  # full (K*p)^2 Hessian at the fit, every intercept included
+        self.std_errors: np.ndarray | None = None  # of the free parameters (p x K, 0 where fixed)
+        self.class_weights: np.ndarray | None = None  # total weight of each class in the fit
+        self._chol_cache: dict[tuple[int, ...], Any] = {}
+
+    # parameters: theta (p x K); vec order k * p + j; the free ones are masked
+    def _free(self) -> np.ndarray:
+        p, k = self.theta.shape
+        free = np.ones((p, k), dtype=bool)
+        if k == 2:
+            free[:, 0] = False  # binomial: class 0 is the reference
+        else:
+            free[0, 0] = False  # multinomial: one intercept fixed (the likelihood sees no common shift)
+        return free
+
+    def _penalty(self) -> np.ndarray:
+        pen = np.full(self.theta.shape, 1.0 / self.C)
+        pen[0, :] = 0.0  # intercepts
+        return pen
+
+    @staticmethod
+    def _objective(D: np.ndarray, Y: np.ndarray, w: np.ndarray, theta: np.ndarray,
+                   pen: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+        P, logP = _softmax(D @ theta)
+        f = -float(np.dot(w, (logP * Y).sum(axis=1))) + 0.5 * float((pen * theta * theta).sum())
+        G = D.T @ (w[:, None] * (P - Y)) + pen * theta
+        return f, G, P
+
+    @staticmethod
+    def _hessian(D: np.ndarray, w: np.ndarray, P: np.ndarray, pen: np.ndarray) -> np.ndarray:
+        n, p = D.shape
+        k = P.shape[1]
+        Z = (P[:, :, None] * D[:, None, :]).reshape(n, k * p) * np.sqrt(w)[:, None]
+        H = -(Z.T @ Z)
+        WP = w[:, None] * P
+        for c in range(k):
+            sl = slice(c * p, (c + 1) * p)
+            H[sl, sl] += (D * WP[:, c:c + 1]).T @ D
+        H[np.diag_indices_from(H)] += pen.T.reshape(-1)
+        return H
+
+    @classmethod
+    def fit(cls, parents: Sequence[str], cols: Sequence[np.ndarray], y: np.ndarray, w: np.ndarray,
+            warm: _Logit | None = None) -> _Logit:
+        from scipy.linalg import cho_factor, cho_solve
+
+        y = np.asarray(y)
+        try:
+            classes = np.unique(y)
+        except TypeError:  # mixed types: order as text
+            classes = np.asarray(sorted(set(y.tolist()), key=str), dtype=object)
+        if len(classes) < 2:
+            raise ValueError(f"a categorical node needs at least two classes in the data; got {len(classes)}")
+        design = warm.design if warm is not None else _Design(parents, cols, drop_first=False)
+        m = cls(design, np.asarray(classes, dtype=object) if y.dtype == object else classes)
+        index = {v: i for i, v in enumerate(m.classes.tolist())}
+        codes = np.fromiter((index[v] for v in y.tolist()), dtype=np.int64, count=len(y))
+        D = design.matrix(cols)
+        n, p = D.shape
+        k = len(m.classes)
+        Y = np.zeros((n, k))
+        Y[np.arange(n), codes] = 1.0
+        w = np.asarray(w, dtype=float)
+        pen = m._penalty()
+        free = m._free()
+        fvec = free.T.reshape(-1)  # vec order k * p + j
+        chord = None  # a fixed Hessian factor (the full-sample fit's) for warm starts
+        tol = 1e-9 * np.ones(int(fvec.sum()))
+        relative = True
+        if warm is not None and warm.hessian is not None and (k > 2) == (len(warm.classes) > 2):
+            pos = {v: i for i, v in enumerate(warm.classes.tolist())}
+            sel = [pos[c] for c in m.classes.tolist()]
+            theta = warm.theta[:, sel].copy()
+            if k == 2:
+                theta[:, 1] -= theta[:, 0]
+                theta[:, 0] = 0.0
+            else:
+                theta[0, :] -= theta[0, 0]
+            key = tuple(sel)
+            chord = warm._chol_cache.get(key)
+            if chord is None:
+                pw = warm.theta.shape[0]
+                idx = np.concatenate([np.arange(s * pw, (s + 1) * pw) for s in sel])[fvec]
+                chord = cho_factor(warm.hessian[np.ix_(idx, idx)])
+                warm._chol_cache[key] = chord
+            scale = np.ones(int(fvec.sum()))
+            if k > 2 and warm.class_weights is not None:
+                # each class's curvature scales with its total weight: rescale the fixed Hessian's
+                # blocks to this fit's class totals (a rare class drawn three times as often)
+                ratio = (w @ Y) / np.maximum(warm.class_weights[sel], 1e-12)
+                scale = np.sqrt(np.repeat(ratio, p))[fvec]
+            if warm.std_errors is not None:
+                # converged when every step is below 1e-4 of the parameter's standard error at the
+                # full-sample fit: far below a replicate's own spread (about one standard error)
+                tol = 1e-4 * warm.std_errors[:, sel].T.reshape(-1)[fvec]
+                relative = False
+        else:
+            theta = m.theta
+            scale = np.ones(int(fvec.sum()))
+        f, G, P = m._objective(D, Y, w, theta, pen)
+        g = G.T.reshape(-1)[fvec]
+        factor = chord  # the Hessian factor in use: the full-sample fit's, then this fit's own
+        for _ in range(cls.MAX_ITER):
+            if factor is None:
+                H = m._hessian(D, w, P, pen)[np.ix_(fvec, fvec)]
+                try:
+                    factor = cho_factor(H)
+                except np.linalg.LinAlgError:
+                    factor = cho_factor(H + 1e-10 * np.abs(np.diag(H)).max() * np.eye(len(H)))
+            step = cho_solve(factor, g / scale) / scale if factor is chord else cho_solve(factor, g)
+            full = np.zeros(k * p)
+            full[fvec] = step
+            delta = full.reshape(k, p).T
+            t = 1.0
+            while True:
+                new = theta - t * delta
+                f_new, G_new, P_new = m._objective(D, Y, w, new, pen)
+                if f_new <= f - 1e-4 * t * float(g @ step) + 1e-12 * abs(f):  # Armijo, up to rounding
+                    break
+                t *= 0.5
+                if t < 1e-3:
+                    break
+            limit = tol * (1.0 + np.abs(theta.T.reshape(-1)[fvec])) if relative else tol
+            if t < 1e-3 and np.all(np.abs(step) <= limit):
+                break  # converged: what is left of the step is rounding
+            if t < 1e-3:  # no descent along this direction: an exact Newton step from here
+                if factor is not chord and chord is None:
+                    raise ValueError("the logistic regression of a categorical node did not converge")
+                factor = chord = None
+                scale = np.ones_like(scale)
+                continue
+            size = np.abs(t * step)
+            theta, f, g, P = new, f_new, G_new.T.reshape(-1)[fvec], P_new
+            limit = tol * (1.0 + np.abs(theta.T.reshape(-1)[fvec])) if relative else tol
+            if np.all(size <= limit):
+                break
+            # Newton's error after a step is about the square of the step's: keep the factor in use
+            # while steps are small (the Hessian barely moves), else refresh it at the new point
+            if np.any(size > REFRESH * limit) or t < 1.0:
+                factor = None
+        else:
+            raise ValueError("the logistic regression of a categorical node did not converge")
+        m.theta = theta
+        if warm is None:  # the full-sample fit: keep its Hessian and standard errors for the replicates
+            m.class_weights = w @ Y
+            H_full = m._hessian(D, w, P, pen)
+            m.hessian = H_full
+            try:
+                cov = np.linalg.inv(H_full[np.ix_(fvec, fvec)])
+                se = np.zeros(k * p)
+                se[fvec] = np.sqrt(np.clip(np.diag(cov), 0.0, None))
+                m.std_errors = se.reshape(k, p).T
+            except np.linalg.LinAlgError:
+                m.std_errors = None
+        return m
+
+    def proba(self, cols: Sequence[np.ndarray]) -> np.ndarray:
+        return _softmax(self.design.matrix(cols) @ self.theta)[0]
+
+
+class _GcmNode:
+    """A fitted dowhy.gcm mechanism (``"boosted"`` and ``"auto"``) behind the same small interface."""
+
+    def __init__(self, mech: Any, parents: Sequence[str], categorical: bool) -> None:
+        self.mech = mech
+        self.parents = tuple(parents)
+        self.categorical = categorical
+
+    @property
+    def classes(self) -> np.ndarray:
+        return np.asarray(self.mech.classifier_model.classes, dtype=object)
+
+    def proba(self, cols: Sequence[np.ndarray]) -> np.ndarray:
+        return np.asarray(self.mech.estimate_probabilities(_stack(cols)), dtype=float)
+
+    def evaluate(self, cols: Sequence[np.ndarray], noise: np.ndarray) -> np.ndarray:
+        return np.asarray(self.mech.evaluate(_stack(cols), np.asarray(noise).reshape(-1, 1))).reshape(-1)
+
+    def estimate_noise(self, y: np.ndarray, cols: Sequence[np.ndarray]) -> np.ndarray:
+        return np.asarray(self.mech.estimate_noise(np.asarray(y), _stack(cols))).reshape(-1)
+
+    def draw_noise(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        # dowhy.gcm draws from NumPy's global generator: seeded from rng here
+        with seeded_global_numpy(int(rng.integers(0, 2**32))):
+            return np.asarray(self.mech.draw_noise_samples(n)).reshape(-1)
+
+
+def _gcm_mechanism(kind: str, categorical: bool) -> tuple[Any, str]:
     from dowhy import gcm
 
     if categorical:
-        if kind == "boosted":
-            return gcm.ClassifierFCM(gcm.ml.create_hist_gradient_boost_classifier(max_iter=100)), (
-                "ClassifierFCM(hist gradient boosting)"
-            )
-        return gcm.ClassifierFCM(gcm.ml.create_logistic_regression_classifier(max_iter=1000)), (
-            "ClassifierFCM(logistic regression)"
+        return gcm.ClassifierFCM(gcm.ml.create_hist_gradient_boost_classifier(max_iter=100)), (
+            "ClassifierFCM(hist gradient boosting)"
         )
-    if kind == "boosted":
-        return gcm.AdditiveNoiseModel(gcm.ml.create_hist_gradient_boost_regressor(max_iter=100)), (
-            "AdditiveNoiseModel(hist gradient boosting)"
-        )
-    return gcm.AdditiveNoiseModel(_least_squares_class()()), "AdditiveNoiseModel(linear regression)"
+    return gcm.AdditiveNoiseModel(gcm.ml.create_hist_gradient_boost_regressor(max_iter=100)), (
+        "AdditiveNoiseModel(hist gradient boosting)"
+    )
+
+
+#: how each kind of node is described in the results (the same words for every backend)
+_ROOT = "EmpiricalDistribution (root: observed values)"
+_LINEAR_NUMERIC = "AdditiveNoiseModel(linear regression)"
+_LINEAR_CATEGORICAL = "ClassifierFCM(logistic regression)"
+
+
+@dataclass(frozen=True)
+class GumbelVariates:
+    """Standard Gumbel draws fixed per individual and class, for ``gumbel_posterior``: the same
+    draws serve the full-sample fit and every bootstrap replicate (each replicate's posterior noise
+    is then a function of its fitted probabilities and the individual's draws: the individual and
+    their draws are resampled together)."""
+
+    top: np.ndarray  # (n,)
+    other: np.ndarray  # (n, K): one column per class of ``classes``
+    classes: tuple[Any, ...]
+
+    def take(self, rows: np.ndarray, classes: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+        pos = {str(c): j for j, c in enumerate(self.classes)}
+        cols = [pos[str(c)] for c in classes]
+        return self.top[rows].reshape(-1, 1), self.other[np.ix_(rows, cols)]
 
 
 @dataclass
 class FittedSCM:
-    """A dowhy.gcm SCM fitted on ``data`` following ``plan``."""
+    """An SCM fitted on ``data`` following ``plan``: NumPy mechanisms (``kind="linear"``) or dowhy.gcm
+    ones (``scm`` holds the dowhy.gcm model then)."""
 
     plan: SCMPlan
     scm: Any
@@ -332,6 +619,11 @@ class FittedSCM:
     n_rows: int
     kind: str
     invertible: bool = True
+    models: dict[str, Any] = field(default_factory=dict)  # node -> fitted mechanism (roots: none)
+
+    def parents(self, node: str) -> tuple[str, ...]:
+        m = self.models.get(node)
+        return () if m is None else tuple(m.parents)
 
     # -- what-if queries ----------------------------------------------------------------------
 
@@ -349,16 +641,16 @@ class FittedSCM:
         """Prior noise for ``rows``: roots (the treatment and the exogenous parents) keep their
         observed values; every other node gets a fresh draw from its fitted noise distribution
         (additive-noise residuals resampled; Uniform(0, 1) for a classifier's inverse-CDF draw)."""
-        from dowhy.graph import get_ordered_predecessors
-
-        g = self.scm.graph
+        rng = np.random.default_rng(seed)
         noise: dict[str, np.ndarray] = {}
-        with _quiet(), seeded_global_numpy(seed):
-            for node in self.plan.nodes:
-                if not get_ordered_predecessors(g, node):
-                    noise[node] = rows[node].to_numpy()
-                else:
-                    noise[node] = np.asarray(self.scm.causal_mechanism(node).draw_noise_samples(len(rows))).reshape(-1)
+        for node in self.plan.nodes:
+            m = self.models.get(node)
+            if m is None:
+                noise[node] = rows[node].to_numpy()
+            elif m.categorical:
+                noise[node] = rng.uniform(0.0, 1.0, len(rows))
+            else:
+                noise[node] = m.draw_noise(len(rows), rng)
         return noise
 
     def abduct(self, rows: pd.DataFrame, seed: int = 0) -> dict[str, np.ndarray]:
@@ -366,30 +658,35 @@ class FittedSCM:
         nodes: the residual (exact). Categorical nodes: one draw from the noise posterior under a
         Gumbel-max mechanism (``gumbel_posterior``): the class is argmax_j(log p_j(parents) + g_j)
         with g_j iid standard Gumbel, and g is drawn given that the argmax was the observed class."""
-        from dowhy.graph import get_ordered_predecessors
+        values = {n: rows[n].to_numpy() for n in self.plan.nodes}
+        return self.abduct_arrays(values, rng=np.random.default_rng(seed))
 
-        g = self.scm.graph
-        rng = np.random.default_rng(seed)
+    def abduct_arrays(self, values: Mapping[str, np.ndarray], *, rng: np.random.Generator | None = None,
+                      variates: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None
+                      ) -> dict[str, np.ndarray]:
+        """``abduct`` on one array per node. ``variates`` (node -> (top, other) Gumbel draws aligned
+        with the node's classes, ``GumbelVariates.take``) replaces the draws from ``rng``."""
         noise: dict[str, np.ndarray] = {}
         with _quiet():
             for node in self.plan.nodes:
-                parents = get_ordered_predecessors(g, node)
-                if not parents:
-                    noise[node] = rows[node].to_numpy()
+                m = self.models.get(node)
+                if m is None:
+                    noise[node] = np.asarray(values[node])
                     continue
-                mech = self.scm.causal_mechanism(node)
-                if node in self.plan.categorical:
-                    proba = np.asarray(mech.estimate_probabilities(rows[parents].to_numpy()), dtype=float)
-                    classes = [str(c) for c in mech.classifier_model.classes]
-                    index = {c: i for i, c in enumerate(classes)}
-                    observed = np.fromiter((index.get(str(v), -1) for v in rows[node].to_numpy()), dtype=np.int64,
-                                           count=len(rows))
+                cols = [np.asarray(values[p]) for p in m.parents]
+                if m.categorical:
+                    proba = m.proba(cols)
+                    classes = m.classes
+                    index = {str(c): i for i, c in enumerate(classes.tolist())}
+                    obs = np.asarray(values[node])
+                    observed = np.fromiter((index.get(str(v), -1) for v in obs.tolist()), dtype=np.int64,
+                                           count=len(obs))
                     if (observed < 0).any():
                         raise NotIdentifiedError(f"'{node}' holds a value its fitted mechanism never saw")
-                    noise[node] = gumbel_posterior(proba, observed, rng)
+                    top, other = variates[node] if variates is not None and node in variates else (None, None)
+                    noise[node] = gumbel_posterior(proba, observed, rng, top=top, other=other)
                 else:
-                    noise[node] = np.asarray(
-                        mech.estimate_noise(rows[node].to_numpy(), rows[parents].to_numpy())).reshape(-1)
+                    noise[node] = m.estimate_noise(np.asarray(values[node]), cols)
         return noise
 
     def propagate(self, noise: Mapping[str, np.ndarray], fixed: Mapping[str, Any]) -> pd.DataFrame:
@@ -404,9 +701,6 @@ class FittedSCM:
     def propagate_arrays(self, noise: Mapping[str, np.ndarray], fixed: Mapping[str, Any]) -> dict[str, np.ndarray]:
         """``propagate`` returning one NumPy array per node (no DataFrame: this runs hundreds of
         times per bootstrap, where pandas' per-column overhead was most of the cost)."""
-        from dowhy.graph import get_ordered_predecessors
-
-        g = self.scm.graph
         n = len(next(iter(noise.values())))
         out: dict[str, np.ndarray] = {}
         with _quiet():
@@ -415,21 +709,22 @@ class FittedSCM:
                     v = fixed[node]
                     out[node] = np.asarray(v) if np.ndim(v) else np.repeat(np.array([v], dtype=object), n)
                     continue
-                parents = get_ordered_predecessors(g, node)
+                m = self.models.get(node)
                 u = noise[node]
-                if not parents:
+                if m is None:
                     out[node] = np.asarray(u)
                     continue
-                mech = self.scm.causal_mechanism(node)
-                x = _stack([out[p] for p in parents])
-                if np.ndim(u) == 2:
-                    proba = np.asarray(mech.estimate_probabilities(x), dtype=float)
-                    with np.errstate(divide="ignore"):
-                        idx = np.argmax(np.log(proba) + u, axis=1)
-                    classes = np.asarray(mech.classifier_model.classes, dtype=object)
-                    out[node] = classes[idx]
+                cols = [out[p] for p in m.parents]
+                if m.categorical:
+                    proba = m.proba(cols)
+                    if np.ndim(u) == 2:
+                        with np.errstate(divide="ignore"):
+                            idx = np.argmax(np.log(proba) + u, axis=1)
+                    else:  # inverse CDF of a uniform (dowhy.gcm's ClassifierFCM.evaluate)
+                        idx = np.argmax(np.cumsum(proba, axis=1) >= np.asarray(u).reshape(-1, 1), axis=1)
+                    out[node] = m.classes[idx]
                 else:
-                    out[node] = np.asarray(mech.evaluate(x, u)).reshape(-1)
+                    out[node] = m.evaluate(cols, u)
         return out
 
     def require_invertible(self) -> None:
@@ -444,7 +739,7 @@ class FittedSCM:
 
 def _stack(cols: Sequence[np.ndarray]) -> np.ndarray:
     """Columns side by side as dowhy.gcm expects them: float when all are numeric, else object."""
-    if all(c.dtype.kind in "fiub" for c in cols):
+    if all(np.asarray(c).dtype.kind in "fiub" for c in cols):
         return np.column_stack(cols).astype(float, copy=False)
     out = np.empty((len(cols[0]), len(cols)), dtype=object)
     for j, c in enumerate(cols):
@@ -452,16 +747,22 @@ def _stack(cols: Sequence[np.ndarray]) -> np.ndarray:
     return out
 
 
-def gumbel_posterior(proba: np.ndarray, observed: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def gumbel_posterior(proba: np.ndarray, observed: np.ndarray, rng: np.random.Generator | None = None, *,
+                     top: np.ndarray | None = None, other: np.ndarray | None = None) -> np.ndarray:
     """Gumbel noise g (n, k) drawn from its posterior given argmax_j(log p_j + g_j) = observed
     (Oberst & Sontag 2019, top-down truncated Gumbels): the maximum of log p_j + g_j is a standard
     Gumbel (the p_j sum to one) reached at the observed class; every other class's perturbed
-    logit is a Gumbel with location log p_j truncated below that maximum."""
+    logit is a Gumbel with location log p_j truncated below that maximum. The standard Gumbel
+    draws come from ``rng`` or are given (``top`` (n, 1), ``other`` (n, k))."""
     n, k = proba.shape
+    if top is None or other is None:
+        if rng is None:
+            raise ValueError("gumbel_posterior needs a generator or the Gumbel draws")
+        top = rng.gumbel(size=(n, 1))
+        other = rng.gumbel(size=(n, k))
     with np.errstate(divide="ignore"):
         logp = np.log(np.clip(proba, 0.0, 1.0))
-    top = rng.gumbel(size=(n, 1))
-    other = logp + rng.gumbel(size=(n, k))
+    other = logp + other
     # a Gumbel(loc) truncated at `top`: -log(exp(-top) + exp(-G)), G ~ Gumbel(loc)
     trunc = -np.logaddexp(-top, -other)
     perturbed = np.where(np.arange(k)[None, :] == observed[:, None], top, trunc)
@@ -470,19 +771,68 @@ def gumbel_posterior(proba: np.ndarray, observed: np.ndarray, rng: np.random.Gen
     return np.where(np.isfinite(logp), g, 0.0)
 
 
-def fit_scm(plan: SCMPlan, data: pd.DataFrame, *, kind: str = "linear", seed: int = 0) -> FittedSCM:
-    """Fit the plan's SCM on ``data`` (rows with a missing value in a modelled column dropped)."""
-    import networkx as nx
-    from dowhy import gcm
+def fit_scm(plan: SCMPlan, data: pd.DataFrame, *, kind: str = "linear", seed: int = 0,
+            weights: np.ndarray | None = None, warm: FittedSCM | None = None) -> FittedSCM:
+    """Fit the plan's SCM on ``data`` (rows with a missing value in a modelled column dropped).
 
+    ``weights`` (one non-negative count per row of ``data``) fits on the rows repeated that many
+    times, as a bootstrap resample; ``warm`` (a ``"linear"`` fit of the same plan, e.g. on the full
+    sample) starts the iterative fits from its solution and codes the parents with its levels."""
     if kind not in MECHANISMS:
         raise ValueError(f"mechanisms must be one of {', '.join(MECHANISMS)}, got {kind!r}")
+    rows = data[list(plan.nodes)]
+    keep = rows.notna().all(axis=1).to_numpy()
+    w = np.ones(len(rows)) if weights is None else np.asarray(weights, dtype=float)
+    if len(w) != len(rows):
+        raise ValueError(f"weights has {len(w)} entries for {len(rows)} rows")
+    use = keep & (w > 0)
+    if not keep.all():
+        rows = rows.loc[use]
+    elif not use.all():
+        rows = rows.iloc[np.flatnonzero(use)]
+    w = w[use]
+    parents = {n: [a for a, b in plan.edges if b == n] for n in plan.nodes}
+    if kind == "linear":
+        return _fit_linear(plan, rows, w, parents, warm if warm is not None and warm.kind == "linear" else None)
+    return _fit_gcm(plan, rows, w, parents, kind, seed)
+
+
+def _fit_linear(plan: SCMPlan, rows: pd.DataFrame, w: np.ndarray, parents: Mapping[str, list[str]],
+                warm: FittedSCM | None) -> FittedSCM:
+    values = {n: rows[n].to_numpy() for n in plan.nodes}
+    models: dict[str, Any] = {}
+    mechanisms: dict[str, str] = {}
+    for n in plan.nodes:
+        if not parents[n]:
+            mechanisms[n] = _ROOT
+            continue
+        cols = [values[p] for p in parents[n]]
+        prior = warm.models.get(n) if warm is not None else None
+        if n in plan.categorical:
+            models[n] = _Logit.fit(parents[n], cols, values[n], w, prior if isinstance(prior, _Logit) else None)
+            mechanisms[n] = _LINEAR_CATEGORICAL
+        else:
+            models[n] = _LinearANM.fit(parents[n], cols, values[n], w,
+                                       prior if isinstance(prior, _LinearANM) else None)
+            mechanisms[n] = _LINEAR_NUMERIC
+    return FittedSCM(plan, None, mechanisms, round(float(w.sum())), "linear", not plan.non_invertible, models)
+
+
+def _fit_gcm(plan: SCMPlan, rows: pd.DataFrame, w: np.ndarray, parents: Mapping[str, list[str]], kind: str,
+             seed: int) -> FittedSCM:
+    import networkx as nx
+    from dowhy import gcm
+    from dowhy.gcm import config
+
+    config.disable_progress_bars()
+    if not np.all(w == 1.0):
+        counts = np.round(w).astype(np.int64)
+        rows = rows.iloc[np.repeat(np.arange(len(rows)), counts)].reset_index(drop=True)
     g = nx.DiGraph()
     g.add_nodes_from(plan.nodes)
     g.add_edges_from(plan.edges)
     invertible = not plan.non_invertible
     scm = gcm.InvertibleStructuralCausalModel(g) if invertible else gcm.StructuralCausalModel(g)
-    rows = data[list(plan.nodes)].dropna()
     mechanisms: dict[str, str] = {}
     with _quiet(), seeded_global_numpy(seed):
         if kind == "auto":
@@ -493,23 +843,47 @@ def fit_scm(plan: SCMPlan, data: pd.DataFrame, *, kind: str = "linear", seed: in
             for n in plan.nodes:
                 if g.in_degree(n) == 0:
                     scm.set_causal_mechanism(n, gcm.EmpiricalDistribution())
-                    mechanisms[n] = "EmpiricalDistribution (root: observed values)"
+                    mechanisms[n] = _ROOT
                 else:
-                    mech, desc = _mechanism(kind, n in plan.categorical)
+                    mech, desc = _gcm_mechanism(kind, n in plan.categorical)
                     scm.set_causal_mechanism(n, mech)
                     mechanisms[n] = desc
         gcm.fit(scm, rows)
-    return FittedSCM(plan, scm, mechanisms, len(rows), kind, invertible)
+    from dowhy.graph import get_ordered_predecessors
+
+    models = {}
+    for n in plan.nodes:
+        ps = get_ordered_predecessors(scm.graph, n)
+        if ps:
+            mech = scm.causal_mechanism(n)
+            models[n] = _GcmNode(mech, ps, hasattr(mech, "estimate_probabilities"))
+    return FittedSCM(plan, scm, mechanisms, len(rows), kind, invertible, models)
 
 
-def apply_to_inputs(X: pd.DataFrame, values: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+def input_column(values: Any, dtype: Any) -> pd.Series:
+    """``values`` as a model-input column of ``dtype`` where that loses nothing: text stays text,
+    categories stay categories, and whole numbers go back to an integer column. Non-integral values
+    bound for an integer column stay floating point: casting would truncate them (a counterfactual
+    38.7 hours would reach the model as 38)."""
+    v = pd.Series(np.asarray(values))
+    if pd.api.types.is_integer_dtype(dtype) and not pd.api.types.is_integer_dtype(v.dtype):
+        num = pd.to_numeric(v, errors="coerce")
+        arr = num.to_numpy(dtype=float, na_value=np.nan)
+        if np.isfinite(arr).all() and np.array_equal(arr, np.round(arr)):
+            return num.astype(dtype)
+        return num if pd.api.types.is_numeric_dtype(num.dtype) else v
+    try:
+        return v.astype(dtype)
+    except (TypeError, ValueError):
+        return v
+
+
+def apply_to_inputs(X: pd.DataFrame, values: Mapping[str, Any], columns: Sequence[str]) -> pd.DataFrame:
     """A copy of the model-input frame ``X`` with ``columns`` replaced by ``values`` (same rows),
-    keeping each column's dtype so the model sees what it was trained on."""
+    keeping each column's dtype where that loses nothing (``input_column``)."""
     out = X.copy()
     for c in columns:
-        v = pd.Series(np.asarray(values[c]), index=X.index)
-        try:
-            out[c] = v.astype(X[c].dtype)
-        except (TypeError, ValueError):
-            out[c] = v
+        col = input_column(values[c], X[c].dtype)
+        col.index = X.index
+        out[c] = col
     return out
