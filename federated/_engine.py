@@ -12,17 +12,14 @@ only place that touches it.
 Tuning (see bench/bench_federated.py): by default one Ray actor per core (``auto_client_cpus``);
 Ray is left to Flower to start, so that its start-up overlaps the ServerApp's (starting it
 beforehand, even without Flower's runtime environment, measured slower);
-torch runs one thread per actor; clients reuse their model object and batch by slicing;
+torch runs one thread per client handler (``federated._torch.one_thread``, set and restored
+around training and evaluation); clients reuse their model object and batch by slicing;
 Flower's and Ray's logs stay off the console.
 
-One hot spot of Flower 1.42's in-memory link state is bypassed while our simulation runs
-(:func:`_indexed_message_ins`): the engine's message extractor asks every node for its next
-message ten times a second, and ``InMemoryLinkState.get_message_ins`` answers each ask by
-validating *every* stored message under the state's lock — O(nodes × messages) per sweep, about
-a second of one core per round of 100 clients, holding the lock and the GIL the clients' replies
-and the ServerApp need. The replacement validates only the asking node's undelivered messages
-(the same checks, the same order, the same messages returned) and leaves Flower's code as it
-is otherwise.
+For large federations one hot spot of Flower 1.42's in-memory link state is bypassed while the
+simulation runs: the message lookup the engine's extractor repeats for every node ten times a
+second. That replacement, and any other use of Flower's or Ray's internals beyond the engine call
+above, lives in the version-gated :mod:`federated._compat` modules (each with an off switch).
 """
 
 from __future__ import annotations
@@ -46,8 +43,9 @@ __all__ = ["auto_client_cpus", "backend_config", "simulate", "simulate_many"]
 def auto_client_cpus(ray_cpus: int | None = None) -> float:
     """CPUs per simulated client: one Ray actor per core.
 
-    The driver's per-message work (link state, queues, serialisation) is light once the link
-    state's extractor hot spot is bypassed (:func:`_indexed_message_ins`), and two actors keep
+    The driver's per-message work (link state, queues, serialisation) is light (for large
+    federations once the link state's extractor hot spot is bypassed, :mod:`federated._compat.flwr`),
+    and two actors keep
     the driver's and the clients' work overlapping: on two cores, 100 clients x 10 rounds took
     about 7 ms per client fit with two actors against 13 ms with one, and 8 ms with four (whose
     torch imports at start-up cost more than they gave back); see bench/bench_federated.py.
@@ -57,77 +55,13 @@ def auto_client_cpus(ray_cpus: int | None = None) -> float:
 
 def backend_config(client_cpus: float | None = None, ray_cpus: int | None = None) -> dict[str, Any]:
     """The simulation backend settings: resources per client (None: automatic) and Ray's CPU budget."""
-    # no idle workers prestarted at ray.init: they compete for the cores with the start-up itself,
-    # and the actors get workers of their own anyway
-    init: dict[str, Any] = {"logging_level": "ERROR", "log_to_driver": False, "include_dashboard": False,
-                            "_system_config": {"enable_worker_prestart": False}}
+    # Ray's own defaults otherwise (its private ``_system_config`` with no worker prestart measured no
+    # faster: bench/bench_compat.py, section ray)
+    init: dict[str, Any] = {"logging_level": "ERROR", "log_to_driver": False, "include_dashboard": False}
     if ray_cpus:
         init["num_cpus"] = int(ray_cpus)
     cpus = auto_client_cpus(ray_cpus) if client_cpus is None else float(client_cpus)
     return {"client_resources": {"num_cpus": cpus, "num_gpus": 0.0}, "init_args": init}
-
-
-def _indexed_get_message_ins(self: Any, node_id: int, limit: int | None, *, run_id: int | None = None) -> list[Any]:
-    """``InMemoryLinkState.get_message_ins`` validating only ``node_id``'s undelivered messages.
-
-    Flower's version runs ``_check_stored_messages`` on every stored message for every asking
-    node. Here the candidates are picked by destination and delivery first (two attribute reads),
-    then validated exactly as Flower does (expiry, federation membership; invalid ones deleted),
-    in insertion order, up to ``limit``, and marked delivered. Other nodes' messages are validated
-    when those nodes ask (every node asks in every sweep of the simulation engine).
-    """
-    if limit is not None and limit < 1:
-        raise AssertionError("`limit` must be >= 1")
-    found: list[Any] = []
-    with self.lock:
-        candidates = [mid for mid, m in self.message_ins_store.items()
-                      if (md := m.metadata).dst_node_id == node_id and md.delivered_at == ""]
-        for mid in candidates:
-            self._check_stored_messages({mid})
-            msg = self.message_ins_store.get(mid)
-            if msg is not None and (run_id is None or msg.metadata.run_id == run_id):
-                found.append(msg)
-            if limit and len(found) == limit:
-                break
-    delivered_at = _flwr_now().isoformat()
-    for msg in found:
-        msg.metadata.delivered_at = delivered_at
-    return found
-
-
-def _flwr_now() -> Any:
-    from flwr.supercore.date import now
-
-    return now()
-
-
-@contextmanager
-def _indexed_message_ins() -> Iterator[bool]:
-    """Use :func:`_indexed_get_message_ins` in Flower's in-memory link state for the duration.
-
-    Only for the Flower line it was written against (1.42) and only if the names it relies on
-    are there; otherwise Flower's own method stays (``False`` is yielded; the run record says
-    which). An exception inside the engine's extractor thread would stall the run silently, so
-    everything the replacement touches is checked here, before it is installed.
-    """
-    try:
-        import flwr
-        from flwr.server.superlink.linkstate.in_memory_linkstate import InMemoryLinkState
-
-        _flwr_now()
-        usable = (str(flwr.__version__).startswith("1.42.")
-                  and callable(getattr(InMemoryLinkState, "_check_stored_messages", None)))
-    except (ImportError, AttributeError):
-        usable = False
-    if not usable:
-        yield False
-        return
-    original = InMemoryLinkState.get_message_ins
-    InMemoryLinkState.get_message_ins = _indexed_get_message_ins  # type: ignore[method-assign]
-    try:
-        yield True
-    finally:
-        InMemoryLinkState.get_message_ins = original  # type: ignore[method-assign]
 
 
 @contextmanager
@@ -217,7 +151,9 @@ def simulate_many(
     context = Context(run_id=secrets.randbits(63), node_id=0, node_config={}, state=RecordDict(),
                       run_config=cfgs[0].to_run_config())
     t0 = time.perf_counter()
-    with _quiet(verbose), _indexed_message_ins() as indexed:
+    from federated._compat.flwr import indexed_message_ins
+
+    with _quiet(verbose), indexed_message_ins(sizes[0]) as indexed:
         engine["indexed_message_ins"] = indexed
         _run_simulation(
             num_supernodes=sizes[0],

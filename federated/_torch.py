@@ -6,9 +6,11 @@ check registration stay fast.
 
 from __future__ import annotations
 
+import threading
 import warnings
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,13 +24,47 @@ __all__ = [
     "build_model",
     "evaluate_arrays",
     "get_weights",
+    "one_thread",
     "predict_logits",
     "set_weights",
     "train_local",
 ]
 
-# Simulated clients share few cores: one intra-op thread per process avoids oversubscription.
-torch.set_num_threads(1)
+_THREADS_LOCK = threading.Lock()
+_THREADS_USERS = 0
+_THREADS_ORIGINAL = 0
+_THREADS_DEPTH = threading.local()
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """One torch intra-op thread for the duration (a simulated client's training and evaluation).
+
+    Simulated clients share few cores: one thread per client process avoids oversubscription.
+    With OpenMP, torch's setting belongs to the calling thread and seeds threads that start using
+    torch later; elsewhere it is process-wide. So the outermost use in each thread restores, in
+    that thread, the value found by the first of the users present at once (not what an
+    overlapping user had set), and nothing is left changed in either case. Importing this module
+    changes nothing.
+    """
+    global _THREADS_USERS, _THREADS_ORIGINAL
+    with _THREADS_LOCK:
+        if _THREADS_USERS == 0:
+            _THREADS_ORIGINAL = torch.get_num_threads()
+        before = _THREADS_ORIGINAL
+        _THREADS_USERS += 1
+    depth = getattr(_THREADS_DEPTH, "n", 0)
+    _THREADS_DEPTH.n = depth + 1
+    if torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        with _THREADS_LOCK:
+            _THREADS_USERS -= 1
+        _THREADS_DEPTH.n = depth
+        if depth == 0 and torch.get_num_threads() != before:
+            torch.set_num_threads(before)
 
 
 def build_model(kind: str, n_inputs: int, hidden: int = 32, seed: int | None = None) -> nn.Module:

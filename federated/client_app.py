@@ -18,8 +18,10 @@ SecAgg+ protocol, so one ClientApp serves both the plain and the secure-aggregat
 
 from __future__ import annotations
 
+import functools
 import json
 import time
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
@@ -232,6 +234,20 @@ def _dropout_reply(msg: Message) -> Message:
 # --- handlers -------------------------------------------------------------------------------
 
 
+def _one_torch_thread(handler: Callable[[Message, Context], Message]) -> Callable[[Message, Context], Message]:
+    """Run a handler with one torch intra-op thread, restored afterwards (clients share the cores;
+    importing the torch side changes no global setting)."""
+
+    @functools.wraps(handler)
+    def run(msg: Message, context: Context) -> Message:
+        from federated._torch import one_thread
+
+        with one_thread():
+            return handler(msg, context)
+
+    return run
+
+
 @app.query()
 def query(msg: Message, context: Context) -> Message:
     """Return encoder statistics and a summary of the local rows."""
@@ -270,6 +286,7 @@ maybe_secaggplus_mod = _secagg_dropout_mod
 
 
 @app.train(mods=[maybe_secaggplus_mod])
+@_one_torch_thread
 def train(msg: Message, context: Context) -> Message:
     """Evaluate the incoming global model locally, train, and return the new parameters."""
     t0 = time.perf_counter()
@@ -341,6 +358,7 @@ def _local_epsilon(context: Context, run_key: str, sample_rate: float, dp: Any, 
 
 
 @app.evaluate()
+@_one_torch_thread
 def evaluate(msg: Message, context: Context) -> Message:
     """Accuracy and loss of the global parameters on the local validation rows."""
     arrays, config, legacy = _unpack(msg, "evaluate")
