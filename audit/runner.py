@@ -33,7 +33,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import pandas as pd
@@ -363,7 +363,7 @@ def _as_adapter(model: Any, spec: AuditSpec | None = None) -> ModelAdapter:
 
 
 #: what run_audit accepts for a split: a DataFrame, or the path of a CSV / Parquet file
-DataInput = pd.DataFrame | str | Path
+DataInput: TypeAlias = pd.DataFrame | str | Path
 
 
 def _load_split(value: DataInput, role: str, na_values: Sequence[str]) -> tuple[pd.DataFrame, dict[str, Any]]:
