@@ -127,10 +127,13 @@ def _run_forked(
 ) -> list[CheckResult]:
     import multiprocessing as mp
 
-    from audit._isolate import _die_with_parent
+    from audit._isolate import _die_with_parent, fork_safe_native_threads
 
     cores = max(1, int(getattr(ctx, "cores", 1) or 1))
     per_lane = max(1, cores // n_lanes)
+    # a child forked after this process started OpenMP workers must stay on one native thread
+    # (libgomp's pool does not survive fork: a parallel region would wait forever)
+    child_threads = per_lane if fork_safe_native_threads() is None else 1
     order = sorted(range(len(parts)), key=lambda g: -_cost(checks, parts[g]))
     fork = mp.get_context("fork")
     todo = fork.Queue()
@@ -157,7 +160,7 @@ def _run_forked(
 
         def child_main(snd: Any = snd) -> None:
             _die_with_parent()
-            with _limits(1 if per_lane < 2 else per_lane):
+            with _limits(child_threads):
                 def send(msg: tuple[Any, ...]) -> None:
                     if msg[0] == "result":
                         msg = ("result", msg[1], msg[2].to_dict())
