@@ -4,6 +4,7 @@ fallback, the off switch and the version gate select the fallback, and nothing c
 from __future__ import annotations
 
 import multiprocessing
+import os
 import subprocess
 import sys
 
@@ -39,6 +40,25 @@ def test_local_version_labels_compare_by_release():
     assert _gate.in_range("2.13.0+cpu", ("2.13", "2.14"))
 
 
+def test_an_absent_distribution_has_no_version_and_no_fast_path():
+    assert _gate.installed_version("trustaudit-no-such-distribution") is None
+    assert not _gate.enabled("nothing", None, ("0", "99"))
+
+
+def test_every_switch_is_named_after_its_package():
+    assert [_gate.env_var(p) for p in ("shap", "sklearn", "opacus", "flwr")] == [
+        "TRUSTAUDIT_COMPAT_SHAP", "TRUSTAUDIT_COMPAT_SKLEARN", "TRUSTAUDIT_COMPAT_OPACUS", "TRUSTAUDIT_COMPAT_FLWR"]
+
+
+@pytest.mark.parametrize("module", ["shap", "sklearn", "opacus"])
+def test_the_tested_versions_are_the_installed_ones(module):
+    """The pinned dependencies are inside each module's range (else the fast paths are off)."""
+    import importlib
+
+    mod = importlib.import_module(f"audit._compat.{module}")
+    assert mod.enabled() or _gate.env_var(module) in os.environ, mod.installed_version()
+
+
 @pytest.mark.parametrize("value", ["0", "false", "OFF", " no "])
 def test_switch_off_values(monkeypatch, value):
     monkeypatch.setenv("TRUSTAUDIT_COMPAT_SHAP", value)
@@ -60,7 +80,8 @@ def test_importing_the_compat_modules_changes_nothing():
         "import os, torch\n"
         "from flwr.server.superlink.linkstate.in_memory_linkstate import InMemoryLinkState as S\n"
         "n = torch.get_num_threads(); env = dict(os.environ); orig = S.get_message_ins\n"
-        "import audit._compat, audit._compat.shap\n"
+        "import audit._compat, audit._compat.shap, audit._compat.sklearn, audit._compat.opacus\n"
+        "import federated._compat, federated._compat.flwr, federated._torch\n"
         "assert torch.get_num_threads() == n and dict(os.environ) == env\n"
         "assert S.get_message_ins is orig\n"
         "print('ok')\n"
