@@ -281,11 +281,15 @@ def _reference_phi(
     The holdout rows are split in two folds; reference models trained on random subsamples of
     one fold (80 % of it, at most as many rows as the training set and ``max_rows``) score the
     audited non-members of the other fold, and a random half of the members each. No reference
-    model ever scores a row it trained on. Returns (φ members, φ non-members,
+    model ever scores a row it trained on (nor does the preprocessing a fold's clones share see
+    one). Clones are cheaper members of the model's family (``audit.privacy.reference``:
+    boosting shortened, preprocessing fitted once per fold). Returns (φ members, φ non-members,
     provenance) with φ arrays of shape (rows, models per fold), or Nones when not possible.
     """
+    from audit._refit import describe
+    from audit.privacy import reference
     from audit.privacy.attacks import logit_confidence
-    from audit.privacy.reference import PROXY_HIDDEN, fit_clone_predict, fit_proxy_predict
+    from audit.privacy.reference import PROXY_HIDDEN, CloneReferences, fit_proxy_predict
 
     train, hold = ctx.train, ctx.holdout
     assert train is not None and hold is not None
@@ -307,6 +311,7 @@ def _reference_phi(
     kind = "clone" if est is not None else "proxy"
     encoder = getattr(ctx.model, "encoder", None)
     note = ""
+    clones: CloneReferences | None = None
     phi_m = np.full((len(mem_idx), per_fold), np.nan)
     phi_nm = np.full((len(nm_idx), per_fold), np.nan)
     for f in (0, 1):
@@ -314,6 +319,7 @@ def _reference_phi(
         pm, pnm = mem_idx[scorer_m == f], nm_idx[scorer_nm == f]
         X_pred = pd.concat([train.X.iloc[pm], hold.X.iloc[pnm]], ignore_index=True)
         y_pred = np.concatenate([train.y[pm], hold.y[pnm]])
+        fold_clones: CloneReferences | None = None
         for j in range(per_fold):
             size = max(10, min(int(0.8 * len(fold_rows)), train.n, ctx.policy.privacy.max_rows))
             sub = np.sort(rng.choice(fold_rows, size=size, replace=False))
@@ -323,7 +329,11 @@ def _reference_phi(
             p = None
             if kind == "clone":
                 try:
-                    p = fit_clone_predict(est, hold.X.iloc[sub], hold.y[sub], X_pred, seed)
+                    if fold_clones is None:  # the fold's preprocessing, fitted once on all its rows
+                        fold_clones = CloneReferences(est, hold.X.iloc[fold_rows], hold.y[fold_rows], X_pred, seed,
+                                                      max_iter=reference.REFERENCE_MAX_ITER)
+                        clones = fold_clones
+                    p = fold_clones.fit_predict(np.searchsorted(fold_rows, sub), seed)
                 except Exception as exc:  # noqa: BLE001 - any estimator may refuse a refit
                     kind = "proxy"
                     note = (f"clone refit failed ({type(exc).__name__}: {str(exc)[:120]}); "
@@ -345,6 +355,12 @@ def _reference_phi(
     )
     if note:
         info["reference_note"] = note
+    if kind == "clone" and clones is not None:
+        info["reference_boosting"] = describe(clones.boosting)
+        if clones.shared_preprocessing:
+            info["reference_preprocessing"] = (
+                "the Pipeline's steps before the last fitted once per holdout fold, on all of the fold's "
+                "rows (never scored by that fold's models); each reference model refits the last step")
     info["reference_models_per_fold"] = per_fold
     return phi_m, phi_nm, info
 
