@@ -519,6 +519,8 @@ disparate_impact = _make_parity(
 # --- check: mitigation what-if --------------------------------------------------------------
 
 
+from typing import Any  # noqa: E402  (the mitigation section's own imports)
+
 from sklearn.base import BaseEstimator, ClassifierMixin  # noqa: E402  (sklearn is light and always needed)
 
 
@@ -540,29 +542,123 @@ class _ScoreAsModel(ClassifierMixin, BaseEstimator):
         return (self.predict_proba(X)[:, 1] > 0.5).astype(int)
 
 
-class _WeightedPipeline(ClassifierMixin, BaseEstimator):
-    """Routes fairlearn's ``sample_weight`` to a Pipeline's final step."""
+#: at most this many boosting iterations per ExponentiatedGradient oracle refit, the learning rate
+#: raised to keep iterations × rate (``audit._refit.shorter_boosting``; bench/bench_fairness.py
+#: measures what it changes on Adult)
+EG_ORACLE_MAX_ITER = 15
 
-    def __init__(self, estimator: object = None) -> None:
+
+class _OracleFits:
+    """The oracle's fitted models by weighted problem (labels and sample weights).
+
+    ExponentiatedGradient may pose one problem twice (its first iteration and its first duality-gap
+    check best-respond to the same multipliers): each distinct problem is fitted once. fairlearn
+    clones the oracle before every call; a clone deep-copies its parameters, and this store hands
+    itself out as its own copy, so every clone shares it.
+    """
+
+    def __init__(self) -> None:
+        self.fits: dict[bytes, Any] = {}
+        self.calls = 0
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _OracleFits:
+        return self
+
+
+class _Oracle(ClassifierMixin, BaseEstimator):
+    """ExponentiatedGradient's oracle: a clone of ``estimator`` fitted with the reduction's sample
+    weights (routed to a Pipeline's final step), once per distinct weighted problem (``store``)."""
+
+    def __init__(self, estimator: object = None, store: _OracleFits | None = None) -> None:
         self.estimator = estimator
+        self.store = store
 
-    def fit(self, X: pd.DataFrame, y: np.ndarray, sample_weight: np.ndarray | None = None) -> _WeightedPipeline:
+    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> _Oracle:
+        import hashlib
+
         from sklearn.base import clone
 
-        est = clone(self.estimator)
-        steps = getattr(est, "steps", None)
-        if sample_weight is None:
-            est.fit(X, y)
-        elif steps:
-            est.fit(X, y, **{f"{steps[-1][0]}__sample_weight": sample_weight})
-        else:
-            est.fit(X, y, sample_weight=sample_weight)
+        y_arr = np.asarray(y, dtype=np.int64)
+        w = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+        key = hashlib.sha256(y_arr.tobytes() + (b"" if w is None else w.tobytes())).digest()
+        store = self.store if self.store is not None else _OracleFits()
+        store.calls += 1
+        est = store.fits.get(key)
+        if est is None:
+            est = clone(self.estimator)
+            steps = getattr(est, "steps", None)
+            if w is None:
+                est.fit(X, y_arr)
+            elif steps:
+                est.fit(X, y_arr, **{f"{steps[-1][0]}__sample_weight": w})
+            else:
+                est.fit(X, y_arr, sample_weight=w)
+            store.fits[key] = est
         self.fitted_ = est
         self.classes_ = est.classes_
         return self
 
-    def predict(self, X: pd.DataFrame) -> np.ndarray:
-        return self.fitted_.predict(X)
+    def predict(self, X: Any) -> np.ndarray:
+        # fairlearn asks each hypothesis for its decisions on the training rows twice (error and
+        # constraint moments): the last answer is kept for the same matrix
+        last = getattr(self, "_last", None)
+        if last is not None and last[0] is X:
+            return last[1]
+        pred = self.fitted_.predict(X)
+        self._last = (X, pred)
+        return pred
+
+
+def _exponentiated_gradient(ctx: AuditContext, feature: str) -> tuple[np.ndarray, int, dict[str, object]]:
+    """ExponentiatedGradient (demographic parity) refitting the audited estimator on a sample of
+    the training rows; its randomized decisions on the audited rows, the sample size and provenance.
+
+    The what-if trains the model's family under the constraint, made affordable by the rules of
+    :mod:`audit._refit`: a Pipeline's steps before the last are fitted once on the sample (with its
+    true labels; the reduction reweights and relabels the last step's fits only), gradient boosting
+    runs ``EG_ORACLE_MAX_ITER`` iterations at the rate that keeps iterations × rate, a
+    HistGradientBoosting model's wide numeric columns are cut once into its own unweighted bins, and
+    each distinct weighted problem is fitted once.
+    """
+    from fairlearn.reductions import DemographicParity, ExponentiatedGradient
+    from threadpoolctl import threadpool_limits
+
+    from audit._refit import bin_wide_columns, describe, shorter_boosting, split_pipeline
+
+    pol = ctx.policy.fairness
+    train, test = ctx.train, ctx.test
+    assert train is not None
+    rng = ctx.rng("fairness.mitigation.eg")
+    n = min(train.n, pol.mitigation_refit_rows)
+    idx = np.sort(rng.choice(train.n, size=n, replace=False))
+    Xtr = train.X.iloc[idx]
+    ytr = train.y[idx]
+    str_ = train.sensitive[feature].to_numpy()[idx]
+    est, boosting = shorter_boosting(ctx.model.estimator, EG_ORACLE_MAX_ITER)
+    pre, last = split_pipeline(est)
+    params: dict[str, object] = {}
+    # one native thread: many small refits gain nothing from OpenMP and suffer badly from it when
+    # the machine is busy
+    with warnings.catch_warnings(), threadpool_limits(1):
+        warnings.simplefilter("ignore")
+        if pre is not None:
+            Ztr, Zte = pre.fit_transform(Xtr, ytr), pre.transform(test.X)
+            params["eg_preprocessing"] = ("the Pipeline's steps before the last fitted once on the sample "
+                                          "(true labels); the reduction reweights and relabels the last step")
+        else:
+            Ztr, Zte = Xtr, test.X
+        (Ztr, Zte), cut = bin_wide_columns(last, Ztr, Zte)
+        store = _OracleFits()
+        eg = ExponentiatedGradient(_Oracle(last, store), constraints=DemographicParity(),
+                                   max_iter=pol.mitigation_max_iter, eps=0.01, nu=1e-6)
+        eg.fit(Ztr, ytr, sensitive_features=str_)
+        pred = np.asarray(eg.predict(Zte, random_state=ctx.seed_for("fairness.mitigation.egp"))).astype(int)
+    params["eg_oracle"] = describe(boosting)
+    if cut:
+        params["eg_binned_columns"] = (f"{len(cut)} numeric column(s) with more distinct values than the "
+                                       "estimator's bins cut once at its unweighted quantiles")
+    params["eg_oracle_fits"] = f"{len(store.fits)} distinct weighted problems of {store.calls} oracle calls"
+    return pred, n, params
 
 
 def _dp_diff(y_pred: np.ndarray, groups: pd.Series, compared: Sequence[str]) -> float:
@@ -581,8 +677,6 @@ def mitigation(ctx: AuditContext) -> CheckResult:
     a mitigation meets the limit within the accuracy budget FAILs: a less discriminatory
     alternative exists at acceptable cost."""
     from fairlearn.postprocessing import ThresholdOptimizer
-    from fairlearn.reductions import DemographicParity, ExponentiatedGradient
-    from sklearn.base import clone
 
     pol = ctx.policy.fairness
     if not pol.mitigation:
@@ -630,26 +724,9 @@ def mitigation(ctx: AuditContext) -> CheckResult:
     })
     params["threshold_optimizer_fitted_on"] = fit_split.role
     # 2. ExponentiatedGradient: refit when the estimator and training rows are available.
-    est = getattr(ctx.model, "estimator", None)
-    if est is not None and ctx.train is not None:
-        rng = ctx.rng("fairness.mitigation.eg")
-        n = min(ctx.train.n, pol.mitigation_refit_rows)
-        idx = np.sort(rng.choice(ctx.train.n, size=n, replace=False))
-        Xtr = ctx.train.X.iloc[idx]
-        ytr = ctx.train.y[idx]
-        str_ = ctx.train.sensitive[feature].to_numpy()[idx]
+    if getattr(ctx.model, "estimator", None) is not None and ctx.train is not None:
         try:
-            base = _WeightedPipeline(clone(est))
-            eg = ExponentiatedGradient(base, constraints=DemographicParity(), max_iter=pol.mitigation_max_iter,
-                                       eps=0.01, nu=1e-6)
-            from threadpoolctl import threadpool_limits
-
-            # one native thread: many small refits gain nothing from OpenMP and suffer badly
-            # from it when the machine is busy
-            with warnings.catch_warnings(), threadpool_limits(1):
-                warnings.simplefilter("ignore")
-                eg.fit(Xtr, ytr, sensitive_features=str_)
-                pred = np.asarray(eg.predict(test.X, random_state=ctx.seed_for("fairness.mitigation.egp"))).astype(int)
+            pred, n, eg_params = _exponentiated_gradient(ctx, feature)
             rows.append({
                 "method": "ExponentiatedGradient (demographic parity, refit)",
                 "accuracy": float((pred == test.y).mean()),
@@ -657,7 +734,7 @@ def mitigation(ctx: AuditContext) -> CheckResult:
                 "accuracy_cost": base_acc - float((pred == test.y).mean()),
                 "fitted_on": f"train (sample of {n})",
             })
-            params.update(eg_train_rows=n, eg_max_iter=pol.mitigation_max_iter, eg_eps=0.01)
+            params.update(eg_train_rows=n, eg_max_iter=pol.mitigation_max_iter, eg_eps=0.01, **eg_params)
         except Exception as exc:  # noqa: BLE001 - a refit may fail for estimator-specific reasons
             params["exponentiated_gradient"] = f"not run: {type(exc).__name__}: {exc}"[:200]
     else:

@@ -263,3 +263,71 @@ def test_disparity_and_rate_intervals_cover_over_simulated_datasets():
         assert r["coverage"] >= low, r
         if not r["conservative"]:
             assert r["coverage"] <= 0.97, r
+
+
+def _oracle_counts(params) -> tuple[int, int]:
+    words = str(params["eg_oracle_fits"]).split()  # "<fits> distinct weighted problems of <calls> oracle calls"
+    return int(words[0]), int(words[5])
+
+
+def test_exponentiated_gradient_decides_as_refitting_the_whole_pipeline(lending):
+    """Fitting a Pipeline's preprocessing once and each distinct weighted problem once changes
+    nothing: with preprocessing that ignores the labels (one-hot, scaling), the what-if's decisions
+    equal those of the reduction refitting the whole Pipeline at every oracle call."""
+    from fairlearn.reductions import DemographicParity, ExponentiatedGradient
+    from sklearn.base import BaseEstimator, ClassifierMixin, clone
+
+    from audit.checks.fairness import _exponentiated_gradient
+
+    class WholePipeline(ClassifierMixin, BaseEstimator):
+        calls = 0
+
+        def __init__(self, estimator=None):
+            self.estimator = estimator
+
+        def fit(self, X, y, sample_weight=None):
+            WholePipeline.calls += 1
+            self.fitted_ = clone(self.estimator).fit(X, y, clf__sample_weight=sample_weight)
+            self.classes_ = self.fitted_.classes_
+            return self
+
+        def predict(self, X):
+            return self.fitted_.predict(X)
+
+    model = lr_pipeline(lending, [*FEATURES, "sex"])
+    ctx = fairness_ctx(model, lending, mitigation_refit_rows=800, mitigation_max_iter=4)
+    pred, n, params = _exponentiated_gradient(ctx, "sex")
+    assert n == 800 and params["eg_oracle"].startswith("as the audited model")  # no boosting to shorten
+    idx = np.sort(ctx.rng("fairness.mitigation.eg").choice(ctx.train.n, size=n, replace=False))
+    eg = ExponentiatedGradient(WholePipeline(model), constraints=DemographicParity(), max_iter=4, eps=0.01, nu=1e-6)
+    eg.fit(ctx.train.X.iloc[idx], ctx.train.y[idx], sensitive_features=ctx.train.sensitive["sex"].to_numpy()[idx])
+    expected = np.asarray(eg.predict(ctx.test.X, random_state=ctx.seed_for("fairness.mitigation.egp")))
+    assert np.array_equal(pred, expected)
+    fits, calls = _oracle_counts(params)
+    assert calls == WholePipeline.calls and fits < calls  # the repeated first problem is fitted once
+
+
+def test_mitigation_refits_gradient_boosting_with_a_shorter_path(lending):
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    feats = [*FEATURES, "sex"]
+    cat = ["age_group", "region", "sex"]
+    model = Pipeline([
+        ("prep", ColumnTransformer([("cat", OneHotEncoder(handle_unknown="ignore", sparse_output=False), cat)],
+                                   remainder="passthrough")),
+        ("clf", HistGradientBoostingClassifier(random_state=0)),
+    ]).fit(lending.train[feats], lending.train[lending.target])
+    ctx = fairness_ctx(model, lending, mitigation_refit_rows=1000, mitigation_max_iter=3)
+    mit = by_id(run_checks(ctx, ["fairness.demographic_parity", "fairness.mitigation"]))["fairness.mitigation"]
+    params = mit.provenance.params
+    assert params["eg_oracle"] == ("15 boosting iterations at learning rate 0.667 (the audited "
+                                   "HistGradientBoostingClassifier: 100 at 0.1; iterations × rate kept)")
+    assert params["eg_preprocessing"].startswith("the Pipeline's steps before the last fitted once")
+    assert "cut once at its unweighted quantiles" in params["eg_binned_columns"]  # income, debt ratio...
+    eg = next(r for r in mit.table("mitigation").records if r["method"].startswith("ExponentiatedGradient"))
+    assert eg["fitted_on"] == "train (sample of 1000)"
+    # the constraint does its work: EG's parity difference is well below the submitted model's
+    assert eg["demographic_parity_difference"] < 0.5 * mit.metrics["baseline_demographic_parity_difference"]
