@@ -341,29 +341,24 @@ def _check_outputs(args: argparse.Namespace, targets: dict[str, Path]) -> None:
 def _record(store: Any, report: Any) -> None:
     """Record the audit; a store locked past its busy timeout is one line (the reports are kept)."""
     from audit.exceptions import StoreError
+    from audit.store import StoreLockedError, StoreUnavailableError
 
     try:
         store.record(report)
-    except sqlite3.OperationalError as exc:
-        reason = " ".join(str(exc).split())
-        if "locked" in reason or "busy" in reason:
-            raise StoreError(
-                f"history store {store.path} is locked by another process ({reason}); the audit "
-                f"{report.audit_id[:12]} (verdict {report.verdict.value}) was not recorded; its reports are written"
-            ) from None
-        raise StoreError(f"history store {store.path} cannot be written: {reason}; the audit "
-                         f"{report.audit_id[:12]} was not recorded; its reports are written") from None
+    except StoreLockedError as exc:  # "history store X is locked by another process (reason)"
+        raise StoreError(f"{exc.message}; the audit {report.audit_id[:12]} (verdict {report.verdict.value}) "
+                         "was not recorded; its reports are written") from None
+    except StoreUnavailableError as exc:  # "history store X cannot be written: reason"
+        raise StoreError(f"{exc.message}; the audit {report.audit_id[:12]} was not recorded; "
+                         "its reports are written") from None
 
 
 def _open_store(args: argparse.Namespace):
-    from audit.exceptions import StoreError
-    from audit.store import HistoryStore, default_store_path
+    """The store of ``--store`` (a path or a URL), else ``$TRUSTAUDIT_STORE``, else the default file;
+    a bad URL, an unreachable server or an unusable file is a one-line ``StoreError``."""
+    from audit.store import open_store
 
-    path = Path(args.store) if args.store else default_store_path()
-    try:
-        return HistoryStore(path)
-    except sqlite3.OperationalError as exc:
-        raise StoreError(f"history store {path} cannot be opened: {' '.join(str(exc).split())}") from None
+    return open_store(args.store or None)
 
 
 def _print_summary(report: Any, written: dict[str, Path]) -> None:

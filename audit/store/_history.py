@@ -1,238 +1,582 @@
-"""History store: every audit recorded atomically in a SQLite file.
+"""The store: every audit recorded atomically, audit jobs, and API tokens, in SQLite or PostgreSQL.
 
-Location: ``--store PATH``, else ``$TRUSTAUDIT_STORE``, else ``$XDG_DATA_HOME/trustaudit/history.sqlite``
-(``~/.local/share/trustaudit/history.sqlite``). One transaction per audit writes the audit row (with
-the full JSON report and its sha256) and one row per finding: a process killed mid-write leaves
-either the whole record or nothing (SQLite's journal rolls the rest back). WAL mode lets the
-dashboard read while the CLI writes.
+Location: ``--store PATH_OR_URL``, else ``$TRUSTAUDIT_STORE``, else
+``$XDG_DATA_HOME/trustaudit/history.sqlite`` (``~/.local/share/trustaudit/history.sqlite``); a
+``postgresql+psycopg://USER@HOST/DB`` URL puts it on a PostgreSQL server (``_engine.py``).
+
+One transaction per audit writes the audit row (with the full JSON report and its sha256) and one
+row per finding: a process killed mid-write leaves either the whole record or nothing. WAL mode
+lets the dashboard read a SQLite file while the CLI or a worker writes.
+
+Jobs (``submit_job`` ... ``finish_job``) are audits to run: a worker claims one atomically
+(PostgreSQL: ``SELECT ... FOR UPDATE SKIP LOCKED``; SQLite: ``BEGIN IMMEDIATE``, the file's one
+write lock, then a conditional update), heartbeats while it runs, and records the report and the
+job's success in one transaction, so a report is never half visible. A job whose heartbeat lapsed
+is re-queued once, then failed with the reason. Timestamps come from the database's clock on
+PostgreSQL (workers on several machines agree) and from this machine's on SQLite.
 """
 
 from __future__ import annotations
 
 import builtins
 import hashlib
+import hmac
 import json
-import os
-import sqlite3
-from collections.abc import Iterator
+import re
+import secrets
+import uuid
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from audit.exceptions import StoreError
+from sqlalchemy import (
+    Connection,
+    DateTime,
+    Interval,
+    Text,
+    func,
+    insert,
+    literal,
+    literal_column,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
+
+from audit.exceptions import StoreError, UsageError
 from audit.results import AuditReport
+from audit.store import _schema as s
+from audit.store._engine import (
+    NotFoundError,
+    QueueFullError,
+    default_store_path,
+    engine_for,
+    ensure_schema,
+    errors,
+    resolve_target,
+)
+from audit.store._models import JOB_KINDS, JOB_STATES, Job, TokenInfo
 
-__all__ = ["STORE_SCHEMA_VERSION", "HistoryStore", "compare_reports", "default_store_path"]
+__all__ = ["STORE_SCHEMA_VERSION", "HistoryStore", "Store", "compare_reports", "default_store_path", "open_store"]
 
-STORE_SCHEMA_VERSION = 1
+#: the ``store_schema_version`` row of the ``meta`` table (1: audits and findings; 2: jobs, tokens)
+STORE_SCHEMA_VERSION = 2
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS audits (
-    audit_id TEXT PRIMARY KEY,
-    created_at TEXT NOT NULL,
-    verdict TEXT NOT NULL,
-    model_path TEXT,
-    model_sha256 TEXT,
-    data_path TEXT,
-    data_sha256 TEXT,
-    n_checks INTEGER NOT NULL,
-    n_pass INTEGER NOT NULL,
-    n_fail INTEGER NOT NULL,
-    n_warn INTEGER NOT NULL,
-    n_error INTEGER NOT NULL,
-    n_skipped INTEGER NOT NULL,
-    seconds REAL NOT NULL,
-    schema_version TEXT NOT NULL,
-    label TEXT,
-    report_json TEXT NOT NULL,
-    report_sha256 TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS findings (
-    audit_id TEXT NOT NULL REFERENCES audits(audit_id) ON DELETE CASCADE,
-    check_id TEXT NOT NULL,
-    family TEXT NOT NULL,
-    verdict TEXT NOT NULL,
-    summary TEXT NOT NULL,
-    PRIMARY KEY (audit_id, check_id)
-);
-CREATE INDEX IF NOT EXISTS audits_created ON audits(created_at);
-"""
+_PG_TIME_FORMAT = 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"'
+_SUBMIT_LOCK_KEY = 0x7472757374_02  # pg_advisory_xact_lock key: counting queued jobs and adding one
+_PROJECT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_TOKEN_RE = re.compile(r"^ta_[A-Za-z0-9_-]{20,100}$")
+_MAX_ERROR = 1000
 
 
-def default_store_path() -> Path:
-    env = os.environ.get("TRUSTAUDIT_STORE")
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "trustaudit" / "history.sqlite"
+def _utcnow() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
-class HistoryStore:
-    """A SQLite file of past audits. Cheap to construct; opens a connection per operation."""
+def _one_line(text_: str, limit: int = _MAX_ERROR) -> str:
+    return " ".join(str(text_).split())[:limit]
 
-    def __init__(self, path: str | Path | None = None, *, busy_timeout: float = 30.0) -> None:
-        self.path = Path(path) if path is not None else default_store_path()
-        #: seconds a write waits for another process's lock before giving up
+
+def _dumps(value: Any, what: str) -> str:
+    try:
+        return json.dumps(value, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"{what} cannot be stored as JSON: {_one_line(str(exc), 200)}") from None
+
+
+def _check_project(project: str) -> str:
+    if not isinstance(project, str) or not _PROJECT_RE.match(project):
+        raise UsageError(f"project name {project!r} is not allowed; use 1 to 64 letters, digits, '.', '_' or '-', "
+                         "starting with a letter or digit")
+    return project
+
+
+class Store:
+    """The history of audits, the job queue and the API tokens, in one database.
+
+    Cheap to construct: a SQLite store opens a connection per operation; PostgreSQL stores share one
+    connection pool per URL per process. Constructing one brings the schema to the newest revision.
+    ``path`` is the SQLite file (for a PostgreSQL store: its URL without the password, for messages);
+    ``url`` the database URL without the password; ``backend`` "sqlite" or "postgresql".
+    """
+
+    def __init__(self, url_or_path: str | Path | None = None, *, busy_timeout: float = 30.0) -> None:
+        target = resolve_target(url_or_path)
+        self._target = target
+        self.backend = target.backend
+        #: seconds a write waits for another process's lock (SQLite), or a connection waits (PostgreSQL)
         self.busy_timeout = float(busy_timeout)
-        if self.path.exists() and self.path.is_dir():
-            raise StoreError(f"history store path {self.path} is a folder; give a file path")
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StoreError(f"history store folder {self.path.parent} cannot be created: {exc.strerror}") from None
-        with self._connect() as conn:
+        self.path: Path | str = target.path if target.path is not None else target.display
+        self.url = target.display if target.backend == "postgresql" else f"sqlite:///{target.path}"
+        if target.path is not None:
+            if target.path.exists() and target.path.is_dir():
+                raise StoreError(f"history store path {target.path} is a folder; give a file path")
             try:
-                conn.executescript(_SCHEMA)
-                conn.execute(
-                    "INSERT OR IGNORE INTO meta(key, value) VALUES ('store_schema_version', ?)",
-                    (str(STORE_SCHEMA_VERSION),),
-                )
-                conn.commit()
-            except sqlite3.DatabaseError as exc:
-                raise StoreError(self._unusable(exc)) from None
+                target.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(
+                    f"history store folder {target.path.parent} cannot be created: {exc.strerror}"
+                ) from None
+        self.engine = engine_for(target, self.busy_timeout)
+        ensure_schema(self.engine, target)
+        self._pg = target.backend == "postgresql"
+        self._rowid = literal_column("seq" if self._pg else "rowid")
 
-    def _unusable(self, exc: sqlite3.DatabaseError) -> str:
-        reason = " ".join(str(exc).split())
-        if isinstance(exc, sqlite3.OperationalError) and ("locked" in reason or "busy" in reason):
-            return f"history store {self.path} is locked by another process ({reason})"
-        return f"history store {self.path} is not a usable SQLite database: {reason}"
+    def __repr__(self) -> str:
+        return f"Store({self._target.display!r})"
+
+    def __str__(self) -> str:
+        return self._target.display
+
+    def close(self) -> None:
+        """Nothing stays open between operations on SQLite; PostgreSQL pools are per process and
+        closed at exit (``audit.store._engine.dispose_engines`` closes them earlier)."""
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- transactions ---------------------------------------------------------------------------
 
     @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        try:
-            conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
-        except sqlite3.Error as exc:
-            raise StoreError(f"history store {self.path} cannot be opened: {exc}") from None
-        try:
-            try:
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA foreign_keys=ON")
-                conn.execute("PRAGMA synchronous=FULL")
-            except sqlite3.DatabaseError as exc:
-                raise StoreError(self._unusable(exc)) from None
-            conn.row_factory = sqlite3.Row
+    def _read(self) -> Iterator[Connection]:
+        with errors(self._target, "read"), self.engine.connect() as conn, conn.begin():
             yield conn
-        finally:
-            conn.close()
 
-    def record(self, report: AuditReport, label: str | None = None) -> str:
-        """Write one audit and its findings in a single transaction; returns the audit id."""
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        """One write transaction; on SQLite it holds the file's write lock from its first statement."""
+        with errors(self._target, "written"), self.engine.connect() as conn:
+            if not self._pg:
+                conn.execution_options(ta_write=True)
+            with conn.begin():
+                yield conn
+
+    def _now(self) -> Any:
+        """The current UTC time as the store's text timestamps, from the database's clock on PostgreSQL."""
+        if self._pg:
+            return func.to_char(func.timezone("UTC", func.clock_timestamp()), _PG_TIME_FORMAT)
+        return literal(_utcnow(), Text)
+
+    def _ago(self, seconds: float) -> Any:
+        if self._pg:
+            moment = func.clock_timestamp(type_=DateTime(timezone=True)) - literal(timedelta(seconds=seconds), Interval)
+            return func.to_char(func.timezone("UTC", moment), _PG_TIME_FORMAT)
+        return literal((datetime.now(UTC) - timedelta(seconds=seconds)).isoformat(timespec="microseconds"), Text)
+
+    # --- audits ---------------------------------------------------------------------------------
+
+    def _insert_report(self, conn: Connection, report: AuditReport, label: str | None, project: str | None) -> None:
         d = report.to_dict()
-        text = json.dumps(d, allow_nan=False, separators=(",", ":"))
-        sha = hashlib.sha256(text.encode()).hexdigest()
+        text_ = json.dumps(d, allow_nan=False, separators=(",", ":"))
+        sha = hashlib.sha256(text_.encode()).hexdigest()
         data = dict(report.inputs.get("data", {})).get("test", {}) or {}
         c = report.counts()
-        with self._connect() as conn:
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                conn.execute(
-                    "INSERT INTO audits VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (
-                        report.audit_id, report.created_at, report.verdict.value,
-                        str(report.model.get("path") or report.model.get("source") or ""), report.model.get("sha256"),
-                        str(data.get("path") or data.get("source") or ""), data.get("sha256"),
-                        len(report.results), c["PASS"], c["FAIL"], c["WARN"], c["ERROR"], c["SKIPPED"],
-                        float(report.seconds), report.schema_version, label, text, sha,
-                    ),
-                )
-                conn.executemany(
-                    "INSERT INTO findings VALUES (?,?,?,?,?)",
-                    [(report.audit_id, r.check_id, r.family, r.verdict.value, r.summary) for r in report.results],
-                )
-                conn.execute("COMMIT")
-            except sqlite3.IntegrityError:
-                conn.execute("ROLLBACK")
-                raise StoreError(f"audit {report.audit_id} is already in the history store") from None
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
+        row = {
+            "audit_id": report.audit_id, "created_at": report.created_at, "verdict": report.verdict.value,
+            "model_path": str(report.model.get("path") or report.model.get("source") or ""),
+            "model_sha256": report.model.get("sha256"),
+            "data_path": str(data.get("path") or data.get("source") or ""), "data_sha256": data.get("sha256"),
+            "n_checks": len(report.results), "n_pass": c["PASS"], "n_fail": c["FAIL"], "n_warn": c["WARN"],
+            "n_error": c["ERROR"], "n_skipped": c["SKIPPED"], "seconds": float(report.seconds),
+            "schema_version": report.schema_version, "label": label, "report_json": text_, "report_sha256": sha,
+            "project": project,
+        }
+        try:  # a failed statement ends the whole transaction: nothing of this audit is kept
+            conn.execute(insert(s.audits), [row])
+        except IntegrityError:
+            raise StoreError(f"audit {report.audit_id} is already in the history store") from None
+        if report.results:
+            conn.execute(insert(s.findings), [
+                {"audit_id": report.audit_id, "check_id": r.check_id, "family": r.family,
+                 "verdict": r.verdict.value, "summary": r.summary}
+                for r in report.results
+            ])
+
+    def record(self, report: AuditReport, label: str | None = None, *, project: str | None = None) -> str:
+        """Write one audit and its findings in a single transaction; returns the audit id.
+
+        ``project``: the project the audit belongs to (default "local": a CLI or dashboard run).
+        """
+        project = _check_project(project) if project is not None else "local"
+        with self._write() as conn:
+            self._insert_report(conn, report, label, project)
         return report.audit_id
 
     def list(
-        self, *, limit: int = 50, verdict: str | None = None, search: str | None = None
-    ) -> list[dict[str, Any]]:
-        """Newest first. ``search`` matches model or data path (substring)."""
+        self, *, limit: int = 50, verdict: str | None = None, search: str | None = None, project: str | None = None
+    ) -> builtins.list[dict[str, Any]]:
+        """Newest first. ``search`` matches model or data path or audit id (substring, any case);
+        ``project`` keeps that project's audits only."""
         if limit < 1:
             raise StoreError(f"limit must be at least 1, got {limit}")
-        where, args = [], []
-        if verdict:
-            where.append("verdict = ?")
-            args.append(verdict)
-        if search:
-            where.append("(model_path LIKE ? OR data_path LIKE ? OR audit_id LIKE ?)")
-            args += [f"%{search}%"] * 3
-        sql = (
-            "SELECT audit_id, created_at, verdict, model_path, model_sha256, data_path, data_sha256, "
-            "n_checks, n_pass, n_fail, n_warn, n_error, n_skipped, seconds, label FROM audits"
-            + (" WHERE " + " AND ".join(where) if where else "")
-            + " ORDER BY created_at DESC, rowid DESC LIMIT ?"
+        a = s.audits.c
+        q = select(
+            a.audit_id, a.created_at, a.verdict, a.model_path, a.model_sha256, a.data_path, a.data_sha256,
+            a.n_checks, a.n_pass, a.n_fail, a.n_warn, a.n_error, a.n_skipped, a.seconds, a.label, a.project,
         )
-        with self._connect() as conn:
-            return [dict(r) for r in conn.execute(sql, (*args, limit))]
+        if verdict:
+            q = q.where(a.verdict == verdict)
+        if search:
+            q = q.where(a.model_path.icontains(search, autoescape=True) | a.data_path.icontains(search, autoescape=True)
+                        | a.audit_id.icontains(search, autoescape=True))
+        if project is not None:
+            q = q.where(a.project == project)
+        q = q.order_by(a.created_at.desc(), self._rowid.desc()).limit(limit)
+        with self._read() as conn:
+            return [dict(r._mapping) for r in conn.execute(q)]
 
-    def count(self) -> int:
-        with self._connect() as conn:
-            return int(conn.execute("SELECT COUNT(*) FROM audits").fetchone()[0])
+    def count(self, *, project: str | None = None) -> int:
+        q = select(func.count()).select_from(s.audits)
+        if project is not None:
+            q = q.where(s.audits.c.project == project)
+        with self._read() as conn:
+            return int(conn.execute(q).scalar_one())
 
-    def get(self, audit_id: str) -> AuditReport:
-        """One report by id or unique id prefix (at least 6 characters)."""
+    def get(self, audit_id: str, project: str | None = None) -> AuditReport:
+        """One report by id or unique id prefix (at least 6 characters); with ``project``, only that
+        project's (another project's audit is "no audit", as an unknown one)."""
         if len(audit_id) < 6:
             raise StoreError(f"audit id prefix must have at least 6 characters, got {audit_id!r}")
-        with self._connect() as conn:
-            rows = conn.execute(
-                "SELECT audit_id, report_json, report_sha256 FROM audits WHERE audit_id LIKE ? LIMIT 2",
-                (audit_id.replace("%", "").replace("_", "") + "%",),
-            ).fetchall()
+        a = s.audits.c
+        q = select(a.audit_id, a.report_json, a.report_sha256).where(
+            a.audit_id.istartswith(audit_id.replace("%", "").replace("_", ""), autoescape=True)
+        )
+        if project is not None:
+            q = q.where(a.project == project)
+        with self._read() as conn:
+            rows = conn.execute(q.limit(2)).fetchall()
         if not rows:
-            raise StoreError(f"no audit {audit_id!r} in the history store {self.path}")
+            raise NotFoundError(f"no audit {audit_id!r} in the history store {self.path}")
         if len(rows) > 1:
             raise StoreError(f"audit id prefix {audit_id!r} is ambiguous; give more characters")
-        text, sha = rows[0]["report_json"], rows[0]["report_sha256"]
-        if hashlib.sha256(text.encode()).hexdigest() != sha:
-            raise StoreError(f"audit {rows[0]['audit_id']} in the history store is corrupted (hash mismatch)")
-        return AuditReport.from_dict(json.loads(text))
+        text_, sha = rows[0].report_json, rows[0].report_sha256
+        if hashlib.sha256(text_.encode()).hexdigest() != sha:
+            raise StoreError(f"audit {rows[0].audit_id} in the history store is corrupted (hash mismatch)")
+        return AuditReport.from_dict(json.loads(text_))
 
     def findings(self, audit_id: str) -> builtins.list[dict[str, Any]]:
-        with self._connect() as conn:
-            return [dict(r) for r in conn.execute(
-                "SELECT check_id, family, verdict, summary FROM findings WHERE audit_id = ? ORDER BY rowid",
-                (audit_id,),
-            )]
+        f = s.findings.c
+        q = select(f.check_id, f.family, f.verdict, f.summary).where(f.audit_id == audit_id).order_by(self._rowid)
+        with self._read() as conn:
+            return [dict(r._mapping) for r in conn.execute(q)]
 
     def integrity(self) -> dict[str, Any]:
-        """SQLite's integrity check plus ours: every audit has all its findings and a valid hash."""
-        problems: list[str] = []
-        with self._connect() as conn:
-            ok = conn.execute("PRAGMA integrity_check").fetchone()[0]
-            if ok != "ok":
-                problems.append(f"sqlite: {ok}")
-            for row in conn.execute(
+        """The database's own check (SQLite) plus ours: every audit has all its findings and a valid
+        hash, no finding without its audit, every succeeded audit job has its report."""
+        problems: builtins.list[str] = []
+        with self._read() as conn:
+            if not self._pg:
+                ok = conn.exec_driver_sql("PRAGMA integrity_check").scalar_one()
+                if ok != "ok":
+                    problems.append(f"sqlite: {ok}")
+            for row in conn.execute(text(
                 "SELECT a.audit_id, a.n_checks, a.report_json, a.report_sha256, "
                 "(SELECT COUNT(*) FROM findings f WHERE f.audit_id = a.audit_id) AS nf FROM audits a"
-            ):
-                if row["nf"] != row["n_checks"]:
-                    problems.append(f"{row['audit_id']}: {row['nf']} findings for {row['n_checks']} checks")
-                if hashlib.sha256(row["report_json"].encode()).hexdigest() != row["report_sha256"]:
-                    problems.append(f"{row['audit_id']}: report hash mismatch")
-            orphans = conn.execute(
+            )):
+                if row.nf != row.n_checks:
+                    problems.append(f"{row.audit_id}: {row.nf} findings for {row.n_checks} checks")
+                if hashlib.sha256(row.report_json.encode()).hexdigest() != row.report_sha256:
+                    problems.append(f"{row.audit_id}: report hash mismatch")
+            orphans = conn.execute(text(
                 "SELECT COUNT(*) FROM findings WHERE audit_id NOT IN (SELECT audit_id FROM audits)"
-            ).fetchone()[0]
+            )).scalar_one()
             if orphans:
                 problems.append(f"{orphans} orphan findings")
+            for row in conn.execute(text(
+                "SELECT job_id, state, kind, audit_id, worker_id FROM jobs WHERE "
+                "(state = 'succeeded' AND kind = 'audit' AND audit_id IS NULL AND result_json IS NULL) "
+                "OR (state = 'running' AND worker_id IS NULL) OR (state <> 'succeeded' AND audit_id IS NOT NULL)"
+            )):
+                problems.append(f"job {row.job_id}: {row.state} {row.kind} job with audit {row.audit_id} "
+                                f"and worker {row.worker_id}")
         return {"ok": not problems, "problems": problems}
 
+    # --- jobs -----------------------------------------------------------------------------------
 
-def compare_reports(old: AuditReport, new: AuditReport) -> list[dict[str, Any]]:
+    def submit_job(
+        self, kind: str, spec: dict[str, Any], inputs: dict[str, Any], *, project: str, submitted_by: str,
+        max_queued: int | None = None,
+    ) -> str:
+        """Queue a job; returns its id. ``QueueFullError`` when ``max_queued`` jobs are queued already."""
+        if kind not in JOB_KINDS:
+            raise UsageError(f"job kind {kind!r} is not one of {', '.join(JOB_KINDS)}")
+        _check_project(project)
+        if not isinstance(submitted_by, str) or not submitted_by or len(submitted_by) > 200:
+            raise UsageError(f"submitted_by must be a token id or 'local', got {submitted_by!r}")
+        job_id = uuid.uuid4().hex
+        row = {
+            "job_id": job_id, "kind": kind, "state": "queued", "project": project, "submitted_by": submitted_by,
+            "created_at": self._now(), "attempts": 0, "spec_json": _dumps(spec, "job spec"),
+            "inputs_json": _dumps(inputs, "job inputs"), "progress_json": "{}", "cancel_requested": False,
+        }
+        with self._write() as conn:
+            if max_queued is not None:
+                if self._pg:  # count-then-insert as one step across processes
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _SUBMIT_LOCK_KEY})
+                n = conn.execute(select(func.count()).select_from(s.jobs).where(s.jobs.c.state == "queued")).scalar_one()
+                if n >= max_queued:
+                    raise QueueFullError(f"the job queue is full ({n} jobs queued, at most {max_queued}); "
+                                         "try again later")
+            conn.execute(insert(s.jobs).values(**row))
+        return job_id
+
+    def claim_job(self, worker_id: str, *, kinds: Iterable[str] = JOB_KINDS) -> Job | None:
+        """The oldest queued job of ``kinds``, now running on ``worker_id``; None when none is queued.
+
+        Atomic across threads, processes and machines: each queued job is claimed by one worker.
+        """
+        kinds = tuple(kinds)
+        j = s.jobs.c
+        pick = (select(j.job_id).where(j.state == "queued", j.kind.in_(kinds))
+                .order_by(j.created_at, j.job_id).limit(1))
+        if self._pg:
+            pick = pick.with_for_update(skip_locked=True)
+        with self._write() as conn:
+            job_id = conn.execute(pick).scalar_one_or_none()
+            if job_id is None:
+                return None
+            now = self._now()
+            row = conn.execute(
+                update(s.jobs).where(j.job_id == job_id, j.state == "queued")
+                .values(state="running", started_at=now, heartbeat_at=now, attempts=j.attempts + 1,
+                        worker_id=worker_id, progress_json="{}")
+                .returning(*s.jobs.c)
+            ).first()
+        return Job.from_row(row) if row is not None else None
+
+    def heartbeat(self, job_id: str, worker_id: str) -> bool:
+        """The worker is alive; False if the job is no longer running on it, or a cancel was requested."""
+        j = s.jobs.c
+        with self._write() as conn:
+            row = conn.execute(
+                update(s.jobs).where(j.job_id == job_id, j.worker_id == worker_id, j.state == "running")
+                .values(heartbeat_at=self._now()).returning(j.cancel_requested)
+            ).first()
+        return row is not None and not row.cancel_requested
+
+    def set_progress(self, job_id: str, worker_id: str, progress: dict[str, Any]) -> bool:
+        """Store the job's progress (and count it as a heartbeat); False if the job is not this worker's."""
+        j = s.jobs.c
+        with self._write() as conn:
+            n = conn.execute(
+                update(s.jobs).where(j.job_id == job_id, j.worker_id == worker_id, j.state == "running")
+                .values(progress_json=_dumps(progress, "job progress"), heartbeat_at=self._now())
+            ).rowcount
+        return n == 1
+
+    def _held(self, conn: Connection, job_id: str, worker_id: str) -> Any:
+        q = select(*s.jobs.c).where(s.jobs.c.job_id == job_id)
+        if self._pg:
+            q = q.with_for_update()
+        row = conn.execute(q).first()
+        if row is None:
+            raise NotFoundError(f"no job {job_id!r} in the history store {self.path}")
+        if row.state != "running" or row.worker_id != worker_id:
+            raise StoreError(f"job {job_id} is not running on worker {worker_id} (it is {row.state}"
+                             f"{' on ' + row.worker_id if row.worker_id and row.state == 'running' else ''}); "
+                             "its result was not recorded")
+        return row
+
+    def finish_job(
+        self, job_id: str, worker_id: str, report: AuditReport | None = None, *,
+        result: dict[str, Any] | None = None, label: str | None = None,
+    ) -> None:
+        """Record the job's report (audit and findings rows) and mark it succeeded: one transaction.
+
+        ``StoreError`` (and nothing recorded) when the job is no longer running on this worker, e.g.
+        it was re-queued after its heartbeat lapsed. ``result``: a JSON summary (federated jobs).
+        """
+        j = s.jobs.c
+        result_json = _dumps(result, "job result") if result is not None else None
+        with self._write() as conn:
+            job = self._held(conn, job_id, worker_id)
+            if report is not None:
+                self._insert_report(conn, report, label, job.project)
+            conn.execute(
+                update(s.jobs).where(j.job_id == job_id)
+                .values(state="succeeded", finished_at=self._now(), heartbeat_at=self._now(),
+                        audit_id=report.audit_id if report is not None else None, result_json=result_json,
+                        error=None)
+            )
+
+    def fail_job(self, job_id: str, worker_id: str, error: str) -> bool:
+        """Mark the job failed with a one-line reason; False if it was not running on this worker."""
+        return self._end(job_id, worker_id, "failed", _one_line(error) or "failed")
+
+    def mark_cancelled(self, job_id: str, worker_id: str, reason: str = "cancelled while running") -> bool:
+        """The worker stopped a job whose cancel was requested; False if it was not running on this worker."""
+        return self._end(job_id, worker_id, "cancelled", _one_line(reason))
+
+    def _end(self, job_id: str, worker_id: str, state: str, error: str) -> bool:
+        j = s.jobs.c
+        with self._write() as conn:
+            n = conn.execute(
+                update(s.jobs).where(j.job_id == job_id, j.worker_id == worker_id, j.state == "running")
+                .values(state=state, finished_at=self._now(), error=error)
+            ).rowcount
+        return n == 1
+
+    def cancel_job(self, job_id: str, *, project: str | None = None) -> Job:
+        """Queued: cancelled at once. Running: ``cancel_requested`` (its worker stops it and marks it
+        cancelled). Finished: unchanged. Returns the job as it is now."""
+        j = s.jobs.c
+        with self._write() as conn:
+            q = select(*s.jobs.c).where(j.job_id == job_id)
+            if project is not None:
+                q = q.where(j.project == project)
+            if self._pg:
+                q = q.with_for_update()
+            row = conn.execute(q).first()
+            if row is None:
+                raise NotFoundError(f"no job {job_id!r} in the history store {self.path}")
+            if row.state == "queued":
+                conn.execute(update(s.jobs).where(j.job_id == job_id).values(
+                    state="cancelled", cancel_requested=True, finished_at=self._now(),
+                    error="cancelled before it started"))
+            elif row.state == "running":
+                conn.execute(update(s.jobs).where(j.job_id == job_id).values(cancel_requested=True))
+            row = conn.execute(select(*s.jobs.c).where(j.job_id == job_id)).first()
+        return Job.from_row(row)
+
+    def requeue_stale(self, heartbeat_timeout: float) -> builtins.list[str]:
+        """Running jobs whose heartbeat is older than ``heartbeat_timeout`` seconds: re-queued after a
+        first lost worker, failed after a second ("worker lost twice ..."), cancelled if a cancel was
+        requested. Returns their ids."""
+        j = s.jobs.c
+        q = select(j.job_id, j.attempts, j.worker_id, j.cancel_requested).where(
+            j.state == "running", j.heartbeat_at < self._ago(heartbeat_timeout))
+        if self._pg:
+            q = q.with_for_update(skip_locked=True)
+        done: builtins.list[str] = []
+        with self._write() as conn:
+            for row in conn.execute(q).fetchall():
+                lost = f"heartbeat lapsed {heartbeat_timeout:g} s, last on worker {row.worker_id}"
+                still = (j.job_id == row.job_id, j.state == "running")
+                if row.cancel_requested:
+                    values = {"state": "cancelled", "finished_at": self._now(), "error": f"cancelled; worker lost ({lost})"}
+                elif row.attempts < 2:
+                    values = {"state": "queued", "worker_id": None, "heartbeat_at": None, "started_at": None,
+                              "progress_json": "{}"}
+                else:
+                    values = {"state": "failed", "finished_at": self._now(),
+                              "error": f"worker lost twice ({lost})"}
+                if conn.execute(update(s.jobs).where(*still).values(**values)).rowcount:
+                    done.append(row.job_id)
+        return done
+
+    def get_job(self, job_id: str, project: str | None = None) -> Job:
+        j = s.jobs.c
+        q = select(*s.jobs.c).where(j.job_id == job_id)
+        if project is not None:
+            q = q.where(j.project == project)
+        with self._read() as conn:
+            row = conn.execute(q).first()
+        if row is None:
+            raise NotFoundError(f"no job {job_id!r} in the history store {self.path}")
+        return Job.from_row(row)
+
+    def list_jobs(
+        self, project: str | None = None, state: str | Iterable[str] | None = None, limit: int = 50
+    ) -> builtins.list[Job]:
+        """Newest first; ``state`` one state or several."""
+        if limit < 1:
+            raise StoreError(f"limit must be at least 1, got {limit}")
+        j = s.jobs.c
+        q = select(*s.jobs.c)
+        if project is not None:
+            q = q.where(j.project == project)
+        if state is not None:
+            states = (state,) if isinstance(state, str) else tuple(state)
+            unknown = [x for x in states if x not in JOB_STATES]
+            if unknown:
+                raise UsageError(f"job state {unknown[0]!r} is not one of {', '.join(JOB_STATES)}")
+            q = q.where(j.state.in_(states))
+        q = q.order_by(j.created_at.desc(), j.job_id.desc()).limit(limit)
+        with self._read() as conn:
+            return [Job.from_row(r) for r in conn.execute(q)]
+
+    def count_jobs(self, project: str | None = None, state: str | None = None) -> int:
+        j = s.jobs.c
+        q = select(func.count()).select_from(s.jobs)
+        if project is not None:
+            q = q.where(j.project == project)
+        if state is not None:
+            q = q.where(j.state == state)
+        with self._read() as conn:
+            return int(conn.execute(q).scalar_one())
+
+    # --- tokens ---------------------------------------------------------------------------------
+
+    def create_token(self, project: str, name: str = "") -> tuple[str, str]:
+        """A new API token of ``project``: returns ``(token_id, secret)``. Only the secret's sha256 is
+        stored: the secret cannot be shown again."""
+        _check_project(project)
+        if not isinstance(name, str) or len(name) > 200 or "\n" in name:
+            raise UsageError("token name must be one line of at most 200 characters")
+        token_id = secrets.token_hex(8)
+        secret = "ta_" + secrets.token_urlsafe(32)
+        with self._write() as conn:
+            conn.execute(insert(s.tokens).values(
+                token_id=token_id, project=project, name=name,
+                sha256=hashlib.sha256(secret.encode()).hexdigest(), created_at=self._now()))
+        return token_id, secret
+
+    def verify_token(self, secret: str) -> TokenInfo | None:
+        """The token whose secret this is, if it exists and is not revoked; else None."""
+        if not isinstance(secret, str) or not _TOKEN_RE.match(secret):
+            return None
+        digest = hashlib.sha256(secret.encode()).hexdigest()
+        t = s.tokens.c
+        with self._read() as conn:
+            row = conn.execute(select(*s.tokens.c).where(t.sha256 == digest, t.revoked_at.is_(None))).first()
+        if row is None or not hmac.compare_digest(row.sha256.encode(), digest.encode()):
+            return None
+        return TokenInfo.from_row(row)
+
+    def revoke_token(self, token_id: str) -> TokenInfo:
+        """Revoke a token (it stops working at once); revoking twice keeps the first time."""
+        t = s.tokens.c
+        with self._write() as conn:
+            conn.execute(update(s.tokens).where(t.token_id == token_id, t.revoked_at.is_(None))
+                         .values(revoked_at=self._now()))
+            row = conn.execute(select(*s.tokens.c).where(t.token_id == token_id)).first()
+        if row is None:
+            raise NotFoundError(f"no token {token_id!r} in the history store {self.path}")
+        return TokenInfo.from_row(row)
+
+    def list_tokens(self, project: str | None = None) -> builtins.list[TokenInfo]:
+        t = s.tokens.c
+        q = select(*s.tokens.c).order_by(t.created_at, t.token_id)
+        if project is not None:
+            q = q.where(t.project == project)
+        with self._read() as conn:
+            return [TokenInfo.from_row(r) for r in conn.execute(q)]
+
+
+#: the old name: the store was a history of audits before it held jobs and tokens too
+HistoryStore = Store
+
+
+def open_store(url_or_path: str | Path | None = None, *, busy_timeout: float = 30.0) -> Store:
+    """The store at a path or URL (None: ``$TRUSTAUDIT_STORE``, else the default SQLite file)."""
+    return Store(url_or_path, busy_timeout=busy_timeout)
+
+
+def compare_reports(old: AuditReport, new: AuditReport) -> builtins.list[dict[str, Any]]:
     """Per check present in either report: verdicts and the deltas of shared metrics.
 
     ``change`` is "better", "worse" or "same" by verdict severity (ERROR > FAIL > WARN > PASS).
     """
-    out: list[dict[str, Any]] = []
+    out: builtins.list[dict[str, Any]] = []
     old_by = {r.check_id: r for r in old.results}
     new_by = {r.check_id: r for r in new.results}
-    for cid in list(dict.fromkeys([*old_by, *new_by])):
+    for cid in builtins.list(dict.fromkeys([*old_by, *new_by])):
         a, b = old_by.get(cid), new_by.get(cid)
         row: dict[str, Any] = {
             "check_id": cid,
