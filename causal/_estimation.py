@@ -339,6 +339,7 @@ def estimate_effect(
         )
     rows: list[EstimateRow] = []
     estimates: dict[str, Any] = {}
+    boot: _PropensityBootstrap | None = None
     for i, (method, strategy, kind) in enumerate(plan):
         t0 = time.perf_counter()
         if method.startswith("backdoor.propensity") and not binary:
@@ -361,6 +362,11 @@ def estimate_effect(
                     raise RuntimeError("DoWhy returned no estimate")
                 if method == "backdoor.linear_regression":
                     lo, hi, ci_method = _robust_ols_interval(est, confidence_level, t_val, c_val)
+                elif n_bootstrap >= 2 and method in _PROPENSITY_METHODS:
+                    if boot is None:  # one set of resamples and propensity refits for both estimators
+                        boot = _propensity_bootstrap(frame, treatment, outcome, adjustment, n_bootstrap, seed)
+                    lo, hi = boot.interval(method, _first(est.value), confidence_level)
+                    ci_method = f"bootstrap ({n_bootstrap} resamples)"
                 elif n_bootstrap >= 2:
                     lo, hi = _ci(est.get_confidence_intervals(
                         confidence_level=confidence_level, method="bootstrap",
@@ -386,6 +392,7 @@ def estimate_effect(
         simulations=refuter_simulations, significance_level=significance_level,
         subset_fraction=subset_fraction, strength=sensitivity_strength,
         robustness_value_min=robustness_value_min, seed=seed, sink=caught,
+        regression=(frame, treatment, outcome, adjustment, float(t_val) - float(c_val)),
     )
     return EffectAnalysis(
         treatment=treatment,
@@ -416,6 +423,181 @@ def estimate_effect(
             "warnings": sorted(set(caught)),
         },
     )
+
+
+_PROPENSITY_METHODS = ("backdoor.propensity_score_weighting", "backdoor.propensity_score_matching")
+#: DoWhy's propensity-score weighting clips scores to [0.05, 0.95] (its defaults)
+_PS_CLIP = (0.05, 0.95)
+
+
+def _design(frame: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:
+    """Covariates as DoWhy's estimators code them: numeric columns as they are, text columns one-hot
+    with the first (sorted) level dropped."""
+    parts: list[np.ndarray] = []
+    for c in columns:
+        s = frame[c]
+        if pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s):
+            parts.append(s.to_numpy(dtype=float).reshape(-1, 1))
+        else:
+            levels = sorted(pd.unique(s.astype(str)))
+            text = s.astype(str).to_numpy()
+            parts.append(np.column_stack([(text == lv).astype(float) for lv in levels[1:]]) if len(levels) > 1
+                         else np.zeros((len(s), 0)))
+    return np.hstack(parts) if parts else np.zeros((len(frame), 0))
+
+
+def _ols_slope(y: np.ndarray, t: np.ndarray, C: np.ndarray) -> float:
+    """The coefficient of ``t`` in the least-squares fit of ``y`` on [1, t, C] (DoWhy's back-door
+    linear regression without effect modifiers: statsmodels OLS with a constant)."""
+    X = np.column_stack([np.ones(len(y)), t, C])
+    coef, *_ = np.linalg.lstsq(X, y, rcond=None)
+    return float(coef[1])
+
+
+class _RegressionRefuter:
+    """DoWhy's placebo-treatment (permute), random-common-cause and data-subset refuters of the
+    back-door linear-regression estimate, on NumPy arrays: each simulation is the same least-squares
+    re-estimate DoWhy's refuter makes (treatment permuted; a standard-normal column added to the
+    adjustment set; a ``subset_fraction`` share of the rows drawn without replacement), the new effect
+    is the simulations' mean and the p-value is DoWhy's own ``test_significance`` of the reference
+    (zero for the placebo, the original estimate otherwise). DoWhy rebuilds its estimator object,
+    data frame and statsmodels summary for every simulation, most of the check's time."""
+
+    def __init__(self, frame: pd.DataFrame, treatment: str, outcome: str, adjustment: Sequence[str],
+                 contrast: float) -> None:
+        self.y = frame[outcome].to_numpy(dtype=float)
+        self.t = frame[treatment].to_numpy(dtype=float)
+        self.C = _design(frame, adjustment)
+        self.contrast = contrast
+
+    def effect(self, rows: np.ndarray | None = None, t: np.ndarray | None = None,
+               extra: np.ndarray | None = None) -> float:
+        y, tt, C = self.y, self.t if t is None else t, self.C
+        if extra is not None:
+            C = np.column_stack([C, extra])
+        if rows is not None:
+            y, tt, C = y[rows], tt[rows], C[rows]
+        return _ols_slope(y, tt, C) * self.contrast
+
+    def simulations(self, name: str, count: int, subset_fraction: float, seed: int) -> np.ndarray:
+        rng = np.random.default_rng(int(seed) % 2**32)
+        n = len(self.y)
+        if name == "placebo_treatment":
+            return np.array([self.effect(t=self.t[rng.permutation(n)]) for _ in range(count)])
+        if name == "random_common_cause":
+            return np.array([self.effect(extra=rng.standard_normal(n)) for _ in range(count)])
+        m = round(subset_fraction * n)  # pandas' DataFrame.sample(frac=...)
+        return np.array([self.effect(rows=np.sort(rng.choice(n, size=m, replace=False))) for _ in range(count)])
+
+    def refute(self, name: str, original: float, count: int, significance_level: float, subset_fraction: float,
+               seed: int) -> tuple[float, float]:
+        """(p-value, new effect) of one refuter."""
+        from types import SimpleNamespace
+
+        from dowhy.causal_refuter import test_significance
+
+        sims = self.simulations(name, count, subset_fraction, seed)
+        reference = SimpleNamespace(value=0.0 if name == "placebo_treatment" else original)
+        res = test_significance(reference, sims, significance_level=significance_level)
+        return float(res["p_value"]), float(np.mean(sims))
+
+
+def _nearest(reference: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """Index into ``reference`` of the value nearest each ``query`` value (1-nearest neighbour on a
+    line, as DoWhy's ball tree on the propensity score). Ties: equally near values below and above
+    go to the lower one; among equal reference values (units with the same score), the first row."""
+    order = np.argsort(reference, kind="stable")
+    r = reference[order]
+    pos = np.searchsorted(r, query)
+    left = np.clip(pos - 1, 0, len(r) - 1)
+    right = np.clip(pos, 0, len(r) - 1)
+    take_right = np.abs(r[right] - query) < np.abs(query - r[left])
+    chosen = np.where(take_right, right, left)
+    return order[np.searchsorted(r, r[chosen], side="left")]
+
+
+def _psw_effect(t: np.ndarray, y: np.ndarray, ps: np.ndarray, w: np.ndarray) -> float:
+    """DoWhy's propensity-score weighting (``ips_weight``, ATE), rows weighted by ``w`` (draw counts)."""
+    ps = np.clip(ps, *_PS_CLIP)
+    a = w * (t / ps + (1 - t) / (1 - ps))
+    return float((a * t) @ y / (a @ t) - (a * (1 - t)) @ y / (a @ (1 - t)))
+
+
+def _psm_effect(t: np.ndarray, y: np.ndarray, ps: np.ndarray, w: np.ndarray) -> float:
+    """DoWhy's propensity-score matching (ATE): each treated unit matched to the control nearest in
+    score and each control to the nearest treated unit, one neighbour, with replacement; the ATT and
+    ATC weighted by the numbers of treated and control units. Rows weighted by ``w`` (draw counts)."""
+    tr, co = t == 1, t == 0
+    wt, wc = w[tr], w[co]
+    att = float(wt @ (y[tr] - y[co][_nearest(ps[co], ps[tr])])) / wt.sum()
+    atc = float(wc @ (y[tr][_nearest(ps[tr], ps[co])] - y[co])) / wc.sum()
+    return (att * wt.sum() + atc * wc.sum()) / (wt.sum() + wc.sum())
+
+
+@dataclass(frozen=True)
+class _PropensityBootstrap:
+    """The bootstrap of both propensity-score estimators on one set of resamples: each resample's
+    propensity model (StandardScaler + L2 logistic regression, ``propensity_model``) is fitted once
+    and serves both (DoWhy's ``get_confidence_intervals`` refits it per estimator and resample)."""
+
+    full: dict[str, float]  # each estimator on the full sample, through the same code as the replicates
+    replicates: dict[str, np.ndarray]
+
+    def interval(self, method: str, estimate: float, level: float) -> tuple[float, float]:
+        """DoWhy's bootstrap interval (``_estimate_confidence_intervals_with_bootstrap``): the
+        estimate minus the upper and lower quantiles of the replicates' deviations, the quantiles at
+        positions int(q * B) of the sorted deviations."""
+        b = self.replicates[method]
+        b = b[np.isfinite(b)]
+        if b.size < 2:
+            return math.nan, math.nan
+        dev = np.sort(b - self.full[method])
+        left = (1 - level) / 2
+        lo = estimate - dev[int((1 - left) * len(dev))]
+        hi = estimate - dev[int(left * len(dev))]
+        return float(lo), float(hi)
+
+
+def _propensity_bootstrap(frame: pd.DataFrame, treatment: str, outcome: str, adjustment: Sequence[str],
+                          n_bootstrap: int, seed: int) -> _PropensityBootstrap:
+    from causal._scm import _Logit
+
+    t = frame[treatment].to_numpy(dtype=float)
+    y = frame[outcome].to_numpy(dtype=float)
+    C = _design(frame, adjustment)
+    names = [f"x{j}" for j in range(C.shape[1])]
+    n = len(t)
+
+    def scores(w: np.ndarray, warm: Any) -> tuple[np.ndarray, Any]:
+        use = w > 0
+        Cu, wu = C[use], w[use]
+        mean = (wu @ Cu) / wu.sum()
+        sd = np.sqrt((wu @ (Cu - mean) ** 2) / wu.sum())
+        sd[sd == 0] = 1.0  # StandardScaler leaves constant columns unscaled
+        Z = (Cu - mean) / sd
+        cols = [Z[:, j] for j in range(Z.shape[1])]
+        m = _Logit.fit(names, cols, t[use].astype(np.int64), wu, warm)
+        return m.proba(cols)[:, 1], m
+
+    ones = np.ones(n)
+    ps, point = scores(ones, None)
+    full = {"backdoor.propensity_score_weighting": _psw_effect(t, y, ps, ones),
+            "backdoor.propensity_score_matching": _psm_effect(t, y, ps, ones)}
+    reps: dict[str, list[float]] = {k: [] for k in full}
+    rng = np.random.default_rng(int(seed + 7) % 2**32)
+    for _ in range(n_bootstrap):
+        w = np.bincount(rng.integers(0, n, n), minlength=n).astype(float)
+        use = w > 0
+        try:
+            ps_b, _ = scores(w, point)
+        except (ValueError, np.linalg.LinAlgError):  # a resample holding one treatment value
+            for k in reps:
+                reps[k].append(math.nan)
+            continue
+        tb, yb, wb = t[use], y[use], w[use]
+        reps["backdoor.propensity_score_weighting"].append(_psw_effect(tb, yb, ps_b, wb))
+        reps["backdoor.propensity_score_matching"].append(_psm_effect(tb, yb, ps_b, wb))
+    return _PropensityBootstrap(full, {k: np.asarray(v) for k, v in reps.items()})
 
 
 def _dummy_code(
@@ -472,6 +654,7 @@ def _refute(
     robustness_value_min: float,
     seed: int,
     sink: list[str],
+    regression: tuple[pd.DataFrame, str, str, Sequence[str], float] | None = None,
 ) -> list[RefutationRow]:
     original = _first(estimate.value)
     out: list[RefutationRow] = []
@@ -480,22 +663,29 @@ def _refute(
         ("random_common_cause", "random_common_cause", {}),
         ("data_subset", "data_subset_refuter", {"subset_fraction": subset_fraction}),
     ]
+    replica = _RegressionRefuter(*regression) if (
+        regression is not None and primary == "backdoor.linear_regression") else None
     for i, (name, method, kw) in enumerate(specs):
         t0 = time.perf_counter()
         try:
-            with _quiet_dowhy(sink, name), seeded_global_numpy(seed + 101 + i):
-                res = model.refute_estimate(
-                    estimand, estimate, method_name=method, num_simulations=simulations,
-                    random_seed=int((seed + 101 + i) % 2**32), **kw,
-                )
+            if replica is not None:  # the same procedure as DoWhy's refuter, on NumPy arrays
+                with _quiet_dowhy(sink, name):
+                    p, new = replica.refute(name, original, simulations, significance_level, subset_fraction,
+                                            seed + 101 + i)
+            else:
+                with _quiet_dowhy(sink, name), seeded_global_numpy(seed + 101 + i):
+                    res = model.refute_estimate(
+                        estimand, estimate, method_name=method, num_simulations=simulations,
+                        random_seed=int((seed + 101 + i) % 2**32), **kw,
+                    )
+                p = float(res.refutation_result["p_value"]) if res.refutation_result else math.nan
+                new = _first(res.new_effect)
         except Exception as exc:  # noqa: BLE001 - reported as an error row; the check then WARNs
             msg = " ".join(str(exc).split())[:200] or type(exc).__name__
             out.append(RefutationRow(name, REFUTER_MEANINGS[name], None, math.nan, original, math.nan, simulations,
                                      f"error: DoWhy's refuter failed on the {primary} estimate: "
                                      f"{type(exc).__name__}: {msg}", time.perf_counter() - t0, "error"))
             continue
-        p = float(res.refutation_result["p_value"]) if res.refutation_result else math.nan
-        new = _first(res.new_effect)
         passed: bool | None = bool(p > significance_level)
         detail = f"p = {p:.3g} (fails at p <= {significance_level})"
         if name == "placebo_treatment" and math.isclose(new, original, rel_tol=1e-9, abs_tol=1e-12):

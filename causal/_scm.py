@@ -357,15 +357,20 @@ class _LinearANM:
         return self.residuals[rng.choice(len(self.residuals), size=n, replace=True, p=p)]
 
 
+def _class_codes(values: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """Position of each value in ``classes`` (matched as text, so 1 matches "1"); -1 if absent."""
+    inverse, uniq = pd.factorize(np.asarray(values))
+    index = {str(c): i for i, c in enumerate(np.asarray(classes).tolist())}
+    table = np.fromiter((index.get(str(v), -1) for v in uniq), dtype=np.int64, count=len(uniq))
+    return np.where(inverse >= 0, table[np.maximum(inverse, 0)] if len(table) else -1, -1)
+
+
 def _softmax(eta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(probabilities, log-probabilities) of logits ``eta`` (n x K)."""
     z = eta - eta.max(axis=1, keepdims=True)
     e = np.exp(z)
     s = e.sum(axis=1, keepdims=True)
     return e / s, z - np.log(s)
-
-
-REFRESH = 1e3
 
 
 class _Logit:
@@ -380,16 +385,17 @@ class _Logit:
     C = 1.0
     #: Newton iterations before giving up (the fit then raises, and a bootstrap replicate counts as failed)
     MAX_ITER = 200
+    #: a warm-started fit stops when every step is below this share of the parameter's standard error
+    TOL_SE = 1e-4
+    #: refresh the Hessian after a step larger than this many tolerances (else reuse its factor)
+    REFRESH = 1e3
 
     def __init__(self, design: _Design, classes: np.ndarray) -> None:
         self.design = design
         self.parents = design.parents
         self.classes = classes
         self.theta = np.zeros((design.width, len(classes)))
-        self.hessian: np.ndarray | None = None  # full (K*p)^2 Hessian at the fit, every intercept included
         self.std_errors: np.ndarray | None = None  # of the free parameters (p x K, 0 where fixed)
-        self.class_weights: np.ndarray | None = None  # total weight of each class in the fit
-        self._chol_cache: dict[tuple[int, ...], Any] = {}
 
     # parameters: theta (p x K); vec order k * p + j; the free ones are masked
     def _free(self) -> np.ndarray:
@@ -430,6 +436,10 @@ class _Logit:
     @classmethod
     def fit(cls, parents: Sequence[str], cols: Sequence[np.ndarray], y: np.ndarray, w: np.ndarray,
             warm: _Logit | None = None) -> _Logit:
+        """Fit on rows weighted by ``w``. ``warm`` (a fit of the same node, e.g. on the full sample)
+        gives the parents' coding and the starting point, and its standard errors set the
+        tolerance: a bootstrap replicate lies about one standard error from the full-sample fit,
+        and stops when every Newton step is below 1e-4 of a standard error."""
         from scipy.linalg import cho_factor, cho_solve
 
         y = np.asarray(y)
@@ -441,8 +451,7 @@ class _Logit:
             raise ValueError(f"a categorical node needs at least two classes in the data; got {len(classes)}")
         design = warm.design if warm is not None else _Design(parents, cols, drop_first=False)
         m = cls(design, np.asarray(classes, dtype=object) if y.dtype == object else classes)
-        index = {v: i for i, v in enumerate(m.classes.tolist())}
-        codes = np.fromiter((index[v] for v in y.tolist()), dtype=np.int64, count=len(y))
+        codes = _class_codes(y, m.classes)
         D = design.matrix(cols)
         n, p = D.shape
         k = len(m.classes)
@@ -450,93 +459,68 @@ class _Logit:
         Y[np.arange(n), codes] = 1.0
         w = np.asarray(w, dtype=float)
         pen = m._penalty()
-        free = m._free()
-        fvec = free.T.reshape(-1)  # vec order k * p + j
-        chord = None  # a fixed Hessian factor (the full-sample fit's) for warm starts
+        fvec = m._free().T.reshape(-1)  # vec order k * p + j
         tol = 1e-9 * np.ones(int(fvec.sum()))
         relative = True
-        if warm is not None and warm.hessian is not None and (k > 2) == (len(warm.classes) > 2):
-            pos = {v: i for i, v in enumerate(warm.classes.tolist())}
-            sel = [pos[c] for c in m.classes.tolist()]
+        theta = m.theta
+        if warm is not None and (k > 2) == (len(warm.classes) > 2):
+            pos = {str(v): i for i, v in enumerate(warm.classes.tolist())}
+            sel = [pos[str(c)] for c in m.classes.tolist()]
             theta = warm.theta[:, sel].copy()
             if k == 2:
                 theta[:, 1] -= theta[:, 0]
                 theta[:, 0] = 0.0
             else:
                 theta[0, :] -= theta[0, 0]
-            key = tuple(sel)
-            chord = warm._chol_cache.get(key)
-            if chord is None:
-                pw = warm.theta.shape[0]
-                idx = np.concatenate([np.arange(s * pw, (s + 1) * pw) for s in sel])[fvec]
-                chord = cho_factor(warm.hessian[np.ix_(idx, idx)])
-                warm._chol_cache[key] = chord
-            scale = np.ones(int(fvec.sum()))
-            if k > 2 and warm.class_weights is not None:
-                # each class's curvature scales with its total weight: rescale the fixed Hessian's
-                # blocks to this fit's class totals (a rare class drawn three times as often)
-                ratio = (w @ Y) / np.maximum(warm.class_weights[sel], 1e-12)
-                scale = np.sqrt(np.repeat(ratio, p))[fvec]
             if warm.std_errors is not None:
-                # converged when every step is below 1e-4 of the parameter's standard error at the
-                # full-sample fit: far below a replicate's own spread (about one standard error)
-                tol = 1e-4 * warm.std_errors[:, sel].T.reshape(-1)[fvec]
+                tol = cls.TOL_SE * warm.std_errors[:, sel].T.reshape(-1)[fvec]
                 relative = False
-        else:
-            theta = m.theta
-            scale = np.ones(int(fvec.sum()))
         f, G, P = m._objective(D, Y, w, theta, pen)
         g = G.T.reshape(-1)[fvec]
-        factor = chord  # the Hessian factor in use: the full-sample fit's, then this fit's own
+        factor = None  # the Cholesky factor of the Hessian in use
         for _ in range(cls.MAX_ITER):
-            if factor is None:
+            fresh = factor is None
+            if fresh:
                 H = m._hessian(D, w, P, pen)[np.ix_(fvec, fvec)]
                 try:
                     factor = cho_factor(H)
                 except np.linalg.LinAlgError:
                     factor = cho_factor(H + 1e-10 * np.abs(np.diag(H)).max() * np.eye(len(H)))
-            step = cho_solve(factor, g / scale) / scale if factor is chord else cho_solve(factor, g)
+            step = cho_solve(factor, g)
             full = np.zeros(k * p)
             full[fvec] = step
             delta = full.reshape(k, p).T
+            limit = tol * (1.0 + np.abs(theta.T.reshape(-1)[fvec])) if relative else tol
             t = 1.0
-            while True:
+            while True:  # backtracking (Armijo, up to rounding)
                 new = theta - t * delta
                 f_new, G_new, P_new = m._objective(D, Y, w, new, pen)
-                if f_new <= f - 1e-4 * t * float(g @ step) + 1e-12 * abs(f):  # Armijo, up to rounding
+                if f_new <= f - 1e-4 * t * float(g @ step) + 1e-12 * abs(f) or t < 1e-3:
                     break
                 t *= 0.5
-                if t < 1e-3:
-                    break
-            limit = tol * (1.0 + np.abs(theta.T.reshape(-1)[fvec])) if relative else tol
-            if t < 1e-3 and np.all(np.abs(step) <= limit):
-                break  # converged: what is left of the step is rounding
-            if t < 1e-3:  # no descent along this direction: an exact Newton step from here
-                if factor is not chord and chord is None:
+            if t < 1e-3:
+                if np.all(np.abs(step) <= limit):
+                    break  # converged: what is left of the step is rounding
+                if fresh:
                     raise ValueError("the logistic regression of a categorical node did not converge")
-                factor = chord = None
-                scale = np.ones_like(scale)
+                factor = None  # a stale Hessian: refresh it and retry
                 continue
             size = np.abs(t * step)
             theta, f, g, P = new, f_new, G_new.T.reshape(-1)[fvec], P_new
-            limit = tol * (1.0 + np.abs(theta.T.reshape(-1)[fvec])) if relative else tol
             if np.all(size <= limit):
                 break
-            # Newton's error after a step is about the square of the step's: keep the factor in use
-            # while steps are small (the Hessian barely moves), else refresh it at the new point
-            if np.any(size > REFRESH * limit) or t < 1.0:
+            # Newton's error after a step is about the square of the step's: keep the factor while
+            # steps are small (the Hessian barely moves), else refresh it at the new point
+            if np.any(size > cls.REFRESH * limit) or t < 1.0:
                 factor = None
         else:
             raise ValueError("the logistic regression of a categorical node did not converge")
         m.theta = theta
-        if warm is None:  # the full-sample fit: keep its Hessian and standard errors for the replicates
-            m.class_weights = w @ Y
-            H_full = m._hessian(D, w, P, pen)
-            m.hessian = H_full
+        if warm is None:  # the full-sample fit: keep its standard errors for the replicates' tolerance
+            H_full = m._hessian(D, w, P, pen)[np.ix_(fvec, fvec)]
             try:
-                cov = np.linalg.inv(H_full[np.ix_(fvec, fvec)])
                 se = np.zeros(k * p)
-                se[fvec] = np.sqrt(np.clip(np.diag(cov), 0.0, None))
+                se[fvec] = np.sqrt(np.clip(np.diag(np.linalg.inv(H_full)), 0.0, None))
                 m.std_errors = se.reshape(k, p).T
             except np.linalg.LinAlgError:
                 m.std_errors = None
@@ -676,11 +660,7 @@ class FittedSCM:
                 cols = [np.asarray(values[p]) for p in m.parents]
                 if m.categorical:
                     proba = m.proba(cols)
-                    classes = m.classes
-                    index = {str(c): i for i, c in enumerate(classes.tolist())}
-                    obs = np.asarray(values[node])
-                    observed = np.fromiter((index.get(str(v), -1) for v in obs.tolist()), dtype=np.int64,
-                                           count=len(obs))
+                    observed = _class_codes(np.asarray(values[node]), m.classes)
                     if (observed < 0).any():
                         raise NotIdentifiedError(f"'{node}' holds a value its fitted mechanism never saw")
                     top, other = variates[node] if variates is not None and node in variates else (None, None)
