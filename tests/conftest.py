@@ -56,3 +56,61 @@ def _isolated_store(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
 @pytest.fixture(autouse=True)
 def _numpy_seed() -> None:
     np.random.seed(0)  # libraries that still use the global RNG (lime, shap) get a fixed one
+
+
+# --- the store on PostgreSQL (the issue's CI server; tests skip with the reason when it is absent) ---
+
+PG_ADMIN_URL = os.environ.get("TRUSTAUDIT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+@pytest.fixture(scope="session")
+def pg_database():
+    """A fresh database ``trustaudit_t_<uuid>`` created through the ``postgres`` database for this
+    test session and dropped after it; yields its ``postgresql+psycopg://`` URL."""
+    import uuid
+
+    psycopg = pytest.importorskip("psycopg")
+    from sqlalchemy.engine import make_url
+
+    admin_url = make_url(PG_ADMIN_URL)
+    try:
+        admin = psycopg.connect(admin_url.set(drivername="postgresql").render_as_string(hide_password=False),
+                                autocommit=True, connect_timeout=3)
+    except psycopg.Error as exc:
+        reason = " ".join(str(exc).split())[:200]
+        pytest.skip(f"PostgreSQL is not reachable at {admin_url.render_as_string()} ({reason}); "
+                    "set TRUSTAUDIT_TEST_PG to a server's postgres database to run the PostgreSQL store tests")
+    name = f"trustaudit_t_{uuid.uuid4().hex}"
+    admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield admin_url.set(drivername="postgresql+psycopg", database=name).render_as_string(hide_password=False)
+    finally:
+        from audit.store._engine import dispose_engines
+
+        dispose_engines()
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+@pytest.fixture
+def pg_url(pg_database: str) -> str:
+    """A PostgreSQL store of its own: a fresh schema of the session's database, chosen in the URL
+    (``?options=-csearch_path=...``), so a test, its subprocesses and its workers see only theirs."""
+    import uuid
+
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    libpq = make_url(pg_database).set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(libpq, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    return f"{pg_database}?options=-csearch_path%3D{schema}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty store: a SQLite file, then a PostgreSQL schema (``pg_url``)."""
+    if request.param == "sqlite":
+        return str(tmp_path / "store.sqlite")
+    return request.getfixturevalue("pg_url")

@@ -1,8 +1,8 @@
 """Where a store lives (a path or a URL), the engine that reaches it, its errors, its migrations.
 
 * A plain path or ``sqlite:///PATH`` is a SQLite file: WAL journal, foreign keys on,
-  ``synchronous=FULL``, a busy timeout; one connection per operation (``NullPool``), so nothing
-  stays open between calls and a forked child inherits no connection.
+  ``synchronous=FULL``, a busy timeout; each store has its own small pool of connections, closed
+  when the store is closed or collected; a forked child drops (without closing) what it inherited.
 * ``postgresql+psycopg://USER@HOST[:PORT]/DB`` (``postgresql://`` and ``postgres://`` mean the same)
   is PostgreSQL through psycopg 3; one pooled engine per URL per process.
 * Anything else is one line (``StoreError``, exit 2), and so is a server that cannot be reached: the
@@ -33,7 +33,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
-from sqlalchemy.pool import NullPool
+from sqlalchemy.pool import QueuePool
 
 from audit.exceptions import StoreError
 from audit.store._schema import HEAD_REVISION, VERSION_TABLE
@@ -50,6 +50,7 @@ __all__ = [
     "ensure_schema",
     "map_error",
     "resolve_target",
+    "sqlite_write_lock",
 ]
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -168,10 +169,30 @@ _ENGINES_LOCK = threading.Lock()
 _ALL_ENGINES: weakref.WeakSet[Engine] = weakref.WeakSet()
 
 
+_SQLITE_WRITE_LOCKS: dict[str, threading.Lock] = {}
+
+
 def _after_fork_in_child() -> None:
-    # a forked child must not use (or close) the parent's pooled connections
+    # a forked child must not use (or close) the parent's pooled connections, nor wait on a lock a
+    # thread of the parent held at the fork
     for engine in list(_ALL_ENGINES):
         engine.dispose(close=False)
+    _SQLITE_WRITE_LOCKS.clear()
+
+
+@contextmanager
+def sqlite_write_lock(target: StoreTarget, timeout: float) -> Iterator[None]:
+    """Threads of one process writing one SQLite file take turns here, not in SQLite's busy handler
+    (which sleeps in steps of up to 100 ms); other processes are still held off by SQLite's lock."""
+    key = str(target.path)
+    with _ENGINES_LOCK:
+        lock = _SQLITE_WRITE_LOCKS.setdefault(key, threading.Lock())
+    if not lock.acquire(timeout=timeout):
+        raise StoreLockedError(f"history store {target.display} is locked by another process (database is locked)")
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 if hasattr(os, "register_at_fork"):
@@ -184,7 +205,10 @@ def _sqlite_engine(path: Path, busy_timeout: float) -> Engine:
         # the store begins them itself below
         return sqlite3.connect(str(path), timeout=busy_timeout, isolation_level=None, check_same_thread=False)
 
-    engine = create_engine("sqlite+pysqlite://", creator=connect, poolclass=NullPool)
+    # pooled: closing the last connection to a WAL file checkpoints and syncs it (~30 ms), so a
+    # store keeps its connections until it is closed or collected (``Store.close``)
+    engine = create_engine("sqlite+pysqlite://", creator=connect, poolclass=QueuePool, pool_size=5,
+                           max_overflow=10, pool_timeout=max(busy_timeout, 1.0))
 
     @event.listens_for(engine, "connect")
     def _pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -25,6 +25,7 @@ import json
 import re
 import secrets
 import uuid
+import weakref
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -57,6 +58,7 @@ from audit.store._engine import (
     ensure_schema,
     errors,
     resolve_target,
+    sqlite_write_lock,
 )
 from audit.store._models import JOB_KINDS, JOB_STATES, Job, TokenInfo
 
@@ -97,8 +99,8 @@ def _check_project(project: str) -> str:
 class Store:
     """The history of audits, the job queue and the API tokens, in one database.
 
-    Cheap to construct: a SQLite store opens a connection per operation; PostgreSQL stores share one
-    connection pool per URL per process. Constructing one brings the schema to the newest revision.
+    Cheap to construct: a SQLite store has a small connection pool of its own (closed by ``close()``,
+    ``with``, or when the store is collected); PostgreSQL stores share one pool per URL per process. Constructing one brings the schema to the newest revision.
     ``path`` is the SQLite file (for a PostgreSQL store: its URL without the password, for messages);
     ``url`` the database URL without the password; ``backend`` "sqlite" or "postgresql".
     """
@@ -121,7 +123,13 @@ class Store:
                     f"history store folder {target.path.parent} cannot be created: {exc.strerror}"
                 ) from None
         self.engine = engine_for(target, self.busy_timeout)
-        ensure_schema(self.engine, target)
+        # a SQLite store's connections are its own: closed with it, or when it is collected
+        self._finalizer = weakref.finalize(self, self.engine.dispose) if target.backend == "sqlite" else None
+        try:
+            ensure_schema(self.engine, target)
+        except BaseException:
+            self.close()
+            raise
         self._pg = target.backend == "postgresql"
         self._rowid = literal_column("seq" if self._pg else "rowid")
 
@@ -132,8 +140,11 @@ class Store:
         return self._target.display
 
     def close(self) -> None:
-        """Nothing stays open between operations on SQLite; PostgreSQL pools are per process and
-        closed at exit (``audit.store._engine.dispose_engines`` closes them earlier)."""
+        """Close a SQLite store's connections (the last one to close checkpoints the WAL file).
+        PostgreSQL pools are shared per URL in a process and closed at exit
+        (``audit.store._engine.dispose_engines`` closes them earlier)."""
+        if self._finalizer is not None:
+            self._finalizer()
 
     def __enter__(self) -> Store:
         return self
@@ -151,21 +162,25 @@ class Store:
     @contextmanager
     def _write(self) -> Iterator[Connection]:
         """One write transaction; on SQLite it holds the file's write lock from its first statement."""
-        with errors(self._target, "written"), self.engine.connect() as conn:
-            if not self._pg:
-                conn.execution_options(ta_write=True)
+        if self._pg:
+            with errors(self._target, "written"), self.engine.connect() as conn, conn.begin():
+                yield conn
+            return
+        with sqlite_write_lock(self._target, self.busy_timeout), errors(self._target, "written"), \
+                self.engine.connect() as conn:
+            conn.execution_options(ta_write=True)
             with conn.begin():
                 yield conn
 
     def _now(self) -> Any:
         """The current UTC time as the store's text timestamps, from the database's clock on PostgreSQL."""
         if self._pg:
-            return func.to_char(func.timezone("UTC", func.clock_timestamp()), _PG_TIME_FORMAT)
+            return func.to_char(func.timezone("UTC", func.statement_timestamp()), _PG_TIME_FORMAT)
         return literal(_utcnow(), Text)
 
     def _ago(self, seconds: float) -> Any:
         if self._pg:
-            moment = func.clock_timestamp(type_=DateTime(timezone=True)) - literal(timedelta(seconds=seconds), Interval)
+            moment = func.statement_timestamp(type_=DateTime(timezone=True)) - literal(timedelta(seconds=seconds), Interval)
             return func.to_char(func.timezone("UTC", moment), _PG_TIME_FORMAT)
         return literal((datetime.now(UTC) - timedelta(seconds=seconds)).isoformat(timespec="microseconds"), Text)
 
