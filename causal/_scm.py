@@ -55,7 +55,6 @@ from causal._graph import CausalGraph
 
 __all__ = [
     "FittedSCM",
-    "GumbelVariates",
     "NotIdentifiedError",
     "SCMPlan",
     "fit_scm",
