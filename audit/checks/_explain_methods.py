@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -25,7 +26,16 @@ import numpy as np
 import pandas as pd
 
 from audit._compat import shap as compat_shap
-from audit.checks._explain_space import ModelView, TabularCodec, model_view, positive_index
+from audit.checks._explain_space import (
+    FRAME_CHUNK,
+    ModelView,
+    RowMixer,
+    TabularCodec,
+    bit_ids,
+    model_view,
+    positive_index,
+    unique_rows,
+)
 from audit.checks._explain_stats import spearman_rows, stratified_sample
 from audit.context import Intermediate
 from audit.stats import bootstrap_means, bootstrap_weights, percentile_interval
@@ -116,8 +126,24 @@ class Shared:
         return self._codec
 
     def predict_encoded(self, A: np.ndarray) -> np.ndarray:
-        """Positive-class probability of encoded rows (decoded back into real rows first)."""
-        return self.predict_frame(self.codec.decode(A))
+        """Positive-class probability of encoded rows (decoded back into real rows first); rows
+        repeated bit for bit (a masker's output repeats itself) are scored once, in large calls."""
+        A = np.asarray(A, dtype=np.float64)
+        if A.ndim == 1:
+            A = A[None, :]
+        first, inverse = unique_rows(bit_ids(A))
+        return _in_chunks(lambda B: self.predict_frame(self.codec.decode(B)), A[first])[inverse]
+
+    def mixer(self, sources: pd.DataFrame) -> RowMixer:
+        """Scores rows assembled column by column from ``sources`` (see ``RowMixer``)."""
+        return RowMixer(sources, self.predict_frame, self.view)
+
+
+def _in_chunks(fn: Callable[[np.ndarray], np.ndarray], A: np.ndarray, chunk: int = FRAME_CHUNK) -> np.ndarray:
+    """``fn`` over the rows of ``A`` in calls of at most ``chunk`` rows, the results stacked."""
+    if len(A) <= chunk:
+        return np.asarray(fn(A))
+    return np.concatenate([np.asarray(fn(A[s : s + chunk])) for s in range(0, len(A), chunk)])
 
 
 def shared(ctx: Any) -> Shared:
@@ -163,9 +189,9 @@ _CONTROLLER: tuple[int, Any] | None = None
 def _threadpool_controller() -> Any:
     """threadpoolctl's view of the loaded native thread pools, rebuilt only when modules were imported.
 
-    Building it walks every loaded shared library (about 50 ms with torch and scikit-learn loaded),
-    once per ``threadpool_limits`` call; new native pools arrive with new Python modules, so the
-    number of imported modules keys the cache.
+    Building it walks every loaded shared library, which ``threadpool_limits`` would do on every
+    call; new native pools arrive with new Python modules, so the number of imported modules keys
+    the cache.
     """
     global _CONTROLLER
     from threadpoolctl import ThreadpoolController
@@ -414,12 +440,99 @@ def _lime_predict_fn(ctx: Any, sh: Shared) -> Callable[[np.ndarray], np.ndarray]
         def margin(A: np.ndarray) -> np.ndarray:
             return np.asarray(est.decision_function(adapter.select(sh.codec.decode(A))), dtype=np.float64)
 
-        return margin
+        return lambda A: _in_chunks(margin, A)
 
     def proba(A: np.ndarray) -> np.ndarray:
         return np.asarray(adapter.predict_proba(sh.codec.decode(A)), dtype=np.float64)
 
-    return proba
+    return lambda A: _in_chunks(proba, A)
+
+
+#: LIME rows whose perturbations the model scores in one call: about this many perturbations
+_LIME_WAVE_SAMPLES = 10_000
+
+
+class _Abandoned(Exception):  # noqa: N818 - internal signal
+    """A row's perturbations were never scored: another row of its wave failed first."""
+
+
+def _lime_explain_rows(
+    explainer: Any, A: np.ndarray, fn: Callable[[np.ndarray], np.ndarray], label: int, num_samples: int
+) -> list[Any]:
+    """``explainer.explain_instance`` for every row of ``A``, the model called once per wave of
+    rows (about ``_LIME_WAVE_SAMPLES`` perturbations) instead of once per row."""
+    n = len(A)
+    if n == 0:
+        return []
+    waves = -(-n * num_samples // _LIME_WAVE_SAMPLES)
+    size = -(-n // max(1, min(n, waves)))
+    out: list[Any] = []
+    for start in range(0, n, size):
+        out.extend(_lime_wave(explainer, A[start : start + size], fn, label, num_samples))
+    return out
+
+
+def _lime_wave(
+    explainer: Any, rows: np.ndarray, fn: Callable[[np.ndarray], np.ndarray], label: int, num_samples: int
+) -> list[Any]:
+    """One wave: every row's ``explain_instance`` runs in a thread of its own, started only once the
+    previous row has drawn all its perturbations from the explainer's random state and handed them
+    to the model function. The draws therefore come in the order of a plain loop over the rows (the
+    explanations are the loop's, bit for bit). The model then scores the whole wave in one call and
+    the rows fit their local models. A row that fails ends the wave: its error is raised here."""
+    k = len(rows)
+    p = rows.shape[1]
+    asked: list[np.ndarray | None] = [None] * k
+    answers: list[np.ndarray | None] = [None] * k
+    results: list[Any] = [None] * k
+    errors: list[BaseException | None] = [None] * k
+    handed = [threading.Event() for _ in range(k)]
+    answered = threading.Event()
+
+    def model_for(i: int) -> Callable[[np.ndarray], np.ndarray]:
+        def model(Z: np.ndarray) -> np.ndarray:
+            asked[i] = np.array(Z, dtype=np.float64, copy=True)
+            handed[i].set()
+            answered.wait()
+            answer = answers[i]
+            if answer is None:
+                raise _Abandoned
+            return answer
+
+        return model
+
+    def explain(i: int) -> None:
+        try:
+            results[i] = explainer.explain_instance(
+                rows[i], model_for(i), labels=(label,), num_features=p, num_samples=num_samples
+            )
+        except BaseException as exc:  # noqa: BLE001 - raised again in the calling thread
+            errors[i] = exc
+        finally:
+            handed[i].set()
+
+    threads: list[threading.Thread] = []
+    try:
+        for i in range(k):
+            thread = threading.Thread(target=explain, args=(i,), name=f"lime-row-{i}", daemon=True)
+            threads.append(thread)
+            thread.start()
+            handed[i].wait()
+            if asked[i] is None:  # the row ended before calling the model: it failed
+                break
+        else:
+            given = [a for a in asked if a is not None]
+            scores = np.asarray(fn(np.concatenate(given)))
+            for i, part in enumerate(np.split(scores, np.cumsum([len(a) for a in given])[:-1])):
+                answers[i] = part
+    finally:
+        answered.set()
+        for thread in threads:
+            thread.join()
+    for err in errors:
+        if err is not None and not isinstance(err, _Abandoned):
+            raise err
+    return results
 
 
 def _lime_run(ctx: Any, sh: Shared, A: np.ndarray, train: np.ndarray, seed: int) -> np.ndarray:
@@ -440,23 +553,21 @@ def _lime_run(ctx: Any, sh: Shared, A: np.ndarray, train: np.ndarray, seed: int)
         random_state=seed % (2**32),
     )
     fn = _lime_predict_fn(ctx, sh)
-    W = np.zeros((len(A), p))
-    for i, row in enumerate(A):
-        try:
-            exp = explainer.explain_instance(
-                row, fn, labels=(sh.pos,), num_features=p, num_samples=pol.lime_num_samples
-            )
-        except NotImplementedError as exc:  # LIME's refusal of a model without probabilities
-            from audit.exceptions import ModelOutputError
+    try:
+        explanations = _lime_explain_rows(explainer, A, fn, sh.pos, pol.lime_num_samples)
+    except NotImplementedError as exc:  # LIME's refusal of a model without probabilities
+        from audit.exceptions import ModelOutputError
 
-            est: Any = getattr(ctx.model, "estimator", None)
-            steps = getattr(est, "steps", None)
-            name = type(steps[-1][1] if steps else est).__name__
-            raise ModelOutputError(
-                f"LIME explains class probabilities and this model has none: {name} has no "
-                "predict_proba, only decision_function; calibrate it (e.g. CalibratedClassifierCV) "
-                "to explain it with LIME"
-            ) from exc
+        est: Any = getattr(ctx.model, "estimator", None)
+        steps = getattr(est, "steps", None)
+        name = type(steps[-1][1] if steps else est).__name__
+        raise ModelOutputError(
+            f"LIME explains class probabilities and this model has none: {name} has no "
+            "predict_proba, only decision_function; calibrate it (e.g. CalibratedClassifierCV) "
+            "to explain it with LIME"
+        ) from exc
+    W = np.zeros((len(A), p))
+    for i, exp in enumerate(explanations):
         for j, w in exp.as_map()[sh.pos]:
             W[i, j] = w
     return W
@@ -526,17 +637,36 @@ def compute_lime(ctx: Any) -> Attribution:
 # --- permutation importance ---------------------------------------------------------------
 
 
-class _FittedModel:
-    """A fitted scikit-learn-style view of the adapter, for ``permutation_importance``."""
+class _RowNumbers:
+    """A fitted scikit-learn-style estimator for ``permutation_importance`` whose data are row
+    numbers: the scorer only records which row each permuted value came from."""
 
-    def __init__(self, predict: Callable[[pd.DataFrame], np.ndarray]) -> None:
-        self._predict = predict
-
-    def fit(self, X: Any, y: Any = None) -> _FittedModel:  # never called: the model is fitted
+    def fit(self, X: Any, y: Any = None) -> _RowNumbers:  # never called
         return self
 
-    def score_positive(self, X: pd.DataFrame) -> np.ndarray:
-        return self._predict(X)
+
+def _sklearn_permutations(n: int, p: int, repeats: int, seed: int) -> np.ndarray:
+    """(features, repeats, rows): the row each permuted value of a feature comes from, in every
+    repeat, exactly as scikit-learn's ``permutation_importance`` shuffles its columns with this
+    seed (it is given the row numbers as data and a scorer that records them, one process)."""
+    from sklearn.inspection import permutation_importance
+
+    seen: list[np.ndarray] = []
+
+    def record(est: Any, Xs: Any, ys: Any) -> float:
+        call = len(seen)  # the baseline, then each feature's repeats in turn
+        seen.append(np.array(np.asarray(Xs)[:, (call - 1) // repeats if call else 0], dtype=np.int64))
+        return 0.0
+
+    rows = np.arange(n, dtype=np.int64)
+    permutation_importance(_RowNumbers(), np.tile(rows[:, None], (1, p)), np.zeros(n), scoring=record,
+                           n_repeats=repeats, random_state=seed, n_jobs=1)
+    if len(seen) != 1 + p * repeats or not np.array_equal(seen[0], rows):
+        raise RuntimeError("unexpected scorer calls from permutation_importance")
+    perms = np.stack(seen[1:]).reshape(p, repeats, n)
+    if not (np.sort(perms, axis=2) == rows).all():
+        raise RuntimeError("permutation_importance did not permute the rows")
+    return perms
 
 
 def _delong_components(y: np.ndarray, S: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -579,8 +709,9 @@ def _permutation_interval(
 
 
 def compute_permutation(ctx: Any) -> Attribution:
-    from sklearn.inspection import permutation_importance
-
+    """Permutation importance (drop in ROC AUC) with scikit-learn's permutations, every permuted
+    copy of the rows scored in a few large model calls (``RowMixer``: a permuted value equal to
+    the original leaves the row as it was, and such rows are scored once)."""
     from audit.checks._explain_stats import auc_mann_whitney
 
     t0 = time.perf_counter()
@@ -590,29 +721,23 @@ def compute_permutation(ctx: Any) -> Attribution:
     idx = stratified_sample(test.y, pol.permutation_sample_size, ctx.rng("explain.permutation.rows"))
     X = test.X.iloc[idx].reset_index(drop=True)
     y = np.asarray(test.y[idx])
-
-    scored: list[np.ndarray] = []  # every score vector the scorer sees, in sklearn's call order
-
-    def scorer(est: _FittedModel, Xs: pd.DataFrame, ys: np.ndarray) -> float:
-        s = np.asarray(est.score_positive(Xs), dtype=np.float64)
-        scored.append(s)
-        return auc_mann_whitney(np.asarray(ys) == 1, s)
-
-    result = permutation_importance(
-        _FittedModel(sh.predict_frame),
-        X,
-        y,
-        scoring=scorer,
-        n_repeats=pol.permutation_repeats,
-        random_state=ctx.seed_for("explain.permutation") % (2**32),
-    )
-    units = np.asarray(result.importances, dtype=np.float64).T  # (repeats x features)
-    p, reps = len(sh.columns), pol.permutation_repeats
-    # sequential scorer calls: the baseline, then each feature's repeats (rows never reordered)
-    assert len(scored) == 1 + p * reps, "unexpected scorer calls from permutation_importance"
-    imp, lo, hi, boot = _permutation_interval(ctx, y, scored[0], np.stack(scored[1:]).reshape(p, reps, -1))
-    np.testing.assert_allclose(imp, units.mean(0), atol=1e-9)  # the same figure sklearn reports
-    baseline = float(auc_mann_whitney(y == 1, scored[0]))
+    n, p, reps = len(X), len(sh.columns), pol.permutation_repeats
+    perms = _sklearn_permutations(n, p, reps, ctx.seed_for("explain.permutation") % (2**32))
+    # source row of every column of every scored row: the rows themselves, then each feature's
+    # repeats with that feature's values taken from the permuted rows
+    S = np.broadcast_to(np.arange(n, dtype=np.int64)[None, :, None], (1 + p * reps, n, p)).copy()
+    for j in range(p):
+        S[1 + j * reps : 1 + (j + 1) * reps, :, j] = perms[j]
+    mixer = sh.mixer(X)
+    scores = mixer(S.reshape(-1, p)).reshape(1 + p * reps, n)
+    positive = y == 1
+    baseline = float(auc_mann_whitney(positive, scores[0]))
+    permuted = scores[1:].reshape(p, reps, n)
+    # the figures scikit-learn reports: baseline score minus each repeat's score
+    units = np.array([[baseline - auc_mann_whitney(positive, permuted[j, r]) for j in range(p)]
+                      for r in range(reps)], dtype=np.float64)  # (repeats x features)
+    imp, lo, hi, boot = _permutation_interval(ctx, y, scores[0], permuted)
+    np.testing.assert_allclose(imp, units.mean(0), atol=1e-9)  # DeLong means = the mean AUC drops
     return Attribution(
         method="permutation",
         features=sh.columns,

@@ -18,6 +18,7 @@ back to the model-agnostic explainer over the input columns, and says why.
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["ModelView", "TabularCodec", "model_view", "positive_index"]
+__all__ = ["ModelView", "RowMixer", "TabularCodec", "bit_ids", "model_view", "positive_index", "unique_rows"]
 
 _TREE_TYPES = (
     "HistGradientBoostingClassifier",
@@ -83,8 +84,11 @@ class TabularCodec:
         cats, is_cat, medians = [], [], []
         for c in cols:
             if c in cat_set:
-                values = pd.concat([pd.Series(f[c], dtype=object) for f in frames], ignore_index=True)
-                uniq = pd.unique(values.dropna())
+                # each frame's distinct labels, then their union: the labels (and their order of
+                # first appearance) of all frames' rows together, without converting every row
+                values = pd.concat([pd.Series(f[c].dropna().unique(), dtype=object) for f in frames],
+                                   ignore_index=True)
+                uniq = pd.unique(values)
                 try:
                     uniq = np.array(sorted(uniq, key=str), dtype=object)
                 except TypeError:  # pragma: no cover - mixed unorderable labels
@@ -111,11 +115,10 @@ class TabularCodec:
         for j, c in enumerate(self.columns):
             col = X[c]
             if self.categorical[j]:
-                lookup = {v: i for i, v in enumerate(self.categories[j])}
-                miss = self.missing_code(j)
-                vals = pd.Series(col, dtype=object)
-                codes = vals.map(lambda v, lk=lookup, m=miss: m if _isna(v) else lk.get(v, m))
-                out[:, j] = codes.to_numpy(dtype=np.float64)
+                # a label's position among the categories; missing and unknown labels: the missing code
+                pos = pd.Index(self.categories[j], dtype=object).get_indexer(
+                    pd.Series(col, dtype=object).to_numpy())
+                out[:, j] = np.where(pos < 0, self.missing_code(j), pos)
             else:
                 out[:, j] = pd.to_numeric(col, errors="coerce").to_numpy(dtype=np.float64)
         return out
@@ -158,13 +161,6 @@ class TabularCodec:
         return ref
 
 
-def _isna(v: Any) -> bool:
-    try:
-        return bool(pd.isna(v))
-    except (TypeError, ValueError):
-        return False
-
-
 def _is_categorical(s: pd.Series) -> bool:
     return not pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s)
 
@@ -180,6 +176,12 @@ class ModelView:
     input) and ``owner`` maps each transformed column to its input column; ``raw_output(Z)`` is
     the quantity the explainer decomposes (``output_space`` says which). kind ``blackbox``: the
     permutation explainer runs over the input columns on the positive-class probability.
+
+    ``proba(Z)``, when set, is the model's positive-class probability of transformed rows: the
+    transform was probed to be row-wise and column-separable (each transformed column a function
+    of its owner's value alone, the same in any row) and ``proba(transform(X))`` was found equal,
+    bit for bit, to the model's own probability of ``X``. Rows assembled from the columns of other
+    rows can then be scored in the transformed space (``RowMixer``) without transforming them again.
     """
 
     kind: str
@@ -190,6 +192,7 @@ class ModelView:
     raw_output: Callable[[np.ndarray], np.ndarray] | None = None
     output_space: str = "probability of the positive class"
     estimator_name: str = ""
+    proba: Callable[[np.ndarray], np.ndarray] | None = None
 
     def group_matrix(self, n_features: int) -> np.ndarray:
         """(transformed columns x input columns) 0/1 matrix: attributions @ G sums them back."""
@@ -335,10 +338,47 @@ def _column_transformer_owner(ct: Any, columns: Sequence[str]) -> np.ndarray:
     return owner
 
 
+@dataclass(frozen=True)
+class _Probe:
+    """The transform of the probe rows (``Z[:m]``) and of one variant per input column (column j
+    of every row replaced by that of row ``perm[i]``: ``Z[(j + 1) * m:(j + 2) * m]``)."""
+
+    Z: np.ndarray
+    m: int
+    perm: np.ndarray
+    sparse: bool  # the transform returns a sparse matrix
+
+    @property
+    def changed(self) -> np.ndarray:
+        """(input columns x transformed columns): does shuffling input j move transformed k?"""
+        m, Z0 = self.m, self.Z[: self.m]
+        n_in = len(self.Z) // m - 1
+        changed = np.zeros((n_in, self.Z.shape[1]), dtype=bool)
+        for j in range(n_in):
+            changed[j] = ~_same(self.Z[(j + 1) * m : (j + 2) * m], Z0).all(axis=0)
+        return changed
+
+    def separable(self, owner: np.ndarray) -> bool:
+        """Every variant equals the probe rows with the owned columns of the shuffled input taken
+        from the donor rows: the transform is row-wise and each transformed column depends on its
+        owner's value only (what assembling rows in the transformed space needs)."""
+        m, Z0 = self.m, self.Z[: self.m]
+        for j in range(len(self.Z) // m - 1):
+            own = owner == j
+            want = np.where(own[None, :], Z0[self.perm], Z0)
+            if not _same(self.Z[(j + 1) * m : (j + 2) * m], want).all():
+                return False
+        return True
+
+
+def _same(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a == b) | (np.isnan(a) & np.isnan(b))
+
+
 def _probe_changes(
     transform: Callable[[pd.DataFrame], np.ndarray], X: pd.DataFrame, rng: np.random.Generator
-) -> np.ndarray:
-    """(input columns x transformed columns): does shuffling input j move transformed k?"""
+) -> _Probe:
+    """Transform the probe rows and, per input column, a variant where that column is shuffled."""
     m = len(X)
     base = X.reset_index(drop=True)
     order = rng.permutation(m)
@@ -349,22 +389,19 @@ def _probe_changes(
         v = base.copy()
         v[c] = base[c].to_numpy()[perm]
         variants.append(v)
-    Z = _dense(transform(pd.concat(variants, ignore_index=True)))
-    Z0 = Z[:m]
-    changed = np.zeros((base.shape[1], Z.shape[1]), dtype=bool)
-    for j in range(base.shape[1]):
-        Zj = Z[(j + 1) * m : (j + 2) * m]
-        diff = ~((Zj == Z0) | (np.isnan(Zj) & np.isnan(Z0)))
-        changed[j] = diff.any(axis=0)
-    return changed
+    out = transform(pd.concat(variants, ignore_index=True))
+    return _Probe(_dense(out), m, perm, hasattr(out, "toarray"))
 
 
 def _pipeline_owner(
     pre: Any, columns: Sequence[str], probe: pd.DataFrame, rng: np.random.Generator
-) -> np.ndarray:
-    """Map the preprocessor's outputs to input columns: structure first, always probe-verified."""
+) -> tuple[np.ndarray, bool]:
+    """Map the preprocessor's outputs to input columns: structure first, always probe-verified.
+    Also says whether rows may be assembled in the transformed space (``_Probe.separable``, and a
+    dense output, which the final estimator then receives exactly as in the pipeline)."""
     transform = pre.transform
-    changed = _probe_changes(transform, probe, rng)
+    probed = _probe_changes(transform, probe, rng)
+    changed = probed.changed
     n_out = changed.shape[1]
     ct = None
     steps = list(getattr(pre, "steps", [("pre", pre)]))
@@ -389,7 +426,8 @@ def _pipeline_owner(
             raise _Unmappable(
                 f"shuffling {columns[j]!r} moves transformed columns attributed to other inputs"
             )
-    return owner.astype(np.int64)
+    owner = owner.astype(np.int64)
+    return owner, not probed.sparse and probed.separable(owner)
 
 
 def model_view(
@@ -443,9 +481,11 @@ def model_view(
         def ident(X: pd.DataFrame) -> np.ndarray:
             return X.loc[:, cols].to_numpy(dtype=np.float64)
 
-        return ModelView(kind, "", final, ident, np.arange(len(cols)), raw, space, name)
+        view = ModelView(kind, "", final, ident, np.arange(len(cols)), raw, space, name)
+        view.proba = _checked_proba(adapter, final, ident, pos, probe)
+        return view
     try:
-        owner = _pipeline_owner(pre, columns, probe, rng)
+        owner, separable = _pipeline_owner(pre, columns, probe, rng)
     except _Unmappable as exc:
         return ModelView(
             "blackbox",
@@ -457,4 +497,169 @@ def model_view(
     def transform(X: pd.DataFrame) -> np.ndarray:
         return _dense(pre.transform(X))
 
-    return ModelView(kind, "", final, transform, owner, raw, space, name)
+    view = ModelView(kind, "", final, transform, owner, raw, space, name)
+    if separable:
+        view.proba = _checked_proba(adapter, final, transform, pos, probe)
+    return view
+
+
+def _checked_proba(
+    adapter: Any, final: Any, transform: Callable[[pd.DataFrame], np.ndarray], pos: int, probe: pd.DataFrame
+) -> Callable[[np.ndarray], np.ndarray] | None:
+    """The final estimator's positive-class probability of transformed rows, if it is the
+    model's own: the estimator has ``predict_proba`` and gives the adapter's probabilities of the
+    probe rows bit for bit (else None: such rows are scored through the adapter)."""
+    if not hasattr(final, "predict_proba") or not getattr(adapter, "has_native_proba", False):
+        return None
+
+    def proba(Z: np.ndarray) -> np.ndarray:
+        return np.asarray(final.predict_proba(Z), dtype=np.float64)[:, pos]
+
+    proba = _quiet(proba)
+    try:
+        want = np.asarray(adapter.predict_proba(probe), dtype=np.float64)[:, pos]
+        got = proba(transform(probe))
+    except Exception:  # noqa: BLE001 - no shortcut; the adapter's own path is always there
+        return None
+    return proba if want.shape == got.shape and np.array_equal(want, got, equal_nan=True) else None
+
+
+# --- scoring many rows assembled from a few ------------------------------------------------
+
+#: Rows per model call: large enough that a call's fixed cost (validation, a pipeline's transform
+#: set-up) vanishes, small enough that the batch stays in cache (a tree ensemble's per-row cost
+#: rises on very large batches).
+FRAME_CHUNK = 8192
+TRANSFORMED_CHUNK = 2048
+
+
+def _column_ids(values: Any) -> np.ndarray:
+    """Integer id per value of a column, equal ids for the same input to a model: floats, dates
+    and durations by their bits, integers and booleans by value, Python objects by type and value
+    (a float also by its sign: -0.0 is not 0.0), every missing value by its kind; an object that
+    cannot be hashed gets an id of its own."""
+    arr = values.to_numpy() if isinstance(values, pd.Series) else np.asarray(values)
+    if arr.dtype.kind == "f":
+        arr = np.ascontiguousarray(arr, dtype=np.float64).view(np.uint64)
+    elif arr.dtype.kind in "mM":
+        arr = np.ascontiguousarray(arr).view(np.int64)
+    if arr.dtype.kind in "biu":
+        return np.unique(arr, return_inverse=True)[1].reshape(-1).astype(np.int64)
+    seen: dict[Any, int] = {}
+    ids = np.empty(len(arr), dtype=np.int64)
+    for i, v in enumerate(arr if arr.dtype == object else arr.tolist()):
+        if v is None or v is pd.NA or v is pd.NaT:
+            key: Any = ("missing", repr(v))
+        elif isinstance(v, float):
+            key = ("missing", type(v)) if v != v else (type(v), v, math.copysign(1.0, v))
+        else:
+            key = (type(v), v)
+        try:
+            ids[i] = seen.setdefault(key, len(seen))
+        except TypeError:  # unhashable: never merged with another value
+            ids[i] = seen[("unhashable", i)] = len(seen)
+    return ids
+
+
+def unique_rows(K: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct rows of an integer matrix: (index of each distinct row's first occurrence, the
+    distinct row of every row), such that ``K[first][inverse] == K``. Each row's columns are
+    combined into one integer key (re-numbered whenever the key would overflow) and the keys
+    sorted once, instead of sorting whole rows."""
+    K = np.asarray(K)
+    if K.ndim != 2 or K.shape[1] == 0 or len(K) == 0:
+        n = len(K)
+        first = np.zeros(min(n, 1), dtype=np.int64)
+        return first, np.zeros(n, dtype=np.int64)
+    key = np.zeros(len(K), dtype=np.int64)
+    size = 1
+    for j in range(K.shape[1]):
+        col = K[:, j].astype(np.int64)
+        lo, hi = int(col.min()), int(col.max())
+        if hi - lo >= len(K):  # a sparse range: number its values 0, 1, ... first
+            col = np.unique(col, return_inverse=True)[1].reshape(-1)
+            lo, hi = 0, int(col.max())
+        width = hi - lo + 1
+        if size * width >= 2**62:
+            key = np.unique(key, return_inverse=True)[1].reshape(-1)
+            size = int(key.max()) + 1
+        key = key * width + (col - lo)
+        size *= width
+    _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+    return first.astype(np.int64), inverse.reshape(-1).astype(np.int64)
+
+
+class RowMixer:
+    """The model's positive-class probability of rows assembled column by column from source rows.
+
+    Row ``b`` of a batch takes input column ``j`` from source row ``S[b, j]``: a row with one
+    column taken from another row (permutation importance), a row with some columns taken from a
+    reference row (deletion and insertion curves). Such batches repeat themselves (a column whose
+    donor holds the same value leaves the row as it was), so every distinct row is scored once.
+    With a view whose ``proba`` is set, the source rows are transformed once and the batch rows
+    assembled from their transformed columns; otherwise they are assembled as DataFrames (the
+    source columns' dtypes kept) and scored through ``predict_frame``. Both give the model's
+    probability of the assembled rows themselves.
+    """
+
+    def __init__(
+        self,
+        sources: pd.DataFrame,
+        predict_frame: Callable[[pd.DataFrame], np.ndarray],
+        view: ModelView | None = None,
+    ) -> None:
+        self.sources = sources.reset_index(drop=True)
+        self.columns = list(self.sources.columns)
+        self.predict_frame = predict_frame
+        self.view = view if view is not None and view.proba is not None else None
+        p = len(self.columns)
+        ids = np.zeros((len(self.sources), p), dtype=np.int64)
+        if self.view is not None:
+            assert self.view.transform is not None and self.view.owner is not None
+            self.Z = np.ascontiguousarray(self.view.transform(self.sources), dtype=np.float64)
+            for j in range(p):
+                own = np.flatnonzero(self.view.owner == j)
+                if own.size:  # a column the model never sees leaves every row the same
+                    ids[:, j] = unique_rows(bit_ids(self.Z[:, own]))[1]
+        else:
+            for j, c in enumerate(self.columns):
+                ids[:, j] = _column_ids(self.sources[c])
+        self.ids = ids
+        self.rows_scored = 0
+
+    @property
+    def transformed(self) -> bool:
+        return self.view is not None
+
+    def __call__(self, S: np.ndarray) -> np.ndarray:
+        S = np.asarray(S, dtype=np.int64)
+        p = len(self.columns)
+        first, inverse = unique_rows(self.ids[S, np.arange(p)])
+        U = S[first]
+        out = np.empty(len(U), dtype=np.float64)
+        if self.view is not None:
+            assert self.view.proba is not None and self.view.owner is not None
+            owner = self.view.owner
+            cols = np.arange(len(owner))
+            for s in range(0, len(U), TRANSFORMED_CHUNK):
+                block = U[s : s + TRANSFORMED_CHUNK]
+                out[s : s + len(block)] = self.view.proba(self.Z[block[:, owner], cols])
+        else:
+            for s in range(0, len(U), FRAME_CHUNK):
+                block = U[s : s + FRAME_CHUNK]
+                frame = pd.DataFrame(
+                    {c: self.sources[c].array.take(block[:, j]) for j, c in enumerate(self.columns)},
+                    columns=self.columns,
+                )
+                out[s : s + len(block)] = np.asarray(self.predict_frame(frame), dtype=np.float64)
+        self.rows_scored += len(U)
+        return out[inverse]
+
+
+def bit_ids(A: np.ndarray) -> np.ndarray:
+    """(rows x columns) integer ids of a float matrix's values: equal bits, equal id."""
+    bits = np.ascontiguousarray(A, dtype=np.float64).view(np.uint64)
+    out = np.empty(bits.shape, dtype=np.int64)
+    for k in range(bits.shape[1]):
+        out[:, k] = np.unique(bits[:, k], return_inverse=True)[1].reshape(-1)
+    return out

@@ -187,6 +187,8 @@ def faithfulness(
     n_random: int,
     rng: np.random.Generator,
     max_steps: int = 20,
+    *,
+    predict_mixed: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> FaithfulnessResult:
     """Deletion / insertion curves of attribution order against random orders.
 
@@ -196,6 +198,10 @@ def faithfulness(
     reference row) in decreasing order of their attribution towards that class. A row whose
     attributions are all tied has no attribution order (its "order" is the column order, as good as
     a random one); ``ordered`` and ``moves`` say where the comparison means something.
+
+    ``predict_mixed``, when given, scores the curves' rows from their description instead:
+    ``S[b, j]`` is the row of ``A`` (0 to n-1) whose column j row b holds, or n for the reference
+    (e.g. ``audit.checks._explain_space.RowMixer``); it must equal ``predict`` on those rows.
     """
     n, p = A.shape
     sign = np.where(predicted_positive.astype(bool), 1.0, -1.0)
@@ -213,11 +219,15 @@ def faithfulness(
     x = ks / p
     # removed[o, k, i, j] = feature j among the first k of ordering o
     removed = ranks[:, None, :, :] < ks[None, :, None, None]
-    ref = np.broadcast_to(reference, A.shape)
-    deleted = np.where(removed, ref[None, None], A[None, None])
-    inserted = np.where(removed, A[None, None], ref[None, None])
-    batch = np.concatenate([deleted.reshape(-1, p), inserted.reshape(-1, p)])
-    prob = np.asarray(predict(batch), dtype=np.float64)
+    # where each value of each curve row comes from: its own row (0 to n-1) or the reference (n)
+    own = np.arange(n)[None, None, :, None]
+    S = np.concatenate([np.where(removed, n, own).reshape(-1, p),  # deletion
+                        np.where(removed, own, n).reshape(-1, p)])  # insertion
+    if predict_mixed is not None:
+        prob = np.asarray(predict_mixed(S), dtype=np.float64)
+    else:
+        sources = np.vstack([A, np.asarray(reference, dtype=np.float64)[None, :]])
+        prob = np.asarray(predict(sources[S, np.arange(p)]), dtype=np.float64)
     half = prob.size // 2
     dele = prob[:half].reshape(n_orders, len(ks), n)
     ins = prob[half:].reshape(n_orders, len(ks), n)

@@ -197,6 +197,16 @@ def _normalised_values(values: pd.Series, shap_col: np.ndarray, categorical: boo
     return np.array([pos.get(lab, np.nan) if lab is not None else np.nan for lab in labels])
 
 
+def _shown_values(X: pd.DataFrame, k: int) -> dict[str, list[str | None]]:
+    """The first ``k`` values of every column as the evidence shows them: text, None if missing."""
+    out = {}
+    for col in X.columns:
+        values = X[col].iloc[:k].to_numpy(dtype=object)
+        missing = pd.isna(values)
+        out[col] = [None if miss else str(v) for v, miss in zip(values, missing, strict=True)]
+    return out
+
+
 @register_check("explain.shap", family=FAMILY, needs=(METHOD,), cost=6)
 def shap_check(ctx: Any) -> CheckResult:
     """SHAP attributions per input column, with an additivity test."""
@@ -216,29 +226,30 @@ def shap_check(ctx: Any) -> CheckResult:
     X = sh.X.iloc[: len(a.local)]
     order = np.argsort(-a.importance, kind="stable")[:_BEESWARM_FEATURES]
     m = min(len(X), _BEESWARM_ROWS)
+    n_local = min(len(X), _LOCAL_ROWS)
+    shown = _shown_values(X, max(m, n_local))
+    rows = [int(a.rows[i]) if a.rows is not None else i for i in range(max(m, n_local))]
     swarm = []
     for j in order:
         col = a.features[j]
         norm = _normalised_values(X[col].iloc[:m].reset_index(drop=True), a.local[:m, j],
                                   sh.codec.categorical[j])
         for i in range(m):
-            raw = X[col].iloc[i]
             swarm.append(
                 {
                     "feature": col,
                     "shap": float(a.local[i, j]),
                     "feature_value": None if not np.isfinite(norm[i]) else float(norm[i]),
-                    "value": None if pd.isna(raw) else str(raw),
-                    "row": int(a.rows[i]) if a.rows is not None else i,
+                    "value": shown[col][i],
+                    "row": rows[i],
                 }
             )
     local, outputs = [], []
     output = a.extra["output"]
-    for i in range(min(len(X), _LOCAL_ROWS)):
-        row = int(a.rows[i]) if a.rows is not None else i
+    for i in range(n_local):
+        row = rows[i]
         for j, col in enumerate(a.features):
-            raw = X[col].iloc[i]
-            local.append({"row": row, "feature": col, "value": None if pd.isna(raw) else str(raw),
+            local.append({"row": row, "feature": col, "value": shown[col][i],
                           "attribution": float(a.local[i, j])})
         total = float(a.local[i].sum())
         outputs.append({"row": row, "base_value": float(a.base_values[i]), "attribution_sum": total,
@@ -640,8 +651,11 @@ def faithfulness_check(ctx: Any) -> CheckResult:
         A = sh.codec.encode(sh.X.iloc[:n])
         pred_pos = np.asarray(ctx.test.y_pred)[a.rows[:n]]
         with single_threaded():
+            # the curves' rows are the explained rows with some columns from the reference row
+            mixer = sh.mixer(sh.codec.decode(np.vstack([A, reference[None, :]])))
             res = faithfulness(sh.predict_encoded, A, a.local[:n], pred_pos, reference,
-                               pol.faithfulness_random_orders, ctx.rng(f"explain.faithfulness.{m}"))
+                               pol.faithfulness_random_orders, ctx.rng(f"explain.faithfulness.{m}"),
+                               predict_mixed=mixer)
         any_moves = any_moves or bool(res.moves.any())
         if not res.defined:
             undefined[m] = (

@@ -609,27 +609,203 @@ def test_adult_onehot_hgb_family(adult):
     assert all(r.verdict is not Verdict.ERROR for r in results.values())
 
 
-def test_forked_treeshap_equals_serial_and_recovers_from_a_failed_child(lending_small, monkeypatch):
-    """Rows split between this process and a forked child give the serial values bit for bit; a
-    child that fails has its rows recomputed in-process, and the report says so."""
-    import multiprocessing
+# --- batched model calls: the figures of one call per row, per permutation, per curve ----------
+
+
+def _lending_pipeline_ctx(lending_small, clf=None, **policy):
+    model = onehot_pipeline(clf or HistGradientBoostingClassifier(max_iter=30, random_state=0))
+    model.fit(lending_small.train[LEND], lending_small.train["approved"])
+    ctx = ctx_for(model, lending_small.test, lending_small.train, target="approved", features=LEND,
+                  policy=policy)
+    return model, ctx
+
+
+def _lime_explainer(sh, train, seed):
+    from lime.lime_tabular import LimeTabularExplainer
+
+    p = len(sh.columns)
+    cat_idx = [j for j in range(p) if sh.codec.categorical[j]]
+    return LimeTabularExplainer(
+        train, mode="classification", feature_names=list(sh.columns), categorical_features=cat_idx,
+        categorical_names={j: [str(v) for v in sh.codec.categories[j]] + ["<missing>"] for j in cat_idx},
+        discretize_continuous=True, feature_selection="none", random_state=seed)
+
+
+def test_lime_in_waves_equals_the_plain_loop_bit_for_bit(lending_small, monkeypatch):
+    """Rows explained in waves (threads started one after another, one model call per wave) draw
+    the explainer's random numbers in the loop's order: the same weights, in fewer model calls."""
+    from audit.checks import _explain_methods as em
+
+    _, ctx = _lending_pipeline_ctx(lending_small)
+    sh = shared(ctx)
+    A = sh.codec.fill_numeric_missing(sh.codec.encode(sh.X.iloc[:7]))
+    train = sh.codec.fill_numeric_missing(sh.codec.encode(sh.background_full.iloc[:300]))
+    calls = []
+
+    def fn(Z):
+        calls.append(len(Z))
+        return np.asarray(ctx.model.predict_proba(sh.codec.decode(Z)), dtype=np.float64)
+
+    loop_explainer = _lime_explainer(sh, train, 5)
+    loop = [loop_explainer.explain_instance(row, fn, labels=(sh.pos,), num_features=len(sh.columns),
+                                            num_samples=300).as_map()[sh.pos] for row in A]
+    assert calls == [300] * 7
+    calls.clear()
+    monkeypatch.setattr(em, "_LIME_WAVE_SAMPLES", 900)  # 3 rows per wave: waves of 3, 3 and 1
+    waves = em._lime_explain_rows(_lime_explainer(sh, train, 5), A, fn, sh.pos, 300)
+    assert calls == [900, 900, 300]
+    assert [e.as_map()[sh.pos] for e in waves] == loop
+
+
+def test_lime_wave_raises_a_rows_error_and_leaves_no_thread(lending_small):
+    import threading
 
     from audit.checks import _explain_methods as em
 
-    if "fork" not in multiprocessing.get_all_start_methods():
-        pytest.skip("no fork on this platform (the loky path is used there)")
-    model = onehot_pipeline(HistGradientBoostingClassifier(max_iter=30, random_state=0))
-    model.fit(lending_small.train[LEND], lending_small.train["approved"])
-    final = model[-1]
-    Z = np.asarray(model[:-1].transform(lending_small.test[LEND].head(600)), dtype=np.float64)
-    serial, expected = em._tree_shap_chunk(final, "tree_path_dependent", None, Z)
-    forked, expected_f, backend = em._tree_shap_forked(final, "tree_path_dependent", None, Z, 3)
-    assert backend == "fork" and np.array_equal(np.asarray(serial), forked)
-    assert np.array_equal(np.asarray(expected), np.asarray(expected_f))
+    _, ctx = _lending_pipeline_ctx(lending_small)
+    sh = shared(ctx)
+    A = sh.codec.fill_numeric_missing(sh.codec.encode(sh.X.iloc[:4]))
+    train = sh.codec.fill_numeric_missing(sh.codec.encode(sh.background_full.iloc[:300]))
+    before = threading.active_count()
 
-    def broken_child(explainer, rows, conn):
-        raise SystemExit(3)  # dies without answering
+    def broken_model(Z):
+        raise ValueError("the model refused")
 
-    monkeypatch.setattr(em, "_shap_in_child", broken_child)
-    recovered, _, backend = em._tree_shap_forked(final, "tree_path_dependent", None, Z, 2)
-    assert backend.startswith("fork (a child died") and np.array_equal(np.asarray(serial), recovered)
+    with pytest.raises(ValueError, match="the model refused"):
+        em._lime_explain_rows(_lime_explainer(sh, train, 1), A, broken_model, sh.pos, 200)
+    bad = A.copy()[:, :-1]  # a row LIME cannot perturb: it fails before calling the model
+    with pytest.raises(Exception) as exc:
+        em._lime_explain_rows(_lime_explainer(sh, train, 1), bad, lambda Z: np.zeros((len(Z), 2)), sh.pos, 200)
+    assert not isinstance(exc.value, em._Abandoned)
+    assert threading.active_count() == before
+
+
+@pytest.mark.parametrize("route", ["transformed", "frames"])
+def test_permutation_importance_is_sklearns_own(lending_small, route):
+    """The importances (per repeat) are what sklearn's permutation_importance reports with the
+    model called on every permuted frame, whether the permuted rows are assembled in the
+    transformed space or as DataFrames."""
+    from sklearn.inspection import permutation_importance
+
+    from audit.checks._explain_methods import compute_permutation
+    from audit.checks._explain_stats import auc_mann_whitney, stratified_sample
+
+    _, ctx = _lending_pipeline_ctx(lending_small, permutation_sample_size=400, permutation_repeats=3)
+    sh = shared(ctx)
+    assert sh.view.proba is not None  # a one-hot pipeline: the transformed route is available
+    if route == "frames":
+        sh.view.proba = None
+    a = compute_permutation(ctx)
+    idx = stratified_sample(ctx.test.y, 400, ctx.rng("explain.permutation.rows"))
+    X = ctx.test.X.iloc[idx].reset_index(drop=True)
+    y = np.asarray(ctx.test.y[idx])
+
+    class Model:
+        def fit(self, X, y=None):
+            return self
+
+    calls = []
+
+    def scorer(est, Xs, ys):
+        calls.append(len(Xs))
+        return auc_mann_whitney(np.asarray(ys) == 1, sh.predict_frame(Xs))
+
+    ref = permutation_importance(Model(), X, y, scoring=scorer, n_repeats=3,
+                                 random_state=ctx.seed_for("explain.permutation") % (2**32))
+    assert len(calls) == 1 + 3 * len(LEND)
+    assert np.array_equal(a.units, ref.importances.T)
+    assert a.metrics["baseline_auc"] == scorer(None, X, y)
+
+
+def test_row_mixer_scores_assembled_rows_as_the_model_does(lending_small):
+    """Rows assembled from source rows (missing values, categories, numbers) get the model's
+    probability of the same rows built as DataFrames; repeated rows are scored once."""
+    from audit.checks._explain_space import RowMixer
+
+    _, ctx = _lending_pipeline_ctx(lending_small)
+    sh = shared(ctx)
+    sources = ctx.test.X.iloc[:40].reset_index(drop=True).copy()
+    sources.loc[3, "income"] = np.nan
+    sources.loc[5, "region"] = None
+    rng = np.random.default_rng(0)
+    p = sources.shape[1]
+    S = rng.integers(0, 40, size=(500, p))
+    S[250:] = S[:250]  # every row twice
+    S[:, 2] = 7  # one column from one row
+    want = sh.predict_frame(pd.DataFrame({c: sources[c].to_numpy()[S[:, j]] for j, c in enumerate(sources.columns)}))
+    fast, slow = RowMixer(sources, sh.predict_frame, sh.view), RowMixer(sources, sh.predict_frame, None)
+    assert fast.transformed and not slow.transformed
+    for mixer in (fast, slow):
+        assert np.array_equal(mixer(S), want)
+        assert mixer.rows_scored == 250
+
+
+def test_faithfulness_from_assembled_rows_equals_the_encoded_batch(lending_small):
+    from audit.checks._explain_stats import faithfulness
+
+    _, ctx = _lending_pipeline_ctx(lending_small)
+    sh = shared(ctx)
+    a = outcome(ctx, "shap").get()
+    A = sh.codec.encode(sh.X.iloc[:60])
+    ref = sh.codec.reference_row(sh.background_full)
+    pred = np.asarray(ctx.test.y_pred)[a.rows[:60]]
+    plain = faithfulness(sh.predict_encoded, A, a.local[:60], pred, ref, 3, np.random.default_rng(4))
+    mixer = sh.mixer(sh.codec.decode(np.vstack([A, ref[None, :]])))
+    mixed = faithfulness(sh.predict_encoded, A, a.local[:60], pred, ref, 3, np.random.default_rng(4),
+                         predict_mixed=mixer)
+    for name in ("deletion", "insertion", "deletion_gap_rows", "insertion_gap_rows", "moves", "ordered"):
+        assert np.array_equal(getattr(plain, name), getattr(mixed, name)), name
+    assert mixer.rows_scored < 2 * 4 * len(plain.fractions) * 60  # repeated rows scored once
+
+
+def test_transformed_space_shortcut_only_when_it_gives_the_models_own_probabilities(lending_small):
+    """The final estimator scores transformed rows directly only where that is the model's own
+    probability, bit for bit: not for a model whose adapter's probabilities differ, nor for one
+    without predict_proba."""
+    from audit.checks._explain_space import model_view
+    from audit.model import SklearnAdapter
+
+    model, ctx = _lending_pipeline_ctx(lending_small)
+    sh = shared(ctx)
+    probe = ctx.test.X.head(30)
+    assert model_view(ctx.model, LEND, sh.pos, probe, np.random.default_rng(0)).proba is not None
+
+    class Nudged(SklearnAdapter):
+        def predict_proba(self, X):
+            return super().predict_proba(X) * (1 - 1e-12)
+
+    view = model_view(Nudged(model), LEND, sh.pos, probe, np.random.default_rng(0))
+    assert view.kind == "tree" and view.proba is None
+    svc = onehot_pipeline(LinearSVC()).fit(lending_small.train[LEND], lending_small.train["approved"])
+    view = model_view(SklearnAdapter(svc), LEND, 1, probe, np.random.default_rng(0))
+    assert view.kind == "linear" and view.proba is None
+
+
+def test_unique_rows_and_value_ids_merge_only_identical_inputs():
+    from audit.checks._explain_space import _column_ids, unique_rows
+
+    rng = np.random.default_rng(1)
+    K = rng.integers(0, 3, size=(400, 6))
+    K[:, 5] *= 10**15  # a sparse range
+    first, inverse = unique_rows(K)
+    want = np.unique(K, axis=0)
+    assert len(first) == len(want) and np.array_equal(K[first][inverse], K)
+    ids = _column_ids(pd.Series([0.0, -0.0, np.nan, None, 1, True, "1", 1.0, 0.0], dtype=object))
+    assert len(set(ids.tolist())) == 8 and ids[0] == ids[8]
+    a, b, c, d = _column_ids(pd.Series([0.0, -0.0, np.nan, np.nan])).tolist()
+    assert len({a, b, c}) == 3 and c == d
+
+
+def test_codec_codes_unknown_and_missing_labels_as_missing():
+    from audit.checks._explain_space import TabularCodec
+
+    fit = pd.DataFrame({"c": pd.Series(["b", "a", None, "b"], dtype="str"), "x": [1, 2, 3, 4]})
+    codec = TabularCodec.fit([fit, pd.DataFrame({"c": ["c", np.nan], "x": [5.0, np.nan]})], ["c"])
+    assert codec.categories == (("a", "b", "c"), ())
+    X = pd.DataFrame({"c": pd.Series(["c", "zz", None, np.nan, pd.NA, "a"], dtype=object),
+                      "x": [1.5, np.nan, 0, 1, 2, 3]})
+    A = codec.encode(X)
+    assert A[:, 0].tolist() == [2, 3, 3, 3, 3, 0]
+    back = codec.decode(A)
+    assert back["c"].tolist()[:1] == ["c"] and back["c"].isna().tolist() == [False, True, True, True, True, False]
+    assert np.array_equal(back["x"].to_numpy(), X["x"].to_numpy(), equal_nan=True)
