@@ -359,7 +359,7 @@ CATALOGUE: dict[str, Bad] = {
     "unknown subcommand": Bad(
         lambda c, t: ["audti"],
         lambda c, t: "argument command: invalid choice: 'audti' (choose from 'audit', 'demo', 'history', "
-                     "'causal', 'federated', 'privacy', 'dashboard')"),
+                     "'causal', 'dashboard', 'federated', 'privacy')"),
     "unknown flag": Bad(lambda c, t: ["audit", "--colour", "red"],
                         lambda c, t: "unrecognized arguments: --colour red"),
     "missing required flags": Bad(
@@ -444,7 +444,7 @@ CATALOGUE: dict[str, Bad] = {
                      "(got ['fairness.demographic_parit'])"),
     "spec empty check list": Bad(
         lambda c, t: spec_args(spec_file(c, t, "", checks="[]")),
-        lambda c, t: "spec audit.toml: field 'checks' must name at least one of fairness, explain, causal, privacy "
+        lambda c, t: "spec audit.toml: field 'checks' must name at least one of fairness, explain, privacy, causal "
                      "(got [])"),
     "flag unknown check family": Bad(
         lambda c, t: replace_flag(audit_args(c), "--checks", "fairnes"),
@@ -457,7 +457,7 @@ CATALOGUE: dict[str, Bad] = {
     "flag unknown check, no close match": Bad(
         lambda c, t: replace_flag(audit_args(c), "--checks", "fairness,robustness.noise"),
         lambda c, t: "flags: field 'checks' unknown check 'robustness.noise'; no close match; families: fairness, "
-                     "explain, causal, privacy (got ['fairness', 'robustness.noise'])"),
+                     "explain, privacy, causal (got ['fairness', 'robustness.noise'])"),
     "flag sensitive named twice": Bad(
         lambda c, t: audit_args(c, "--sensitive", "sex"),
         lambda c, t: "flags: field 'data.sensitive' names 'sex' twice (got ['sex', 'sex'])"),
