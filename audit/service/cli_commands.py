@@ -21,7 +21,11 @@ __all__ = ["add_commands", "main"]
 
 def add_commands(subparsers: Any) -> None:
     """Add the audit service's sub-commands to the trustaudit CLI."""
+    from audit.service._serve import _add_serve, _add_token
+
     _add_worker(subparsers)
+    _add_serve(subparsers)
+    _add_token(subparsers)
 
 
 def _store_flag(p: argparse.ArgumentParser) -> None:
