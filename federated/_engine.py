@@ -11,7 +11,7 @@ only place that touches it.
 
 Tuning (see bench/bench_federated.py): by default one Ray actor per core (``auto_client_cpus``);
 Ray is left to Flower to start, so that its start-up overlaps the ServerApp's (starting it
-beforehand, even without Flower's runtime environment, measured slower);
+beforehand, even without Flower's runtime environment, was slower in bench/bench_federated.py);
 torch runs one thread per client handler (``federated._torch.one_thread``, set and restored
 around training and evaluation); clients reuse their model object and batch by slicing;
 Flower's and Ray's logs stay off the console.
@@ -45,10 +45,9 @@ def auto_client_cpus(ray_cpus: int | None = None) -> float:
 
     The driver's per-message work (link state, queues, serialisation) is light (for large
     federations once the link state's extractor hot spot is bypassed, :mod:`federated._compat.flwr`),
-    and two actors keep
-    the driver's and the clients' work overlapping: on two cores, 100 clients x 10 rounds took
-    about 7 ms per client fit with two actors against 13 ms with one, and 8 ms with four (whose
-    torch imports at start-up cost more than they gave back); see bench/bench_federated.py.
+    and two actors keep the driver's and the clients' work overlapping; more actors than cores pay
+    torch imports at start-up that they do not win back. bench/bench_federated.py measures the
+    time per client fit for one, two and four actors.
     """
     return 1.0
 

@@ -50,7 +50,7 @@ class PoissonBatchSampler:
     assume), drawn in O(batch) rather than O(rows) per step: the batch size is
     Binomial(rows, q) and, given its size, the batch is a uniformly random subset of the rows —
     which is exactly independent inclusion with probability ``q``. Opacus draws one uniform
-    number per row per step (34,189 per step on Adult, a quarter of a millisecond); this draws
+    number per row per step (34,189 per step on Adult); this draws
     two numbers per selected row. ``steps`` batches per epoch, as Opacus' sampler.
     ``tests/audit/test_privacy_bookkeeping.py`` checks batch sizes, per-row inclusion rates and
     within-batch uniqueness.
