@@ -233,7 +233,8 @@ def _scm_params(eff: SCMEffects, ctx: AuditContext, **extra: Any) -> dict[str, A
         "mediation_method": eff.mediation_method,
         "mechanisms": pol.mechanisms,
         "mechanisms_rationale": MECHANISM_RATIONALE[pol.mechanisms],
-        "interventional_noise": "both arms share noise draws (same seed)",
+        "interventional_noise": ("each individual's noise recovered from their data (abduction) and shared by every "
+                                 "world; under their own treatment value an individual keeps their factual score"),
         **eff.plan.describe(),
         **extra,
     }
