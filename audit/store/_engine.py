@@ -113,7 +113,7 @@ class StoreTarget:
 
 def _mask(text: str) -> str:
     """``scheme://user:secret@host`` -> ``scheme://user:***@host`` (for text that is not a parsable URL)."""
-    return re.sub(r"(//[^/:@]*:)[^@/]*@", r"\1***@", text)
+    return re.sub(r"(:/{1,2}[^/:@]*:)[^@/]*@", r"\1***@", text)
 
 
 def _pg_display(url: URL) -> str:
@@ -347,15 +347,22 @@ def _migrate(conn: Connection, target: StoreTarget, version: str | None, tables:
         try:
             script.get_revision(version)
         except CommandError:
-            from audit import __version__
-
             raise StoreError(
                 f"history store {target.display} has schema revision {version!r}, which this trustaudit "
-                f"({__version__}) does not know; it was written by a newer trustaudit: upgrade trustaudit"
+                f"({_own_version()}) does not know; it was written by a newer trustaudit: upgrade trustaudit"
             ) from None
     elif OLD_TABLES <= tables:
         command.stamp(cfg, "0001")  # a history file from before the migrations: revision 0001 as is
     command.upgrade(cfg, "head")
+
+
+def _own_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("trustaudit")
+    except PackageNotFoundError:  # pragma: no cover - a source tree that is not installed
+        return "unknown version"
 
 
 def ensure_schema(engine: Engine, target: StoreTarget) -> None:
