@@ -115,6 +115,9 @@ def _add_audit(sub: Any) -> None:
     p.add_argument("--timeout", type=float, metavar="SECONDS", default=None,
                    help="stop the audit after this many seconds (default: no limit)")
     p.add_argument("--quiet", action="store_true", help="no progress display or summary table")
+    p.add_argument("--server", metavar="URL",
+                   help="run the audit on a trustaudit server (trustaudit serve) instead of here; the API token "
+                        "comes from $TRUSTAUDIT_TOKEN; same progress, report files and exit codes")
     _add_store_flag(p)
     p.set_defaults(func=_cmd_audit)
 
@@ -279,6 +282,10 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     and a crash, a memory blow-up or a hang in it ends the child, not this process, which reports
     it in one line (exit 2). The report crosses back as JSON; this process writes the reports and
     records the audit."""
+    if getattr(args, "server", None):
+        from audit.service.client import audit_on_server
+
+        return audit_on_server(args)
     from audit._isolate import fork_safe_native_threads, run_isolated
     from audit.report import write_reports
     from audit.results import AuditReport

@@ -16,7 +16,6 @@ Only the parsers are built at import time; FastAPI and uvicorn are imported when
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -30,28 +29,13 @@ DEFAULT_PORT = 8765
 _H11_MAX_EVENT_BYTES = 1024 * 1024  # request line + headers uvicorn buffers; the app refuses > 32 KiB itself
 
 
-def default_jobs_dir(store: str | None) -> Path:
-    """Where uploads wait for a worker when ``--jobs-dir`` is not given: the worker's default when
-    the worker module provides one, else ``jobs`` beside a SQLite store file, else
-    ``$XDG_DATA_HOME/trustaudit/jobs``."""
-    try:
-        from audit.service import worker as _worker
+def default_jobs_dir() -> Path:
+    """Where uploads wait for a worker when ``--jobs-dir`` is not given: the workers' default
+    (``$TRUSTAUDIT_JOBS_DIR``, else ``~/.local/share/trustaudit/jobs``), so that ``serve`` and
+    ``worker`` of one machine meet without a flag."""
+    from audit.service.worker import default_jobs_dir as workers_default
 
-        fn = getattr(_worker, "default_jobs_dir", None)
-    except ImportError:
-        fn = None
-    if callable(fn):
-        try:
-            return Path(fn(store))
-        except TypeError:
-            return Path(fn())
-    from audit.store._engine import resolve_target
-
-    target = resolve_target(store)
-    if target.path is not None:
-        return target.path.parent / "jobs"
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "trustaudit" / "jobs"
+    return workers_default()
 
 
 def _add_store_flag(p: argparse.ArgumentParser) -> None:
@@ -74,8 +58,8 @@ def _add_serve(sub: Any) -> None:
     p.add_argument("--no-worker", action="store_true",
                    help="start no worker here (run 'trustaudit worker' elsewhere on the same store)")
     p.add_argument("--jobs-dir", metavar="DIR",
-                   help="folder for each job's uploads, shared with the workers (default: 'jobs' beside a SQLite "
-                        "store, else ~/.local/share/trustaudit/jobs)")
+                   help="folder of each job's uploads, shared with the workers (default: $TRUSTAUDIT_JOBS_DIR or "
+                        "~/.local/share/trustaudit/jobs)")
     p.add_argument("--max-upload-mb", type=int, default=200, metavar="N", help="largest file per upload part (default: 200)")
     p.add_argument("--max-files", type=int, default=4, metavar="N", help="file parts per job (default: 4)")
     p.add_argument("--max-queued", type=int, default=1000, metavar="N",
@@ -194,27 +178,13 @@ def _bind(host: str, port: int) -> Any:
 
 
 def _start_workers(args: argparse.Namespace, store: str, jobs_dir: Path) -> Any:
-    """The worker engineer's ``LocalWorkers`` (None with ``--no-worker``)."""
+    """``--workers`` local worker processes on the same store and jobs folder (None with ``--no-worker``);
+    they accept pickle models only when the server does."""
     if args.no_worker:
         return None
-    try:
-        from audit.service.worker import LocalWorkers
-    except ImportError:
-        raise UsageError("serve: local workers are not available in this installation; give --no-worker and run "
-                         "'trustaudit worker' on the same store") from None
-    import inspect
+    from audit.service.worker import LocalWorkers
 
-    params = inspect.signature(LocalWorkers).parameters
-    kwargs: dict[str, Any] = {}
-    if "jobs_dir" in params:
-        kwargs["jobs_dir"] = jobs_dir
-    if "allow_unsafe_pickle" in params:
-        kwargs["allow_unsafe_pickle"] = bool(args.unsafe_pickle)
-    workers = LocalWorkers(store, args.workers, **kwargs)
-    start = getattr(workers, "start", None)
-    if callable(start):
-        start()
-    return workers
+    return LocalWorkers(store, args.workers, jobs_dir=jobs_dir, allow_unsafe_pickle=bool(args.unsafe_pickle)).start()
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -227,7 +197,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     _check_serve_args(args)
     store = args.store or default_store_url()
-    jobs_dir = Path(args.jobs_dir).expanduser().resolve() if args.jobs_dir else default_jobs_dir(store)
+    jobs_dir = Path(args.jobs_dir).expanduser().resolve() if args.jobs_dir else default_jobs_dir()
     if jobs_dir.exists() and not jobs_dir.is_dir():
         raise UsageError(f"serve: --jobs-dir {jobs_dir} is a file; give a folder")
     app = create_app(store, jobs_dir=jobs_dir, max_upload_mb=args.max_upload_mb, max_files=args.max_files,
@@ -251,48 +221,6 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         server.run(sockets=[sock])
     finally:
         if workers is not None:
-            stop = getattr(workers, "stop", None) or getattr(workers, "close", None)
-            if callable(stop):
-                stop()
+            workers.stop()
         sock.close()
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m audit.service._serve serve|token ...``: these commands without the entry point."""
-    from audit.cli import main as cli_main
-
-    argv = list(sys.argv[1:] if argv is None else argv)
-    # the CLI's own parser when the service's commands are registered (installed entry point)
-    return cli_main(argv) if _registered() else _main_here(argv)
-
-
-def _registered() -> bool:
-    from importlib.metadata import entry_points
-
-    return any(ep.value.startswith("audit.service.") for ep in entry_points(group="trustaudit.commands"))
-
-
-def _main_here(argv: list[str]) -> int:
-    from audit.cli import _Parser
-    from audit.exceptions import TrustAuditError
-
-    parser = _Parser(prog="trustaudit")
-    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
-    _add_serve(sub)
-    _add_token(sub)
-    try:
-        args = parser.parse_args(argv)
-        if not getattr(args, "func", None):
-            parser.print_help(sys.stderr)
-            return 2
-        return int(args.func(args))
-    except TrustAuditError as exc:
-        print(f"trustaudit: error: {exc.message}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        return 130
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -264,8 +264,8 @@ def create_app(
         }}}}},
     )
     async def submit_audit(request: Request, token: Token) -> JSONResponse:
-        job_id = uuid.uuid4().hex
-        folder = jobs / job_id
+        folder_name = uuid.uuid4().hex  # the job folder; the job names it in its inputs ("folder")
+        folder = jobs / folder_name
         folder.mkdir(mode=0o700)
         try:
             try:
@@ -288,22 +288,20 @@ def create_app(
                 found = await run_in_threadpool(
                     probe_inputs, folder, parts, job_spec, allow_unsafe_pickle=allow_unsafe_pickle,
                     timeout=intake_timeout, memory_bytes=memory)
-            inputs: dict[str, Any] = {}
+            inputs: dict[str, Any] = {"folder": folder_name}
             for role in FILE_ROLES:
                 if role in parts:
                     entry = parts[role].input_entry()
                     if role == "model":
-                        entry.update(format=found["model"]["format"], trusted_types=list(job_spec.trusted_types),
-                                     allow_unsafe_pickle=bool(allow_unsafe_pickle and found["model"]["format"] == "pickle"))
+                        pickle = found["model"]["format"] == "pickle"
+                        entry.update(format=job_spec.model_format, trusted_types=list(job_spec.trusted_types),
+                                     allow_unsafe_pickle=bool(allow_unsafe_pickle and pickle))
                     else:
                         entry.update(na_values=list(job_spec.na_values), **found["tables"].get(role, {}))
                     inputs[role] = entry
-            submitted = await run_in_threadpool(
+            job_id = await run_in_threadpool(
                 _submit, store, "audit", job_spec.spec, inputs, project=token.project, submitted_by=token.token_id,
-                max_queued=max_queued, job_id=job_id)
-            if submitted != job_id:  # a store that names jobs itself: the folder follows the id
-                folder.rename(jobs / submitted)
-                job_id = submitted
+                max_queued=max_queued)
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
@@ -324,7 +322,7 @@ def create_app(
         config = await run_in_threadpool(_federated_config, body)
         job_id = await run_in_threadpool(
             _submit, store, "federated", config, {}, project=token.project, submitted_by=token.token_id,
-            max_queued=max_queued, job_id=None)
+            max_queued=max_queued)
         log.info("job %s queued: federated simulation for project %s", job_id, token.project)
         return JSONResponse(status_code=202, content={"job_id": job_id, "state": "queued", "links": _links(job_id)},
                             headers={"Location": f"{API_PREFIX}/jobs/{job_id}"})
@@ -355,7 +353,9 @@ def create_app(
         except NotFoundError:
             raise ApiError(404, f"no job {job_id!r}") from None
         if job.state == "cancelled" and before.state == "queued":
-            shutil.rmtree(jobs / job.job_id, ignore_errors=True)  # no worker will read its uploads
+            from audit.service._jobs import remove_job_folder
+
+            remove_job_folder(jobs, job.job_id, job.inputs)  # no worker will read its uploads
         return _job_view(job)
 
     # --- audits recorded ----------------------------------------------------------------------
@@ -429,22 +429,13 @@ def _job_view(job: Any) -> dict[str, Any]:
 
 
 def _submit(store: Any, kind: str, spec: dict[str, Any], inputs: dict[str, Any], *, project: str,
-            submitted_by: str, max_queued: int | None, job_id: str | None) -> str:
+            submitted_by: str, max_queued: int | None) -> str:
     from audit.store import QueueFullError
 
-    kwargs: dict[str, Any] = {"project": project, "submitted_by": submitted_by, "max_queued": max_queued}
-    if job_id is not None and _store_takes_job_id(store):
-        kwargs["job_id"] = job_id
     try:
-        return store.submit_job(kind, spec, inputs, **kwargs)
+        return store.submit_job(kind, spec, inputs, project=project, submitted_by=submitted_by, max_queued=max_queued)
     except QueueFullError as exc:
         raise ApiError(429, exc.message, {"Retry-After": "5"}) from None
-
-
-def _store_takes_job_id(store: Any) -> bool:
-    import inspect
-
-    return "job_id" in inspect.signature(store.submit_job).parameters
 
 
 def _job(store: Any, job_id: str, project: str) -> Any:
