@@ -20,6 +20,12 @@ holds the rules that make a refit cheaper while keeping the family:
   a small refit. Cutting such a column once, at the unweighted quantiles the estimator itself uses
   without weights, leaves at most ``max_bins`` values, which the estimator keeps as they are: the
   same trees as unweighted binning, at a fraction of the cost.
+* **Columns no split can use, left out** (:func:`drop_unsplittable`). ``HistGradientBoosting``
+  splits a node only when both children keep ``min_samples_leaf`` rows. A column (without missing
+  values) whose most frequent value fills all but fewer than ``min_samples_leaf`` of the rows can
+  never be split on, at any node: one side of every split holds only rows off that value. Such
+  columns (rare one-hot categories, mostly) are left out of the refit and of its predictions; the
+  trees are the same, and the estimator no longer bins and scans them at every node.
 
 Which rule ran, with the figures, goes into the checks' provenance (:func:`describe`).
 """
@@ -31,7 +37,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Boosting", "bin_wide_columns", "describe", "shorter_boosting", "split_pipeline"]
+__all__ = ["Boosting", "bin_wide_columns", "describe", "drop_unsplittable", "shorter_boosting",
+           "split_pipeline"]
 
 #: the parameter holding the number of boosting iterations, per estimator class name
 _ITERATION_PARAM = {"HistGradientBoostingClassifier": "max_iter", "GradientBoostingClassifier": "n_estimators"}
@@ -132,6 +139,41 @@ def bin_wide_columns(estimator: Any, Z_fit: Any, *others: Any) -> tuple[list[Any
     if not cut:
         return mats, []
     return out, cut
+
+
+def drop_unsplittable(estimator: Any, Z_fit: Any, *others: Any) -> tuple[list[Any], int]:
+    """Leave out the columns of ``Z_fit`` that ``estimator`` (a ``HistGradientBoostingClassifier``)
+    can never split on: no missing value, and fewer than ``min_samples_leaf`` rows off the most
+    frequent value. The same columns go from ``others``.
+
+    Returns the matrices ([Z_fit, *others], column subsets where some were left out) and how many
+    columns were left out. Only where leaving columns out cannot change the trees: dense float
+    matrices, and no per-feature setting (categorical features, interaction or monotonic
+    constraints) nor feature subsampling; anything else comes back unchanged.
+    """
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    mats = [Z_fit, *others]
+    if not isinstance(estimator, HistGradientBoostingClassifier):
+        return mats, 0
+    if not all(isinstance(m, np.ndarray) and m.ndim == 2 and m.dtype.kind == "f" for m in mats):
+        return mats, 0
+    p = estimator.get_params()
+    cat = p["categorical_features"]
+    if (cat is not None and not (isinstance(cat, str) and cat == "from_dtype")) or p["interaction_cst"] is not None \
+            or p["monotonic_cst"] is not None or float(p.get("max_features", 1.0)) != 1.0:
+        return mats, 0
+    n, min_leaf = Z_fit.shape[0], int(p["min_samples_leaf"])
+    keep = np.ones(Z_fit.shape[1], dtype=bool)
+    for j in range(Z_fit.shape[1]):
+        col = Z_fit[:, j]
+        if np.isnan(col).any():
+            continue
+        _, counts = np.unique(col, return_counts=True)
+        keep[j] = n - counts.max() >= min_leaf
+    if keep.all() or not keep.any():
+        return mats, 0
+    return [m[:, keep] for m in mats], int((~keep).sum())
 
 
 def describe(boosting: Boosting | None) -> str:

@@ -617,13 +617,14 @@ def _exponentiated_gradient(ctx: AuditContext, feature: str) -> tuple[np.ndarray
     :mod:`audit._refit`: a Pipeline's steps before the last are fitted once on the sample (with its
     true labels; the reduction reweights and relabels the last step's fits only), gradient boosting
     runs ``EG_ORACLE_MAX_ITER`` iterations at the rate that keeps iterations × rate, a
-    HistGradientBoosting model's wide numeric columns are cut once into its own unweighted bins, and
-    each distinct weighted problem is fitted once.
+    HistGradientBoosting model's wide numeric columns are cut once into its own unweighted bins and
+    the columns none of its splits can use are left out, and each distinct weighted problem is
+    fitted once.
     """
     from fairlearn.reductions import DemographicParity, ExponentiatedGradient
     from threadpoolctl import threadpool_limits
 
-    from audit._refit import bin_wide_columns, describe, shorter_boosting, split_pipeline
+    from audit._refit import bin_wide_columns, describe, drop_unsplittable, shorter_boosting, split_pipeline
 
     pol = ctx.policy.fairness
     train, test = ctx.train, ctx.test
@@ -648,6 +649,7 @@ def _exponentiated_gradient(ctx: AuditContext, feature: str) -> tuple[np.ndarray
         else:
             Ztr, Zte = Xtr, test.X
         (Ztr, Zte), cut = bin_wide_columns(last, Ztr, Zte)
+        (Ztr, Zte), dropped = drop_unsplittable(last, Ztr, Zte)  # the reweighting keeps row counts
         store = _OracleFits()
         eg = ExponentiatedGradient(_Oracle(last, store), constraints=DemographicParity(),
                                    max_iter=pol.mitigation_max_iter, eps=0.01, nu=1e-6)
@@ -657,6 +659,9 @@ def _exponentiated_gradient(ctx: AuditContext, feature: str) -> tuple[np.ndarray
     if cut:
         params["eg_binned_columns"] = (f"{len(cut)} numeric column(s) with more distinct values than the "
                                        "estimator's bins cut once at its unweighted quantiles")
+    if dropped:
+        params["eg_unsplittable_columns"] = (f"{dropped} column(s) no split can use (fewer than min_samples_leaf "
+                                             "rows off their most frequent value) left out")
     params["eg_oracle_fits"] = f"{len(store.fits)} distinct weighted problems of {store.calls} oracle calls"
     return pred, n, params
 

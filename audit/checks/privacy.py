@@ -311,7 +311,7 @@ def _reference_phi(
     kind = "clone" if est is not None else "proxy"
     encoder = getattr(ctx.model, "encoder", None)
     note = ""
-    clones: CloneReferences | None = None
+    clones: list[CloneReferences] = []
     phi_m = np.full((len(mem_idx), per_fold), np.nan)
     phi_nm = np.full((len(nm_idx), per_fold), np.nan)
     for f in (0, 1):
@@ -332,7 +332,7 @@ def _reference_phi(
                     if fold_clones is None:  # the fold's preprocessing, fitted once on all its rows
                         fold_clones = CloneReferences(est, hold.X.iloc[fold_rows], hold.y[fold_rows], X_pred, seed,
                                                       max_iter=reference.REFERENCE_MAX_ITER)
-                        clones = fold_clones
+                        clones.append(fold_clones)
                     p = fold_clones.fit_predict(np.searchsorted(fold_rows, sub), seed)
                 except Exception as exc:  # noqa: BLE001 - any estimator may refuse a refit
                     kind = "proxy"
@@ -355,9 +355,14 @@ def _reference_phi(
     )
     if note:
         info["reference_note"] = note
-    if kind == "clone" and clones is not None:
-        info["reference_boosting"] = describe(clones.boosting)
-        if clones.shared_preprocessing:
+    if kind == "clone" and clones:
+        info["reference_boosting"] = describe(clones[0].boosting)
+        left_out = [k for c in clones for k in c.left_out]
+        if any(left_out):
+            info["reference_unsplittable_columns"] = (
+                "columns no split can use (fewer than min_samples_leaf rows off their most frequent value) "
+                f"left out of each refit: {', '.join(map(str, left_out))}")
+        if clones[0].shared_preprocessing:
             info["reference_preprocessing"] = (
                 "the Pipeline's steps before the last fitted once per holdout fold, on all of the fold's "
                 "rows (never scored by that fold's models); each reference model refits the last step")

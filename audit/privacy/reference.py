@@ -9,7 +9,8 @@ Two kinds, chosen by what the audited model offers:
   boosting runs at most ``REFERENCE_MAX_ITER`` iterations, the learning rate raised to keep
   iterations × rate; a Pipeline's preprocessing is fitted once per holdout fold (on all of the
   fold's rows, none of which a reference model of that fold ever scores) and shared by the
-  fold's models, which refit its last step only.
+  fold's models, which refit its last step only; columns none of a HistGradientBoosting model's
+  splits could use are left out of its refit (the same trees).
 - ``proxy``: when the model is not a scikit-learn estimator (TorchScript, ONNX), a small torch MLP
   (two hidden layers of 64, Adam) on the model's own input encoding (or one fitted on the holdout
   rows) — it stands in for the unknown training recipe, so its calibration is approximate.
@@ -107,6 +108,8 @@ class CloneReferences:
 
         est, self.boosting = shorter_boosting(estimator, max_iter)
         pre, self._last = split_pipeline(est)
+        #: per model fitted: columns left out as no split can use them (audit._refit.drop_unsplittable)
+        self.left_out: list[int] = []
         self.shared_preprocessing = pre is not None
         self._y = np.asarray(y_fold, dtype=int)
         if pre is None:
@@ -122,10 +125,14 @@ class CloneReferences:
         from sklearn.base import clone
         from threadpoolctl import threadpool_limits
 
+        from audit._refit import drop_unsplittable
+
         est = _reseeded(clone(self._last), seed)
+        (Z, Z_pred), dropped = drop_unsplittable(est, _rows(self._Z, pos), self._Z_pred)
+        self.left_out.append(dropped)
         with threadpool_limits(limits=1):
-            est.fit(_rows(self._Z, pos), self._y[pos])
-            return _positive_proba(est, self._Z_pred)
+            est.fit(Z, self._y[pos])
+            return _positive_proba(est, Z_pred)
 
 
 def fit_proxy_predict(Z_fit: np.ndarray, y_fit: np.ndarray, Z_pred: np.ndarray, seed: int) -> np.ndarray:

@@ -9,8 +9,9 @@ from sklearn.ensemble import GradientBoostingClassifier, HistGradientBoostingCla
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder
+from threadpoolctl import threadpool_limits
 
-from audit._refit import bin_wide_columns, describe, shorter_boosting, split_pipeline
+from audit._refit import bin_wide_columns, describe, drop_unsplittable, shorter_boosting, split_pipeline
 
 
 def _pipe(final):
@@ -65,8 +66,9 @@ def test_binning_wide_columns_once_gives_the_estimators_own_unweighted_trees():
     assert cut == [0, 2]  # the 5-valued column is left as it is
     assert np.array_equal(np.isnan(Zb[:, 0]), np.isnan(X[:, 0]))  # missing stays missing
     assert len(np.unique(Zb[~np.isnan(Zb[:, 0]), 0])) <= 255
-    raw = HistGradientBoostingClassifier(max_iter=30, random_state=0).fit(X, y).predict_proba(Xt)
-    binned = HistGradientBoostingClassifier(max_iter=30, random_state=0).fit(Zb, y).predict_proba(Ztb)
+    with threadpool_limits(1):  # OpenMP on a busy machine is many times slower than one thread
+        raw = HistGradientBoostingClassifier(max_iter=30, random_state=0).fit(X, y).predict_proba(Xt)
+        binned = HistGradientBoostingClassifier(max_iter=30, random_state=0).fit(Zb, y).predict_proba(Ztb)
     assert np.array_equal(raw, binned)
 
 
@@ -78,3 +80,30 @@ def test_binning_applies_only_where_it_is_exact():
         assert cut == [] and mats[0] is X
     mats, cut = bin_wide_columns(HistGradientBoostingClassifier(), X[:, 1:2])  # nothing wide
     assert cut == [] and mats[0] is not None
+
+
+def test_columns_no_split_can_use_are_left_out_with_the_same_trees():
+    """Ground truth: with and without the left-out columns (rare one-hot categories: fewer than
+    min_samples_leaf = 20 rows off the most frequent value) the fitted model predicts the same,
+    sample weights or not; a column with missing values is kept whatever its counts."""
+    rng = np.random.default_rng(2)
+    n = 1500
+    rare = np.zeros((n, 3))
+    rare[rng.choice(n, 19, replace=False), 0] = 1.0  # 19 rows off the mode: never splittable
+    rare[rng.choice(n, 20, replace=False), 1] = 1.0  # 20: splittable
+    rare[:5, 2] = np.nan  # missing values: kept
+    X = np.column_stack([rng.normal(size=(n, 2)), rare])
+    y = (X[:, 0] + 0.5 * X[:, 1] + 2 * rare[:, 0] + rng.normal(size=n) > 0).astype(int)
+    w = np.where(y == 1, 2.0, 0.7)
+    est = HistGradientBoostingClassifier(max_iter=25, random_state=0)
+    (Zf, Zp), dropped = drop_unsplittable(est, X, X[:300])
+    assert dropped == 1 and Zf.shape[1] == 4 and np.array_equal(Zf[:, 2], X[:, 3])
+    for weights in (None, w):
+        with threadpool_limits(1):
+            full = HistGradientBoostingClassifier(max_iter=25, random_state=0).fit(X, y, sample_weight=weights)
+            kept = HistGradientBoostingClassifier(max_iter=25, random_state=0).fit(Zf, y, sample_weight=weights)
+            assert np.array_equal(full.predict_proba(X[:300]), kept.predict_proba(Zp))
+    for other in (LogisticRegression(), HistGradientBoostingClassifier(max_features=0.5),
+                  HistGradientBoostingClassifier(monotonic_cst=[1, 0, 0, 0, 0])):
+        mats, none = drop_unsplittable(other, X)
+        assert none == 0 and mats[0] is X
