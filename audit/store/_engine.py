@@ -242,11 +242,11 @@ def engine_for(target: StoreTarget, busy_timeout: float) -> Engine:
         return engine
     key = (target.url.render_as_string(hide_password=False), float(busy_timeout))
     with _ENGINES_LOCK:
-        engine = _PG_ENGINES.get(key)
-        if engine is None:
-            engine = _PG_ENGINES[key] = _pg_engine(target.url, busy_timeout)
-            _ALL_ENGINES.add(engine)
-        return engine
+        cached = _PG_ENGINES.get(key)
+        if cached is None:
+            cached = _PG_ENGINES[key] = _pg_engine(target.url, busy_timeout)
+            _ALL_ENGINES.add(cached)
+        return cached
 
 
 def dispose_engines() -> None:

@@ -131,7 +131,14 @@ class Store:
             self.close()
             raise
         self._pg = target.backend == "postgresql"
-        self._rowid = literal_column("seq" if self._pg else "rowid")
+        self._rowid: Any = literal_column("seq" if self._pg else "rowid")  # insertion order
+
+    def connection_url(self) -> str:
+        """The URL to open this same store in another process (a worker), password included:
+        hand it over, never print it (``url`` is the printable one)."""
+        if self._pg:
+            return self._target.url.render_as_string(hide_password=False)
+        return str(self._target.path)
 
     def __repr__(self) -> str:
         return f"Store({self._target.display!r})"
@@ -352,6 +359,10 @@ class Store:
                 .order_by(j.created_at, j.job_id).limit(1))
         if self._pg:
             pick = pick.with_for_update(skip_locked=True)
+        else:  # an idle worker polling an empty queue does not take the file's write lock
+            with self._read() as conn:
+                if conn.execute(pick).first() is None:
+                    return None
         with self._write() as conn:
             job_id = conn.execute(pick).scalar_one_or_none()
             if job_id is None:
@@ -468,6 +479,10 @@ class Store:
             j.state == "running", j.heartbeat_at < self._ago(heartbeat_timeout))
         if self._pg:
             q = q.with_for_update(skip_locked=True)
+        else:  # nothing stale (the usual answer): no write lock taken
+            with self._read() as conn:
+                if conn.execute(q.limit(1)).first() is None:
+                    return []
         done: builtins.list[str] = []
         with self._write() as conn:
             for row in conn.execute(q).fetchall():

@@ -27,7 +27,7 @@ _connection = context.config.attributes.get("connection")
 if _connection is not None:
     _run(_connection)
 else:  # pragma: no cover - the alembic command line, for developers
-    _engine = create_engine(context.config.get_main_option("sqlalchemy.url"))
+    _engine = create_engine(context.config.get_main_option("sqlalchemy.url") or "")
     with _engine.begin() as _conn:
         _run(_conn)
     _engine.dispose()
