@@ -366,3 +366,31 @@ def test_a_forked_child_does_not_share_the_parents_connections(store_url):
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     assert store.heartbeat(jid, "w1") is True  # the parent's connections still work
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="forked worker")
+def test_worker_killed_mid_write_leaves_no_partial_report(store_url):
+    """A process claiming jobs and recording 400-finding reports, killed -9 at three moments: every
+    audit is whole and belongs to a succeeded job; every other job has no audit."""
+    import signal
+
+    store = open_store(store_url)
+    submit(store, 200)
+    for k, delay in enumerate((0.15, 0.3, 0.5)):
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child, killed below
+            mine = open_store(store_url)
+            i = 1000 * (k + 1)
+            while (job := mine.claim_job(f"w{k}")) is not None:
+                mine.finish_job(job.job_id, f"w{k}", make_report(i, n_results=400))
+                i += 1
+            os._exit(0)
+        time.sleep(delay)
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    assert store.integrity() == {"ok": True, "problems": []}
+    succeeded = store.list_jobs(state="succeeded", limit=1000)
+    assert succeeded and store.count() == len(succeeded)
+    for job in succeeded[:20]:
+        assert len(store.findings(job.audit_id)) == 400
+    assert all(j.audit_id is None for j in store.list_jobs(state=("queued", "running"), limit=1000))
