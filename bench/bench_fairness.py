@@ -4,7 +4,14 @@ Reports: the family's wall time against the bare fairlearn MetricFrame call on t
 vectorised bootstrap against fairlearn's own bootstrap (MetricFrame n_boot) on a smaller count, and
 the whole `trustaudit audit` command's wall time and peak memory (resource.getrusage of the child).
 
-    python bench/bench_fairness.py [--repeats 3]
+Then, on the anchor workload of ``bench_audit.py`` (the HistGradientBoosting Pipeline, train and
+holdout rows, default policy): the seconds (wall and CPU) of every fairness check against the bare
+TreeSHAP call on the audited rows in the same process, and what ``fairness.mitigation``'s shorter
+ExponentiatedGradient oracle (``EG_ORACLE_MAX_ITER`` boosting iterations, iterations × rate kept)
+changes: the what-if row's accuracy and parity difference against full-length refits, over several
+refit samples (audit seeds).
+
+    python bench/bench_fairness.py [--repeats 3] [--anchor-seeds 5] [--only-anchor]
 """
 
 from __future__ import annotations
@@ -31,10 +38,100 @@ def adult() -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+def anchor_context(folder: Path):
+    """The anchor workload's audit context (``bench_audit.build`` writes it into ``folder``)."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import bench_audit
+
+    from audit.io import load_model
+    from audit.runner import build_context
+    from audit.spec import load_spec_file
+
+    bench_audit.build(folder)
+    sf = load_spec_file(folder / "audit.toml")
+    loaded = load_model(sf.sources.model.path)
+    data = {"test": sf.sources.data.test, "train": sf.sources.data.train, "holdout": sf.sources.data.holdout}
+    ctx, _ = build_context(sf.spec, loaded, data, na_values=sf.sources.data.na_values)
+    return ctx, loaded.adapter.estimator
+
+
+def bench_anchor(repeats: int, seeds: int) -> None:
+    import dataclasses
+    import os
+    import warnings
+
+    import shap
+
+    import audit.checks.fairness as fairness
+    from audit.registry import iter_checks
+    from audit.runner import run_check
+
+    warnings.simplefilter("ignore")
+    med = statistics.median
+    with tempfile.TemporaryDirectory() as tmp:
+        ctx, pipe = anchor_context(Path(tmp))
+        Z = pipe[:-1].transform(ctx.test.X)
+        infos = iter_checks(["fairness"])
+        loads = [os.getloadavg()[0]]
+        bare: list[tuple[float, float]] = []
+        per: dict[str, list[tuple[float, float]]] = {i.check_id: [] for i in infos}
+        for _ in range(repeats):
+            t, c = time.perf_counter(), time.process_time()
+            shap.TreeExplainer(pipe[-1]).shap_values(Z)
+            bare.append((time.perf_counter() - t, time.process_time() - c))
+            lane = ctx.for_lane(1)
+            for info in infos:
+                t, c = time.perf_counter(), time.process_time()
+                run_check(info, lane)
+                per[info.check_id].append((time.perf_counter() - t, time.process_time() - c))
+        loads.append(os.getloadavg()[0])
+        b_wall, b_cpu = med(w for w, _ in bare), med(c for _, c in bare)
+        print(f"\n## Anchor workload (bench_audit.py), {repeats} repeats, load average {loads[0]:.1f} -> "
+              f"{loads[1]:.1f}, {os.cpu_count()} cores")
+        print(f"bare TreeSHAP on the {ctx.test.n:,} audited rows: {b_wall:.2f} s wall, {b_cpu:.2f} s CPU")
+        tot_w = tot_c = 0.0
+        for cid, runs in per.items():
+            w, c = med(x for x, _ in runs), med(x for _, x in runs)
+            tot_w, tot_c = tot_w + w, tot_c + c
+            print(f"  {cid:30s} {w:6.2f} s wall {c:6.2f} s CPU")
+        print(f"  fairness family: {tot_w:.2f} s wall, {tot_c:.2f} s CPU = {tot_c / b_cpu:.2f} x the bare TreeSHAP "
+              f"CPU (budget 0.25 x: 1.5 s of a 6 s TreeSHAP)")
+
+        print(f"\n## ExponentiatedGradient what-if: oracle of {fairness.EG_ORACLE_MAX_ITER} boosting iterations "
+              f"(iterations x rate kept) vs full-length refits, {seeds} refit samples")
+        print("| audit seed | full: accuracy | parity diff | CPU s | shorter: accuracy | parity diff | CPU s |")
+        print("|---|---|---|---|---|---|---|")
+        mit = next(i for i in infos if i.check_id == "fairness.mitigation")
+        short_cap = fairness.EG_ORACLE_MAX_ITER
+        acc: dict[str, list[float]] = {"full": [], "short": []}
+        for seed in range(seeds):
+            cells = []
+            for label, cap in (("full", 10**6), ("short", short_cap)):
+                fairness.EG_ORACLE_MAX_ITER = cap
+                lane = dataclasses.replace(ctx, seed=seed).for_lane(1)
+                c = time.process_time()
+                r = run_check(mit, lane)
+                cpu = time.process_time() - c
+                m = r.metrics
+                acc[label].append(m["exponentiated_gradient.accuracy"])
+                cells.append(f"{m['exponentiated_gradient.accuracy']:.4f} | "
+                             f"{m['exponentiated_gradient.demographic_parity_difference']:.4f} | {cpu:.2f}")
+            fairness.EG_ORACLE_MAX_ITER = short_cap
+            print(f"| {seed} | " + " | ".join(cells) + " |", flush=True)
+        sd = statistics.stdev(acc["full"]) if seeds > 1 else float("nan")
+        print(f"mean accuracy: full {statistics.mean(acc['full']):.4f} (sd over samples {sd:.4f}), "
+              f"shorter {statistics.mean(acc['short']):.4f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--anchor-seeds", type=int, default=5, help="refit samples for the oracle comparison")
+    ap.add_argument("--only-anchor", action="store_true", help="only the anchor-workload sections")
     args = ap.parse_args()
+    if args.only_anchor:
+        bench_anchor(args.repeats, args.anchor_seeds)
+        return
     from fairlearn.metrics import MetricFrame, selection_rate
     from sklearn.tree import DecisionTreeClassifier
 
@@ -102,6 +199,7 @@ def main() -> None:
         peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         print(f"end-to-end `trustaudit audit` (fairness, 5 reports) on Adult: {med(walls):.1f} s wall (median), "
               f"peak RSS {peak_mb:.0f} MB")
+    bench_anchor(args.repeats, args.anchor_seeds)
 
 
 if __name__ == "__main__":

@@ -11,10 +11,18 @@
    MLP and a DP one (ε = 3): wall time of the check, AUC and TPR at low FPR per attack, and the
    empirical ε lower bound.
 
+3. The anchor workload of ``bench_audit.py`` (HistGradientBoosting Pipeline, train and holdout
+   rows, default policy): the seconds (wall and CPU) of ``privacy.membership_inference`` against
+   the bare TreeSHAP call on the audited rows in the same process, and what the shorter clone
+   reference models (``REFERENCE_MAX_ITER`` boosting iterations, iterations × rate kept;
+   preprocessing fitted once per holdout fold) change in the calibrated attack against full-length
+   reference refits, over several audit seeds.
+
 The DP noise and Poisson batches come from OS-entropy generators (never the seed), so the DP
 figures vary slightly from run to run; the non-private ones are reproducible.
 
-Run: ``python bench/bench_privacy.py [--quick]``. Needs the shared Adult files next to the repo.
+Run: ``python bench/bench_privacy.py [--quick] [--only-references]``. Needs the shared Adult files
+next to the repo.
 """
 
 from __future__ import annotations
@@ -183,11 +191,75 @@ def art_row(label: str, adapter: object, train: pd.DataFrame, hold: pd.DataFrame
           f"{at[0.001]:.4f} | {at[0.01]:.4f} | |", flush=True)
 
 
+def bench_references(repeats: int, seeds: int) -> None:
+    import dataclasses
+    import tempfile
+    import warnings
+
+    import shap
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    import bench_audit
+
+    from audit.io import load_model
+    from audit.privacy import reference
+    from audit.registry import get_check
+    from audit.runner import build_context, run_check
+    from audit.spec import load_spec_file
+
+    warnings.simplefilter("ignore")
+    med = statistics.median
+    info = get_check("privacy.membership_inference")
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        bench_audit.build(folder)
+        sf = load_spec_file(folder / "audit.toml")
+        loaded = load_model(sf.sources.model.path)
+        data = {"test": sf.sources.data.test, "train": sf.sources.data.train, "holdout": sf.sources.data.holdout}
+        ctx, _ = build_context(sf.spec, loaded, data, na_values=sf.sources.data.na_values)
+        pipe = loaded.adapter.estimator
+        Z = pipe[:-1].transform(ctx.test.X)
+        load0 = os.getloadavg()[0]
+        bare, runs = [], []
+        for _ in range(repeats):
+            t, c = time.perf_counter(), time.process_time()
+            shap.TreeExplainer(pipe[-1]).shap_values(Z)
+            bare.append((time.perf_counter() - t, time.process_time() - c))
+            t, c = time.perf_counter(), time.process_time()
+            run_check(info, ctx.for_lane(1))
+            runs.append((time.perf_counter() - t, time.process_time() - c))
+        b_cpu = med(c for _, c in bare)
+        w, c = med(x for x, _ in runs), med(x for _, x in runs)
+        print(f"\n## Anchor workload (bench_audit.py): privacy.membership_inference, {repeats} repeats, load "
+              f"average {load0:.1f} -> {os.getloadavg()[0]:.1f}")
+        print(f"bare TreeSHAP on the {ctx.test.n:,} audited rows: {med(x for x, _ in bare):.2f} s wall, {b_cpu:.2f} s CPU")
+        print(f"membership inference: {w:.2f} s wall, {c:.2f} s CPU = {c / b_cpu:.2f} x the bare TreeSHAP CPU "
+              f"(budget 0.25 x: 1.5 s of a 6 s TreeSHAP)")
+        short = reference.REFERENCE_MAX_ITER
+        print(f"\n## Calibrated attack: references of {short} boosting iterations vs full-length refits")
+        print("| audit seed | references | calibrated AUC [95% CI] | TPR@0.1%FPR | TPR@1%FPR | CPU s | verdict |")
+        print("|---|---|---|---|---|---|---|")
+        for seed in range(seeds):
+            for label, cap in (("full length", 10**6), (f"{short} iterations", short)):
+                reference.REFERENCE_MAX_ITER = cap
+                c0 = time.process_time()
+                r = run_check(info, dataclasses.replace(ctx, seed=seed).for_lane(1))
+                cpu = time.process_time() - c0
+                m = r.metrics
+                print(f"| {seed} | {label} | {m['calibrated.auc']:.4f} [{m['calibrated.auc_lo']:.4f}, "
+                      f"{m['calibrated.auc_hi']:.4f}] | {m['calibrated.tpr_at_0.1pct_fpr']:.4f} | "
+                      f"{m['calibrated.tpr_at_1pct_fpr']:.4f} | {cpu:.2f} | {r.verdict.value} |", flush=True)
+            reference.REFERENCE_MAX_ITER = short
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="fewer repeats")
     ap.add_argument("--skip-epochs", action="store_true")
     ap.add_argument("--skip-membership", action="store_true")
+    ap.add_argument("--skip-references", action="store_true", help="skip the anchor-workload section")
+    ap.add_argument("--only-references", action="store_true", help="only the anchor-workload section")
+    ap.add_argument("--reference-seeds", type=int, default=5, help="audit seeds for the reference comparison")
     ap.add_argument("--batch", type=int, action="append", help="only these batch sizes (repeatable)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads with --batch")
     ap.add_argument("--stock-loader", action="store_true", help="TensorDataset loader with --batch")
@@ -195,6 +267,9 @@ def main() -> None:
     args = ap.parse_args()
     if not (DATA / "adult_train.csv").is_file():
         sys.exit(f"Adult files not found in {DATA}")
+    if args.only_references:
+        bench_references(1 if args.quick else 3, args.reference_seeds)
+        return
     train, hold = load_adult()
     target = "income"
     feats = [c for c in train.columns if c != target]
@@ -213,6 +288,8 @@ def main() -> None:
         bench_epochs(Z, y, args.quick, settings, modes)
     if not args.skip_membership:
         bench_membership(train, hold, args.quick)
+    if not args.skip_references:
+        bench_references(1 if args.quick else 3, args.reference_seeds)
 
 
 if __name__ == "__main__":
