@@ -73,8 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_store_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--store",
-        metavar="PATH",
-        help="history SQLite file (default: $TRUSTAUDIT_STORE or ~/.local/share/trustaudit/history.sqlite)",
+        metavar="PATH_OR_URL",
+        help="history store: a SQLite file, sqlite:///PATH or postgresql+psycopg://USER@HOST/DB "
+        "(default: $TRUSTAUDIT_STORE or ~/.local/share/trustaudit/history.sqlite)",
     )
 
 
