@@ -86,9 +86,9 @@ class TabularCodec:
             if c in cat_set:
                 # each frame's distinct labels, then their union: the labels (and their order of
                 # first appearance) of all frames' rows together, without converting every row
-                values = pd.concat([pd.Series(f[c].dropna().unique(), dtype=object) for f in frames],
+                values = pd.concat([pd.Series(f[c].unique(), dtype=object) for f in frames],
                                    ignore_index=True)
-                uniq = pd.unique(values)
+                uniq = pd.unique(values.dropna())
                 try:
                     uniq = np.array(sorted(uniq, key=str), dtype=object)
                 except TypeError:  # pragma: no cover - mixed unorderable labels
@@ -115,10 +115,13 @@ class TabularCodec:
         for j, c in enumerate(self.columns):
             col = X[c]
             if self.categorical[j]:
-                # a label's position among the categories; missing and unknown labels: the missing code
+                # each distinct label's position among the categories (missing and unknown labels:
+                # the missing code), then every row's
+                codes, labels = pd.factorize(col, use_na_sentinel=True)
                 pos = pd.Index(self.categories[j], dtype=object).get_indexer(
-                    pd.Series(col, dtype=object).to_numpy())
-                out[:, j] = np.where(pos < 0, self.missing_code(j), pos)
+                    pd.Series(labels, dtype=object).to_numpy())
+                pos = np.where(pos < 0, self.missing_code(j), pos)
+                out[:, j] = np.where(codes < 0, self.missing_code(j), pos[np.maximum(codes, 0)] if len(pos) else 0)
             else:
                 out[:, j] = pd.to_numeric(col, errors="coerce").to_numpy(dtype=np.float64)
         return out
@@ -393,9 +396,16 @@ def _probe_changes(
     return _Probe(_dense(out), m, perm, hasattr(out, "toarray"))
 
 
+@dataclass(frozen=True)
+class _Mapping:
+    owner: np.ndarray
+    separable: bool  # rows may be assembled in the transformed space (dense output, separable)
+    probe_rows: np.ndarray  # the transform of the probe rows
+
+
 def _pipeline_owner(
     pre: Any, columns: Sequence[str], probe: pd.DataFrame, rng: np.random.Generator
-) -> tuple[np.ndarray, bool]:
+) -> _Mapping:
     """Map the preprocessor's outputs to input columns: structure first, always probe-verified.
     Also says whether rows may be assembled in the transformed space (``_Probe.separable``, and a
     dense output, which the final estimator then receives exactly as in the pipeline)."""
@@ -427,7 +437,7 @@ def _pipeline_owner(
                 f"shuffling {columns[j]!r} moves transformed columns attributed to other inputs"
             )
     owner = owner.astype(np.int64)
-    return owner, not probed.sparse and probed.separable(owner)
+    return _Mapping(owner, not probed.sparse and probed.separable(owner), probed.Z[: probed.m])
 
 
 def model_view(
@@ -482,10 +492,10 @@ def model_view(
             return X.loc[:, cols].to_numpy(dtype=np.float64)
 
         view = ModelView(kind, "", final, ident, np.arange(len(cols)), raw, space, name)
-        view.proba = _checked_proba(adapter, final, ident, pos, probe)
+        view.proba = _checked_proba(adapter, final, lambda: ident(probe), pos, probe)
         return view
     try:
-        owner, separable = _pipeline_owner(pre, columns, probe, rng)
+        mapping = _pipeline_owner(pre, columns, probe, rng)
     except _Unmappable as exc:
         return ModelView(
             "blackbox",
@@ -497,18 +507,19 @@ def model_view(
     def transform(X: pd.DataFrame) -> np.ndarray:
         return _dense(pre.transform(X))
 
-    view = ModelView(kind, "", final, transform, owner, raw, space, name)
-    if separable:
-        view.proba = _checked_proba(adapter, final, transform, pos, probe)
+    view = ModelView(kind, "", final, transform, mapping.owner, raw, space, name)
+    if mapping.separable:
+        view.proba = _checked_proba(adapter, final, lambda: mapping.probe_rows, pos, probe)
     return view
 
 
 def _checked_proba(
-    adapter: Any, final: Any, transform: Callable[[pd.DataFrame], np.ndarray], pos: int, probe: pd.DataFrame
+    adapter: Any, final: Any, probe_Z: Callable[[], np.ndarray], pos: int, probe: pd.DataFrame
 ) -> Callable[[np.ndarray], np.ndarray] | None:
     """The final estimator's positive-class probability of transformed rows, if it is the
     model's own: the estimator has ``predict_proba`` and gives the adapter's probabilities of the
-    probe rows bit for bit (else None: such rows are scored through the adapter)."""
+    probe rows (transformed: ``probe_Z()``) bit for bit (else None: such rows are scored through the
+    adapter)."""
     if not hasattr(final, "predict_proba") or not getattr(adapter, "has_native_proba", False):
         return None
 
@@ -518,7 +529,7 @@ def _checked_proba(
     proba = _quiet(proba)
     try:
         want = np.asarray(adapter.predict_proba(probe), dtype=np.float64)[:, pos]
-        got = proba(transform(probe))
+        got = proba(probe_Z())
     except Exception:  # noqa: BLE001 - no shortcut; the adapter's own path is always there
         return None
     return proba if want.shape == got.shape and np.array_equal(want, got, equal_nan=True) else None

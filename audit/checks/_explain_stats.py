@@ -323,6 +323,7 @@ def proxy_scan(
     """
     folds = rng.integers(0, n_folds, size=len(X))
     rows: list[dict[str, Any]] = []
+    bins_of: dict[Any, np.ndarray] = {}  # label-free: the same bins for every sensitive attribute
     for s in sensitive.columns:
         labels = sensitive[s].astype(str).to_numpy()
         names, groups = np.unique(labels, return_inverse=True)
@@ -331,8 +332,10 @@ def proxy_scan(
         for f in X.columns:
             if f == s:
                 continue
-            bins = _bin_codes(X[f], np.ones(len(X), dtype=bool), n_bins)  # label-free bin edges
-            bins = np.asarray(bins, dtype=np.int64)
+            if f not in bins_of:
+                codes = _bin_codes(X[f], np.ones(len(X), dtype=bool), n_bins)  # label-free bin edges
+                bins_of[f] = np.asarray(codes, dtype=np.int64)
+            bins = bins_of[f]
             P = _crossfit_probs(bins, groups, len(names), folds)
             aucs, ses = [], []
             target_groups = [1] if len(names) == 2 else [g for g in range(len(names)) if keep[g]]
