@@ -615,13 +615,15 @@ def _exponentiated_gradient(ctx: AuditContext, feature: str) -> tuple[np.ndarray
 
     The what-if trains the model's family under the constraint, made affordable by the rules of
     :mod:`audit._refit`: a Pipeline's steps before the last are fitted once on the sample (with its
-    true labels; the reduction reweights and relabels the last step's fits only), gradient boosting
+    true labels; the reduction reweights and relabels the last step's fits only; a Pipeline whose
+    steps make sparse rows, which fairlearn refuses, is refit whole instead), gradient boosting
     runs ``EG_ORACLE_MAX_ITER`` iterations at the rate that keeps iterations × rate, a
     HistGradientBoosting model's wide numeric columns are cut once into its own unweighted bins and
     the columns none of its splits can use are left out, and each distinct weighted problem is
     fitted once.
     """
     from fairlearn.reductions import DemographicParity, ExponentiatedGradient
+    from scipy import sparse as scipy_sparse
     from threadpoolctl import threadpool_limits
 
     from audit._refit import bin_wide_columns, describe, drop_unsplittable, shorter_boosting, split_pipeline
@@ -642,16 +644,17 @@ def _exponentiated_gradient(ctx: AuditContext, feature: str) -> tuple[np.ndarray
     # the machine is busy
     with warnings.catch_warnings(), threadpool_limits(1):
         warnings.simplefilter("ignore")
+        Ztr, Zte, oracle = Xtr, test.X, est
         if pre is not None:
-            Ztr, Zte = pre.fit_transform(Xtr, ytr), pre.transform(test.X)
-            params["eg_preprocessing"] = ("the Pipeline's steps before the last fitted once on the sample "
-                                          "(true labels); the reduction reweights and relabels the last step")
-        else:
-            Ztr, Zte = Xtr, test.X
-        (Ztr, Zte), cut = bin_wide_columns(last, Ztr, Zte)
-        (Ztr, Zte), dropped = drop_unsplittable(last, Ztr, Zte)  # the reweighting keeps row counts
+            Zp = pre.fit_transform(Xtr, ytr)
+            if not scipy_sparse.issparse(Zp):  # fairlearn takes dense rows only: else the whole Pipeline
+                Ztr, Zte, oracle = Zp, pre.transform(test.X), last
+                params["eg_preprocessing"] = ("the Pipeline's steps before the last fitted once on the sample "
+                                              "(true labels); the reduction reweights and relabels the last step")
+        (Ztr, Zte), cut = bin_wide_columns(oracle, Ztr, Zte)
+        (Ztr, Zte), dropped = drop_unsplittable(oracle, Ztr, Zte)  # the reweighting keeps row counts
         store = _OracleFits()
-        eg = ExponentiatedGradient(_Oracle(last, store), constraints=DemographicParity(),
+        eg = ExponentiatedGradient(_Oracle(oracle, store), constraints=DemographicParity(),
                                    max_iter=pol.mitigation_max_iter, eps=0.01, nu=1e-6)
         eg.fit(Ztr, ytr, sensitive_features=str_)
         pred = np.asarray(eg.predict(Zte, random_state=ctx.seed_for("fairness.mitigation.egp"))).astype(int)

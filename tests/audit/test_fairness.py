@@ -333,3 +333,29 @@ def test_mitigation_refits_gradient_boosting_with_a_shorter_path(lending):
     assert eg["fitted_on"] == "train (sample of 1000)"
     # the constraint does its work: EG's parity difference is well below the submitted model's
     assert eg["demographic_parity_difference"] < 0.5 * mit.metrics["baseline_demographic_parity_difference"]
+
+
+def test_exponentiated_gradient_refits_a_sparse_pipeline_whole(lending):
+    """fairlearn takes dense rows only: a Pipeline whose preprocessing makes sparse rows is refit
+    whole at each oracle call (the preprocessing is not shared), and the what-if still runs."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    from audit.checks.fairness import _exponentiated_gradient
+
+    feats = ["age_group", "region", "sex", "education"]
+    model = Pipeline([
+        ("prep", ColumnTransformer([("cat", OneHotEncoder(handle_unknown="ignore"), ["age_group", "region", "sex"])],
+                                   remainder="passthrough", sparse_threshold=1.0)),
+        ("clf", LogisticRegression(max_iter=500)),
+    ]).fit(lending.train[feats], lending.train[lending.target])
+    assert model[:-1].transform(lending.test[feats].head()).format == "csr"
+    ctx = fairness_ctx(model, lending, mitigation_refit_rows=600, mitigation_max_iter=2)
+    pred, n, params = _exponentiated_gradient(ctx, "sex")
+    assert n == 600 and len(pred) == ctx.test.n and set(np.unique(pred)) <= {0, 1}
+    assert "eg_preprocessing" not in params
+    mit = by_id(run_checks(ctx, ["fairness.demographic_parity", "fairness.mitigation"]))["fairness.mitigation"]
+    assert "exponentiated_gradient" not in mit.provenance.params  # it ran: no "not run" note
+    assert "exponentiated_gradient.accuracy" in mit.metrics
