@@ -4,7 +4,7 @@ Two kinds, chosen by what the audited model offers:
 
 - ``clone``: a fresh ``sklearn.base.clone`` of the audited scikit-learn estimator (same
   hyper-parameters, every ``random_state`` re-seeded), refit on a subsample of the holdout rows —
-  shadow models of the very learning algorithm (Shokri et al. 2017). Two rules of
+  shadow models of the very learning algorithm (Shokri et al. 2017). The rules of
   :mod:`audit._refit` make them cheaper within the family (:class:`CloneReferences`): gradient
   boosting runs at most ``REFERENCE_MAX_ITER`` iterations, the learning rate raised to keep
   iterations × rate; a Pipeline's preprocessing is fitted once per holdout fold (on all of the
