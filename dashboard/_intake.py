@@ -1,9 +1,10 @@
 """Upload intake: size limits, content checks, generated file names, the spec the form builds.
 
-Nothing here computes a finding. It turns what a visitor uploaded into the inputs the audit's
-own safe loaders take (``audit.io.load_model_bytes`` recognises a model by its content and
-refuses pickle unless the server allows it; ``audit.io.load_table`` recognises CSV / Parquet by
-content) and turns the form's choices into a spec mapping for ``audit.runner.run_audit``.
+Nothing here computes a finding. It reads what a visitor uploaded with the audit's own safe
+loaders (``audit.io.load_model_bytes`` recognises a model by its content and refuses pickle
+unless the server allows it; ``audit.io.load_table`` recognises CSV / Parquet by content), so the
+form can offer the data's columns and refuse a bad file at once, and turns the form's choices
+into the spec mapping a submitted audit job carries (the worker runs ``audit.run_audit`` on it).
 
 Uploaded names are shown in messages only: the bytes are written under the server's data folder
 with a generated name (``<kind>-<uuid>.upload``), and any path an uploaded spec names (model,
@@ -13,12 +14,10 @@ file of its choosing.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import tomllib
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +25,9 @@ import pandas as pd
 
 from audit.exceptions import DataFileError, ModelLoadError, SpecError
 from audit.io import LoadedModel, load_model_bytes, load_table, write_bytes_atomic
-from audit.results import AuditReport
 
 __all__ = [
     "MAX_TEXT_UPLOAD_BYTES",
-    "UploadInfo",
     "build_spec_mapping",
     "check_upload_size",
     "display_name",
@@ -41,7 +38,6 @@ __all__ = [
     "read_table_upload",
     "sha256_hex",
     "store_upload",
-    "with_upload_provenance",
 ]
 
 #: Specs and graphs are small text files.
@@ -65,22 +61,6 @@ def _top_keys() -> tuple[str, ...]:
     from audit.registry import families
 
     return ("checks", "seed", "policy", "privacy", *(f.name for f in families() if f.section is not None))
-
-
-@dataclass(frozen=True)
-class UploadInfo:
-    """What the report records about an uploaded data file (never a path the visitor chose)."""
-
-    name: str
-    sha256: str
-    size_bytes: int
-    stored_as: str
-    rows: int
-    columns: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"path": self.name, "sha256": self.sha256, "size_bytes": self.size_bytes,
-                "stored_as": self.stored_as, "rows": self.rows, "columns": self.columns, "source": "upload"}
 
 
 def display_name(name: str | None) -> str:
@@ -247,18 +227,3 @@ def build_spec_mapping(
     if causal and "graph" in form.get("causal", {}) and "edges" in merged.get("causal", {}):
         merged["causal"].pop("edges")  # the form's graph replaces the spec's edge list
     return merged
-
-
-def with_upload_provenance(report: AuditReport, uploads: Mapping[str, UploadInfo]) -> AuditReport:
-    """The report with its in-memory data inputs described by their uploads (name, sha256, size).
-
-    The runner saw data frames; this records where they came from so history and reports can
-    name the files. Findings are untouched.
-    """
-    inputs = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in report.inputs.items()}
-    data = dict(inputs.get("data", {}))
-    for role, info in uploads.items():
-        if role in data:
-            data[role] = {**dict(data[role]), **info.to_dict()}
-    inputs["data"] = data
-    return dataclasses.replace(report, inputs=inputs)

@@ -7,17 +7,22 @@ never recomputed by a rerun.
 
 Uploads are kept per session in "slots" (name, sha256, bytes) so a visitor can go to the findings
 and come back without uploading again; a slot changes only when its file widget changes.
+
+Audits run as jobs in the store, not in the page: the job a page follows is kept in the session
+*and* in the URL (``?job=<id>``), so a widget change (a rerun), a reload or a new browser window
+on that URL (a new session) goes on following it (:func:`followed_job`).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import streamlit as st
 
-from audit.exceptions import TrustAuditError
+from audit.exceptions import StoreError, TrustAuditError
 from audit.io import LoadedModel
 from audit.results import AuditReport
 from dashboard._intake import (
@@ -32,6 +37,7 @@ from dashboard._settings import DashboardSettings
 __all__ = [
     "FINDINGS_TAB_KEY",
     "NOTICE_KEY",
+    "QUERY_JOB",
     "REPORT_KEY",
     "REPORT_ORIGIN_KEY",
     "VERDICT_STYLE",
@@ -40,11 +46,17 @@ __all__ = [
     "cached_table",
     "current_report",
     "error_line",
+    "follow_job",
+    "followed_job",
+    "forget_job",
+    "get_job",
     "get_settings",
     "get_store",
     "load_model_slot",
     "load_table_slot",
     "set_current_report",
+    "store_error",
+    "store_label",
     "upload_slot",
     "verdict_badge",
 ]
@@ -57,6 +69,10 @@ REPORT_ORIGIN_KEY = "trustaudit_report_origin"
 FINDINGS_TAB_KEY = "findings_tab"
 #: a message for the next page to show (a page that switches away cannot show it itself)
 NOTICE_KEY = "trustaudit_notice"
+#: the URL query parameter naming the job a page follows
+QUERY_JOB = "job"
+_JOB_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+STORE_CACHE_ENTRIES = 4
 
 #: verdict -> (Streamlit colour, icon)
 VERDICT_STYLE: dict[str, tuple[str, str]] = {
@@ -92,10 +108,73 @@ def get_settings() -> DashboardSettings:
         raise  # unreachable: st.stop() ends the run
 
 
-def get_store(settings: DashboardSettings) -> Any:
-    from audit.store import HistoryStore
+@st.cache_resource(max_entries=STORE_CACHE_ENTRIES, show_spinner=False)
+def _open_store(url: str) -> Any:
+    """One store (and its connection pool) per URL for the whole server; a store that cannot be
+    opened raises, and is not cached."""
+    from audit.store import open_store
 
-    return HistoryStore(settings.store_path)
+    return open_store(url)
+
+
+def get_store(settings: DashboardSettings) -> Any:
+    """The store the server was started with (history, jobs)."""
+    return _open_store(settings.store_url)
+
+
+def store_label(store: Any) -> str:
+    """How the page names the store: a SQLite file's name, a database URL without its password."""
+    path = getattr(store, "path", None)
+    return path.name if isinstance(path, Path) else str(store)
+
+
+# --- the job a page follows -----------------------------------------------------------------
+
+
+def _job_key(kind: str) -> str:
+    return f"trustaudit_job_{kind}"
+
+
+def followed_job(kind: str) -> str | None:
+    """The id of the ``kind`` job this page follows: the URL's ``?job=`` (a reload, a new window,
+    a shared link), else the session's. Whichever holds it, both do afterwards."""
+    key = _job_key(kind)
+    in_url = st.query_params.get(QUERY_JOB)
+    held = st.session_state.get(key)
+    if in_url and _JOB_ID_RE.match(in_url):
+        if in_url != held:
+            st.session_state[key] = in_url
+        return in_url
+    if in_url:  # not a job id: drop it rather than look it up
+        del st.query_params[QUERY_JOB]
+    if held:
+        st.query_params[QUERY_JOB] = held
+    return held
+
+
+def follow_job(kind: str, job_id: str) -> None:
+    st.session_state[_job_key(kind)] = job_id
+    st.query_params[QUERY_JOB] = job_id
+
+
+def forget_job(kind: str) -> None:
+    st.session_state.pop(_job_key(kind), None)
+    if QUERY_JOB in st.query_params:
+        del st.query_params[QUERY_JOB]
+
+
+def get_job(store: Any, job_id: str) -> Any:
+    """The job, or None when the store has no such job; other store errors propagate."""
+    from audit.store import NotFoundError
+
+    try:
+        return store.get_job(job_id)
+    except NotFoundError:
+        return None
+
+
+def store_error(exc: StoreError) -> None:
+    st.error(exc.message, icon=":material/block:")
 
 
 def current_report() -> AuditReport | None:

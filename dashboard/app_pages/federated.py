@@ -1,35 +1,47 @@
-"""Federated: configure and run a Flower simulation on this machine, watch per-round charts while it
-runs, then audit the final global model like any uploaded one."""
+"""Federated: configure a Flower simulation and submit it as a job; a worker runs it (and audits
+the final global model when asked) while this page charts the rounds it reports; the run's
+per-round charts and the audit come from the store once it finished.
+
+Like an audit, the simulation does not live in the page: widget changes, reloads and closed
+browsers leave it running, and ``?job=<id>`` in the URL brings its progress or results back.
+"""
 
 from __future__ import annotations
 
 import json
-import queue
-import threading
-import time
-import uuid
 from typing import Any
 
 import pandas as pd
 import streamlit as st
 
-from audit.exceptions import TrustAuditError
+from audit.exceptions import StoreError, TrustAuditError
 from audit.registry import family_names
-from dashboard._intake import check_upload_size, display_name, store_upload
-from dashboard._state import error_line, get_settings, get_store, set_current_report
+from dashboard._intake import check_upload_size, display_name
+from dashboard._jobs import POLL_SECONDS, show_job, submit_federated
+from dashboard._state import (
+    error_line,
+    follow_job,
+    followed_job,
+    forget_job,
+    get_job,
+    get_settings,
+    get_store,
+    set_current_report,
+)
 
 FINDINGS_PAGE = "app_pages/findings.py"
-RUN_KEY = "trustaudit_federated_run"
-OUT_KEY = "trustaudit_federated_out"
+RUN_KEY = "trustaudit_federated_run"  # (job id, the run as FederatedRun) of the last finished run shown
 AUDIT_KEY = "trustaudit_federated_audit"
-POLL_SECONDS = 0.25
+ROUNDS_KEY = "trustaudit_federated_rounds"  # job id -> {round: accuracy} seen while it ran
+#: settings naming files on the server: never part of a job (an uploaded file goes in the job folder)
+SERVER_PATHS = ("data", "output-dir")
 
 settings = get_settings()
 st.title("Federated simulation")
 st.caption(
-    "Simulate federated training with Flower on this machine: the clients' rows never leave them, the "
-    "server aggregates their model updates. Then audit the final global model like any other. Starting "
-    "the simulation engine takes a few seconds to minutes, depending on the machine."
+    "Simulate federated training with Flower: the clients' rows never leave them, the server aggregates "
+    "their model updates. Then audit the final global model like any other. The simulation runs as a job "
+    "on the server's workers; starting its engine takes a few seconds to minutes, depending on the machine."
 )
 
 try:
@@ -89,7 +101,11 @@ with st.form("federated_form"):
     submitted = st.form_submit_button("Run the simulation", type="primary", icon=":material/play_arrow:")
 
 
-def _config() -> Any:
+
+
+def _job_config() -> tuple[dict[str, Any], tuple[str, bytes] | None]:
+    """The run's settings as the job carries them (validated here: a bad one is one line before
+    anything is queued) and the uploaded data file, if any."""
     raw: dict[str, Any] = {
         "num-clients": int(num_clients), "num-rounds": int(num_rounds), "fraction-train": float(fraction),
         "seed": int(seed), "n-rows": int(n_rows), "partition": partition, "alpha": float(alpha),
@@ -98,133 +114,130 @@ def _config() -> Any:
         "noise-multiplier": float(noise), "clip-norm": float(clip), "secagg": bool(secagg),
         "dropout": float(dropout), "malicious": float(malicious), "attack": attack,
         "sensitive": sensitive, "target": target.strip(), "positive-label": positive.strip(),
+        "audit": bool(do_audit), "checks": ",".join(audit_checks),
     }
+    data = None
     if source.startswith("upload"):
         if data_file is None:
             raise TrustAuditError("choose a data file to upload, or use the lending generator")
-        data = data_file.getvalue()
-        check_upload_size("data file", data_file.name, len(data), settings.max_upload_mb)
-        path = store_upload(data, settings.uploads_dir, "federated")
-        raw["data"] = str(path)
-        st.session_state["trustaudit_federated_data_name"] = display_name(data_file.name)
-    return FederatedConfig.from_mapping(raw)
+        content = data_file.getvalue()
+        check_upload_size("data file", data_file.name, len(content), settings.max_upload_mb)
+        data = (display_name(data_file.name), content)
+    config = FederatedConfig.from_mapping(raw).to_run_config()
+    for key in SERVER_PATHS:
+        config.pop(key, None)
+    return config, data
 
 
-def _simulate(cfg: Any, events: queue.Queue) -> None:
-    """Worker thread: the simulation reports rounds into the queue, then its result or error."""
-    from federated import simulate
+def _run_from_result(result: dict[str, Any]) -> Any:
+    """The finished run (``FederatedRun.to_dict()`` as the worker recorded it) for the charts."""
+    from federated import FederatedRun
 
+    d = result["run"]
+    cfg = FederatedConfig.from_mapping({k: v for k, v in d["config"].items() if k not in SERVER_PATHS})
+    return FederatedRun(config=cfg, data=d.get("data") or {}, partitions=tuple(d.get("partitions") or ()),
+                        rounds=tuple(d.get("rounds") or ()), encoder=d.get("encoder") or {}, final_arrays=(),
+                        privacy=d.get("privacy") or {}, timings=d.get("timings") or {}, engine=d.get("engine") or {})
+
+
+def _seen_rounds(job: Any) -> dict[int, float | None]:
+    """Accuracy of each round this session saw the job report (the progress holds the last one)."""
+    seen = st.session_state.setdefault(ROUNDS_KEY, {}).setdefault(job.job_id, {})
+    rnd = (job.progress or {}).get("round") or {}
+    if rnd.get("round"):
+        seen[int(rnd["round"])] = rnd.get("accuracy")
+    return seen
+
+
+@st.fragment(run_every=POLL_SECONDS)
+def _live(job_id: str) -> None:
     try:
-        run = simulate(cfg, progress=events.put, ray_cpus=None)
-    except BaseException as exc:  # noqa: BLE001 - handed to the page, shown as one line
-        events.put(("error", exc))
-    else:
-        events.put(("done", run))
+        job = get_job(get_store(settings), job_id)
+    except StoreError as exc:
+        st.warning(f"The simulation's progress cannot be read right now: {exc.message}",
+                   icon=":material/sync_problem:")
+        return
+    if job is None or job.finished:
+        st.rerun()
+    if show_job(get_store(settings), job, key="fed"):
+        st.rerun()
+    seen = _seen_rounds(job)
+    if seen:
+        frame = pd.DataFrame({"round": list(seen), "accuracy": list(seen.values())}).sort_values("round")
+        st.line_chart(frame.set_index("round"), x_label="round")
 
 
-def _label_run_inputs(report: Any, run_id: str) -> Any:
-    """Name the audited model and rows after the run, not after server paths (visitors see these)."""
-    import dataclasses
-
-    roles = {"test": "test rows", "train": "training rows (all clients)", "holdout": "holdout rows"}
-    inputs = {k: (dict(v) if isinstance(v, dict) else v) for k, v in report.inputs.items()}
-    data = {role: {**dict(info), "path": f"federated run {run_id[:12]}: {roles.get(role, role)}"}
-            for role, info in dict(inputs.get("data", {})).items()}
-    inputs["data"] = data
-    model = {**dict(report.model), "path": f"federated run {run_id[:12]}: model.pt"}
-    return dataclasses.replace(report, model=model, inputs=inputs)
-
-
-def _round_chart(rows: list[dict[str, Any]]) -> Any:
-    frame = pd.DataFrame(rows).set_index("round")
-    return frame[[c for c in ("accuracy", "loss") if c in frame.columns]]
+def _follow(job_id: str) -> None:
+    try:
+        store = get_store(settings)
+        job = get_job(store, job_id)
+    except StoreError as exc:
+        st.error(exc.message, icon=":material/block:")
+        return
+    if job is None or job.kind != "federated":
+        forget_job("federated")
+        if job is None:
+            st.warning(f"No federated job {job_id[:12]} in the history store.", icon=":material/search_off:")
+        return
+    if not job.finished:
+        _live(job_id)
+        st.caption("The simulation runs on the server: you may change the form, reload the page or close it; "
+                   "the Jobs page lists it.")
+        return
+    if job.state != "succeeded":
+        with st.container(border=True):
+            show_job(store, job, key="fed_done")
+            if job.state == "failed":
+                st.error(f"The simulation failed: {job.error or 'no reason recorded'}", icon=":material/block:")
+            else:
+                st.info(f"The simulation was cancelled{': ' + job.error if job.error else '.'}",
+                        icon=":material/cancel:")
+            if st.button("Dismiss", key="fed_dismiss", type="tertiary"):
+                forget_job("federated")
+                st.rerun()
+        return
+    shown = st.session_state.get(RUN_KEY)
+    if shown is not None and shown[0] == job_id:
+        return
+    try:
+        run = _run_from_result(job.result or {})
+        report = store.get(job.audit_id) if job.audit_id else None
+    except TrustAuditError as exc:
+        st.error(f"The simulation finished but its results cannot be read: {exc.message}", icon=":material/block:")
+        return
+    except (KeyError, TypeError, ValueError) as exc:
+        st.error(f"The simulation finished but its results cannot be read: {error_line(exc)}",
+                 icon=":material/block:")
+        return
+    st.session_state[RUN_KEY] = (job_id, run)
+    st.session_state.pop(AUDIT_KEY, None)
+    if report is not None:
+        st.session_state[AUDIT_KEY] = report
+        set_current_report(report, "federated")
 
 
 if submitted:
     try:
-        cfg = _config()
-        from federated._data import load_run_data
-
-        load_run_data(cfg.data_setup_json())  # data and partition errors before the engine starts
+        config, upload = _job_config()
+        job_id = submit_federated(get_store(settings), settings, config, upload)
     except TrustAuditError as exc:
         st.error(exc.message, icon=":material/block:")
     except Exception as exc:  # noqa: BLE001
-        st.error(f"The simulation could not start: {error_line(exc)}", icon=":material/block:")
+        st.error(f"The simulation could not be submitted: {error_line(exc)}", icon=":material/block:")
     else:
-        events: queue.Queue = queue.Queue()
-        worker = threading.Thread(target=_simulate, args=(cfg, events), name="trustaudit-federated", daemon=True)
-        bar = st.progress(0.0, text="Starting the simulation engine …")
-        live = st.empty()
-        rows: list[dict[str, Any]] = []
-        outcome: tuple[str, Any] | None = None
-        t0 = time.perf_counter()
-        worker.start()
-        while outcome is None:
-            try:
-                ev = events.get(timeout=POLL_SECONDS)
-            except queue.Empty:
-                if not rows:
-                    bar.progress(0.0, text=f"Starting the simulation engine … {time.perf_counter() - t0:.0f} s")
-                continue
-            if isinstance(ev, tuple):
-                outcome = ev
-                break
-            rows.append({"round": ev.round, "accuracy": ev.accuracy, "loss": ev.loss,
-                         "answered": ev.answered, "sampled": ev.sampled, "epsilon": ev.epsilon})
-            bar.progress(min(1.0, ev.round / ev.num_rounds),
-                         text=f"Round {ev.round}/{ev.num_rounds}: accuracy {ev.accuracy:.3f}, "
-                              f"{ev.answered}/{ev.sampled} clients answered")
-            live.line_chart(_round_chart(rows), x_label="round")
-        kind, payload = outcome
-        if kind == "error":
-            if not rows:
-                bar.empty()
-            msg = payload.message if isinstance(payload, TrustAuditError) else error_line(payload)
-            st.error(f"The simulation failed: {msg}", icon=":material/block:")
-        else:
-            run = payload
-            live.empty()  # the per-round charts below show the whole run
-            bar.progress(1.0, text=f"Finished in {time.perf_counter() - t0:.0f} s")
-            st.session_state[RUN_KEY] = run
-            st.session_state.pop(AUDIT_KEY, None)
-            from federated import write_run_outputs
+        follow_job("federated", job_id)
+        st.rerun()
 
-            out = settings.federated_dir / uuid.uuid4().hex
-            try:
-                written = write_run_outputs(run, out, audit=False)
-                st.session_state[OUT_KEY] = {k: str(v) for k, v in written.items()}
-            except TrustAuditError as exc:
-                st.error(f"The run finished but its files could not be written: {exc.message}")
-                written = {}
-            if do_audit and "model" in written:
-                from federated import audit_run
+following = followed_job("federated")
+if following:
+    _follow(following)
 
-                abar = st.progress(0.0, text="Auditing the final model …")
-
-                def _progress(event: str, check_id: str, i: int, n: int) -> None:
-                    abar.progress(min(1.0, i / max(n, 1)), text=f"{check_id} ({i}/{n})")
-
-                try:
-                    report = audit_run(run, written["model"], checks=tuple(audit_checks), progress=_progress)
-                except TrustAuditError as exc:
-                    st.error(f"The audit could not run: {exc.message}", icon=":material/block:")
-                except Exception as exc:  # noqa: BLE001
-                    st.error(f"The audit could not run: {error_line(exc)}", icon=":material/block:")
-                else:
-                    report = _label_run_inputs(report, out.name)
-                    abar.progress(1.0, text=f"Audit: {report.verdict.value}")
-                    try:
-                        get_store(settings).record(report, label=f"dashboard: federated {cfg.strategy}, "
-                                                                 f"{cfg.num_clients} clients")
-                    except TrustAuditError as exc:
-                        st.warning(f"The audit could not be saved to the history: {exc.message}")
-                    st.session_state[AUDIT_KEY] = report
-                    set_current_report(report, "federated")
-
-run = st.session_state.get(RUN_KEY)
-if run is None:
+last = st.session_state.get(RUN_KEY)
+if last is None:
     st.info("Configure the federation above and run it; the per-round charts appear here.", icon=":material/info:")
     st.stop()
+
+run = last[1]
 
 cfg = run.config
 st.subheader("Last run")
@@ -233,8 +246,9 @@ st.caption(f"{cfg.strategy}, {cfg.num_clients} clients, {cfg.num_rounds} rounds,
 rounds = run.rounds_frame()
 trained = rounds[rounds["round"] > 0]
 m1, m2, m3, m4 = st.columns(4)
-m1.metric("Final accuracy", f"{run.final_accuracy:.3f}")
-if "global_loss" in rounds.columns:
+final_acc = trained["global_accuracy"].iloc[-1] if "global_accuracy" in trained.columns and len(trained) else None
+m1.metric("Final accuracy", "n/a" if final_acc is None or pd.isna(final_acc) else f"{float(final_acc):.3f}")
+if "global_loss" in rounds.columns and len(trained) and pd.notna(trained["global_loss"].iloc[-1]):
     m2.metric("Final loss", f"{float(trained['global_loss'].iloc[-1]):.3f}")
 if "clients_min" in rounds.columns and pd.notna(rounds["clients_min"].iloc[-1]):
     m3.metric("Worst client accuracy", f"{float(rounds['clients_min'].iloc[-1]):.3f}")
@@ -266,12 +280,9 @@ with st.expander("Round table"):
     st.dataframe(rounds, hide_index=True)
 with st.expander("Partitions (rows and positive rate per client)"):
     st.dataframe(run.partitions_frame(), hide_index=True)
-run_files = st.session_state.get(OUT_KEY)
-if run_files:
-    st.caption(f"Metrics, report and model written under the server's data folder ({len(run_files)} files).")
-    st.download_button("metrics.json", data=lambda: json.dumps(run.to_dict(), indent=2),
-                       file_name="federated-metrics.json", mime="application/json", on_click="ignore",
-                       icon=":material/download:")
+st.download_button("metrics.json", data=lambda: json.dumps(run.to_dict(), indent=2),
+                   file_name="federated-metrics.json", mime="application/json", on_click="ignore",
+                   icon=":material/download:", key="fed_metrics")
 
 report = st.session_state.get(AUDIT_KEY)
 if report is not None:

@@ -8,7 +8,16 @@ import streamlit as st
 from audit.exceptions import TrustAuditError
 from audit.results import AuditReport
 from audit.store import compare_reports
-from dashboard._state import error_line, get_settings, get_store, set_current_report, verdict_badge
+from dashboard._jobs import ACTIVE_STATES
+from dashboard._settings import PROJECT
+from dashboard._state import (
+    error_line,
+    get_settings,
+    get_store,
+    set_current_report,
+    store_label,
+    verdict_badge,
+)
 
 FINDINGS_PAGE = "app_pages/findings.py"
 VERDICTS = ["any", "PASS", "WARN", "FAIL", "ERROR"]
@@ -16,14 +25,13 @@ BOUND_SUFFIXES = (".ci_low", ".ci_high", "_lo", "_hi", ".std_error", ".lo", ".hi
 
 
 @st.cache_data(max_entries=32, ttl=3600, show_spinner=False)
-def _report_dict(store_path: str, audit_id: str) -> dict:
-    """A stored report (immutable once recorded), parsed once per audit id."""
+def _report_dict(store_url: str, audit_id: str) -> dict:
+    """A stored report (immutable once recorded), parsed once per store and audit id."""
     return get_store(get_settings()).get(audit_id).to_dict()
 
 
 def _report(audit_id: str) -> AuditReport:
-    settings = get_settings()
-    return AuditReport.from_dict(_report_dict(str(settings.store_path or ""), audit_id))
+    return AuditReport.from_dict(_report_dict(get_settings().store_url, audit_id))
 
 
 settings = get_settings()
@@ -34,7 +42,14 @@ try:
 except TrustAuditError as exc:
     st.error(exc.message, icon=":material/block:")
     st.stop()
-st.caption(f"{total:,} audit(s) in the history store {store.path.name}.")
+st.caption(f"{total:,} audit(s) in the history store {store_label(store)}.")
+try:
+    running = sum(store.count_jobs(project=PROJECT, state=state) for state in ACTIVE_STATES)
+except TrustAuditError:
+    running = 0
+if running:
+    st.page_link("app_pages/jobs.py", label=f"{running} job(s) of this dashboard queued or running: their reports "
+                                             "join the history when they finish", icon=":material/pending_actions:")
 
 c1, c2, c3 = st.columns([1, 2, 1])
 verdict = c1.selectbox("Verdict", VERDICTS, key="hist_verdict")

@@ -1,24 +1,32 @@
 """New audit: upload a model and data, choose target / positive label / sensitive features (or
-upload a spec), optionally a causal graph and a DP claim, run the audit with a progress bar."""
+upload a spec), optionally a causal graph and a DP claim, and submit the audit as a job.
+
+The audit runs in a worker, not in this page: the page writes the uploads into a job folder,
+queues the job in the store and follows it from there (``?job=<id>`` in the URL). Changing a
+widget, reloading the page or closing the browser leaves the audit running; on this URL the page
+picks it up again, and once it succeeded shows its findings from the store.
+"""
 
 from __future__ import annotations
 
 import streamlit as st
 
-from audit.exceptions import SpecError, TrustAuditError
+from audit.exceptions import SpecError, StoreError, TrustAuditError
 from audit.registry import families
 from dashboard._intake import (
     MAX_TEXT_UPLOAD_BYTES,
-    UploadInfo,
     build_spec_mapping,
     display_name,
     missing_model_columns,
     parse_spec_upload,
-    with_upload_provenance,
 )
+from dashboard._jobs import POLL_SECONDS, show_job, submit_audit
 from dashboard._state import (
-    NOTICE_KEY,
     error_line,
+    follow_job,
+    followed_job,
+    forget_job,
+    get_job,
     get_settings,
     get_store,
     load_model_slot,
@@ -28,6 +36,7 @@ from dashboard._state import (
 )
 
 FINDINGS_PAGE = "app_pages/findings.py"
+JOBS_PAGE = "app_pages/jobs.py"
 SENSITIVE_HINTS = ("sex", "gender", "race", "ethnicity", "age_group", "religion", "disability",
                    "marital_status", "nationality")
 FAMILY_HELP = {f.name: f.help or f.title for f in families()}  # every registered family, plugins too
@@ -41,6 +50,68 @@ st.caption(
     "TorchScript" + (" (pickle/joblib allowed on this server)." if settings.allow_unsafe_pickle
                      else "; pickle/joblib files are refused.")
 )
+
+
+# --- the audit this page follows (it runs in a worker) ---------------------------------------
+
+
+@st.fragment(run_every=POLL_SECONDS)
+def _live(job_id: str) -> None:
+    """Re-reads the job every second on its own (a widget change elsewhere does not touch it);
+    once the job has ended the whole page reruns to show the outcome."""
+    try:
+        job = get_job(get_store(settings), job_id)
+    except StoreError as exc:
+        st.warning(f"The audit's progress cannot be read right now: {exc.message}", icon=":material/sync_problem:")
+        return
+    if job is None or job.finished:
+        st.rerun()
+    if show_job(get_store(settings), job, key="new"):
+        st.rerun()
+
+
+def _follow(job_id: str) -> None:
+    try:
+        store = get_store(settings)
+        job = get_job(store, job_id)
+    except StoreError as exc:
+        st.error(exc.message, icon=":material/block:")
+        return
+    if job is None or job.kind != "audit":
+        forget_job("audit")
+        if job is None:
+            st.warning(f"No audit job {job_id[:12]} in the history store; start a new audit below.",
+                       icon=":material/search_off:")
+        return
+    if job.state == "succeeded":
+        try:
+            report = store.get(job.audit_id)
+        except TrustAuditError as exc:
+            st.error(f"The audit finished but its report cannot be read: {exc.message}", icon=":material/block:")
+            forget_job("audit")
+            return
+        forget_job("audit")
+        set_current_report(report, "run")
+        st.switch_page(FINDINGS_PAGE)
+    if job.finished:
+        with st.container(border=True):
+            show_job(store, job, key="new_done")
+            if job.state == "failed":
+                st.error(job.error or "The audit failed.", icon=":material/block:")
+            else:
+                st.info(f"The audit was cancelled{': ' + job.error if job.error else '.'}", icon=":material/cancel:")
+            if st.button("Dismiss", key="dismiss_job", type="tertiary"):
+                forget_job("audit")
+                st.rerun()
+        return
+    _live(job_id)
+    st.caption("The audit runs on the server: you may change the form, reload the page or close it; the "
+               "Jobs page lists it, and History will hold its report.")
+
+
+following = followed_job("audit")
+if following:
+    _follow(following)
 
 # --- uploads ---------------------------------------------------------------------------------
 c_model, c_data = st.columns(2)
@@ -81,7 +152,7 @@ if spec_up is not None:
 
 model = None
 frames: dict = {}
-uploads: dict[str, UploadInfo] = {}
+na_values: tuple[str, ...] = tuple(map(str, spec_base.get("data", {}).get("na_values", ("?",))))
 
 if model_up is not None:
     try:
@@ -106,8 +177,7 @@ for role, up in (("test", data_up), ("train", train_up), ("holdout", hold_up)):
     if up is None:
         continue
     try:
-        na_values = tuple(map(str, spec_base.get("data", {}).get("na_values", ("?",))))
-        frame, stored = load_table_slot(up, settings, kind=role, na_values=na_values)
+        frame, _stored = load_table_slot(up, settings, kind=role, na_values=na_values)
     except TrustAuditError as exc:
         st.error(exc.message, icon=":material/block:")
         problems += 1
@@ -117,7 +187,6 @@ for role, up in (("test", data_up), ("train", train_up), ("holdout", hold_up)):
         problems += 1
         continue
     frames[role] = frame
-    uploads[role] = UploadInfo(up.name, up.sha256, up.size, stored, len(frame), frame.shape[1])
     if model is not None:
         missing = missing_model_columns(model, frame.columns)
         if missing:
@@ -127,7 +196,7 @@ for role, up in (("test", data_up), ("train", train_up), ("holdout", hold_up)):
 
 if "test" in frames:
     test = frames["test"]
-    with st.expander(f"Preview of **{uploads['test'].name}**: {len(test):,} rows × {test.shape[1]} columns"):
+    with st.expander(f"Preview of **{data_up.name}**: {len(test):,} rows × {test.shape[1]} columns"):
         st.dataframe(test.head(50), hide_index=True)
 
 if model is None or "test" not in frames:
@@ -225,35 +294,23 @@ run = st.button("Run the audit", type="primary", icon=":material/play_arrow:", d
 if problems:
     st.caption("Fix the problems above to run the audit.")
 if run:
-    from audit.runner import run_audit_isolated
-
-    bar = st.progress(0.0, text="Validating the inputs …")
-
-    def _progress(event: str, check_id: str, i: int, n: int) -> None:
-        label = f"{check_id} ({i + 1}/{n}) …" if event == "start" else f"{check_id} done ({i}/{n})"
-        bar.progress(min(1.0, i / max(n, 1)), text=label)
+    from audit.spec import spec_from_mapping
 
     try:
         mapping = build_spec_mapping(
             base=spec_base, target=target, positive_label=positive,
             sensitive=sensitive, checks=checks, seed=int(seed), causal=causal_form or None, dp_claim=dp_claim,
         )
-        # the audit runs in a child process: a model that crashes, hangs or exhausts memory ends
-        # the child, not the dashboard server (one line on the page)
-        report = run_audit_isolated(model, frames["test"], train=frames.get("train"), holdout=frames.get("holdout"),
-                                    spec=mapping, progress=_progress, allow_unsafe_pickle=settings.allow_unsafe_pickle)
+        spec_from_mapping(mapping, source="the form")  # a bad choice is one line here, before anything is queued
+        files = {role: (up.name, up.data) for role, up in (("model", model_up), ("data", data_up),
+                                                           ("train", train_up), ("holdout", hold_up)) if up is not None}
+        job_id = submit_audit(get_store(settings), settings, files, mapping, na_values=na_values)
     except TrustAuditError as exc:
-        bar.empty()
         st.error(exc.message, icon=":material/block:")
     except Exception as exc:  # noqa: BLE001 - never a traceback: one line, the app stays usable
-        bar.empty()
-        st.error(f"The audit could not run: {error_line(exc)}", icon=":material/block:")
+        st.error(f"The audit could not be submitted: {error_line(exc)}", icon=":material/block:")
     else:
-        report = with_upload_provenance(report, uploads)
-        bar.progress(1.0, text=f"Done: {report.verdict.value}")
-        try:
-            get_store(settings).record(report, label=f"dashboard: {uploads['test'].name}")
-        except TrustAuditError as exc:
-            st.session_state[NOTICE_KEY] = f"The audit ran but could not be saved to the history: {exc.message}"
-        set_current_report(report, "run")
-        st.switch_page(FINDINGS_PAGE)
+        if following:
+            st.toast(f"The earlier audit (job {following[:12]}) goes on; the Jobs page lists it.")
+        follow_job("audit", job_id)
+        st.rerun()

@@ -1,4 +1,5 @@
-"""Fixtures of the dashboard tests: a small generator data set, a skops model, AppTest helpers."""
+"""Fixtures of the dashboard tests: a small generator data set, a skops model, AppTest helpers, and
+a worker that runs the jobs the pages submit (the dashboard itself runs no audit)."""
 
 from __future__ import annotations
 
@@ -72,12 +73,37 @@ def test_csv(small_lending: LendingData) -> bytes:
 
 @pytest.fixture
 def dash_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The server settings the command line would set: a fresh data folder (store: conftest's temp file)."""
+    """The server settings the command line would set: a fresh data folder and jobs folder
+    (``data_dir.parent / "jobs"``; store: conftest's temp file)."""
     data_dir = tmp_path / "dashboard-data"
     monkeypatch.setenv("TRUSTAUDIT_DASHBOARD_DATA_DIR", str(data_dir))
+    monkeypatch.setenv("TRUSTAUDIT_JOBS_DIR", str(tmp_path / "jobs"))
     monkeypatch.delenv("TRUSTAUDIT_DASHBOARD_MAX_UPLOAD_MB", raising=False)
     monkeypatch.delenv("TRUSTAUDIT_DASHBOARD_UNSAFE_PICKLE", raising=False)
     return data_dir
+
+
+def run_jobs(*, unsafe_pickle: bool = False, max_jobs: int | None = None) -> dict[str, int]:
+    """Run the queued jobs of the test's store with a real worker (each job in a child process,
+    as ``trustaudit worker --once`` does) until none is queued; how they ended."""
+    import os
+
+    from audit.service import Worker, WorkerOptions
+    from audit.store import open_store
+
+    options = WorkerOptions(jobs_dir=Path(os.environ["TRUSTAUDIT_JOBS_DIR"]), once=True, quiet=True,
+                            heartbeat=0.5, heartbeat_timeout=10.0, unsafe_pickle=unsafe_pickle, max_jobs=max_jobs)
+    with open_store(None) as store:
+        worker = Worker(store, options)
+        worker.run()
+    return dict(worker.counts)
+
+
+def jobs_in_store() -> list:
+    from audit.store import open_store
+
+    with open_store(None) as store:
+        return store.list_jobs()
 
 
 def new_app(timeout: float = 90) -> AppTest:  # noqa: F821 - imported lazily

@@ -1,15 +1,27 @@
-"""Every page under streamlit.testing.v1.AppTest: no exception, its key elements shown."""
+"""Every page under streamlit.testing.v1.AppTest: no exception, its key elements shown; audits
+submitted as jobs and run by a real worker, followed through widget changes and reloads."""
 
 from __future__ import annotations
+
+import hashlib
 
 import pytest
 
 from audit.store import HistoryStore, default_store_path
-from tests.dashboard.conftest import QUICK_SPEC, errors, new_app, synthetic_report, uploader
+from tests.dashboard.conftest import (
+    QUICK_SPEC,
+    errors,
+    jobs_in_store,
+    new_app,
+    run_jobs,
+    synthetic_report,
+    uploader,
+)
 
 PAGES = {
     "new": "app_pages/new_audit.py",
     "findings": "app_pages/findings.py",
+    "jobs": "app_pages/jobs.py",
     "history": "app_pages/history.py",
     "federated": "app_pages/federated.py",
 }
@@ -37,6 +49,12 @@ def test_every_page_renders_its_empty_state(dash_env):
     assert [i.value for i in at.info] == ["No audit to show yet: run one, or open an earlier one from the history."]
     assert _count(at, "page_link") == 2
 
+    at.switch_page(PAGES["jobs"]).run()
+    assert not at.exception
+    assert [t.value for t in at.title] == ["Jobs"]
+    assert [s.value for s in at.subheader] == ["Queued and running (0)", "Recently finished"]
+    assert [c.value for c in at.caption][1:] == ["No job is queued or running.", "No job has finished yet."]
+
     at.switch_page(PAGES["history"]).run()
     assert not at.exception
     assert [t.value for t in at.title] == ["History"]
@@ -50,12 +68,19 @@ def test_every_page_renders_its_empty_state(dash_env):
     assert not errors(at)
 
 
-def test_upload_run_audit_and_read_findings(dash_env, skops_model, test_csv):
-    at = new_app().run()
+def _upload_quick(at, skops_model, test_csv):
     uploader(at, "upload_spec").set_value(("quick.toml", QUICK_SPEC, "application/toml"))
     uploader(at, "upload_model").set_value(("model.skops", skops_model, "application/octet-stream"))
     uploader(at, "upload_data").set_value(("applicants.csv", test_csv, "text/csv"))
-    at.run()
+    return at.run()
+
+
+def _progress_texts(at) -> list[str]:
+    return [p.proto.text for p in at.get("progress")]
+
+
+def test_upload_run_audit_and_read_findings(dash_env, skops_model, test_csv):
+    at = _upload_quick(new_app().run(), skops_model, test_csv)
     assert not at.exception and not errors(at)
     assert at.success[0].value.startswith("Model **model.skops**: skops, Pipeline(ColumnTransformer, LogisticRegression)")
     assert "Ignored (the uploads are used instead): model, data.test." in at.info[0].value
@@ -64,6 +89,26 @@ def test_upload_run_audit_and_read_findings(dash_env, skops_model, test_csv):
     assert at.multiselect[1].value == ["fairness.group_metrics", "fairness.demographic_parity"]
     at.button(key="run_audit").click().run()
     assert not at.exception and not errors(at)
+
+    # the page ran nothing: it queued a job with the form's spec and follows it (session and URL)
+    (job,) = jobs_in_store()
+    assert (job.kind, job.state, job.project, job.submitted_by) == ("audit", "queued", "local", "dashboard")
+    assert job.spec == {"data": {"target": "approved", "positive_label": "1", "sensitive": ["sex"]},
+                        "checks": ["fairness.group_metrics", "fairness.demographic_parity"], "seed": 7}
+    assert (job.inputs["model"]["name"], job.inputs["data"]["name"]) == ("model.skops", "applicants.csv")
+    assert job.inputs["data"]["sha256"] == hashlib.sha256(test_csv).hexdigest()
+    assert at.query_params["job"] == job.job_id
+    assert [t.value for t in at.title] == ["New audit"]
+    assert _progress_texts(at)[0].startswith("Queued (next in line) for ")
+    assert at.button(key=f"new_cancel_{job.job_id}").label == "Cancel"
+    # uploads go to the job folder under generated names only (never the visitor's file names)
+    folder = dash_env.parent / "jobs" / job.inputs["folder"]
+    stored = sorted(q.name for q in folder.iterdir())
+    assert len(stored) == 2 and all(n.endswith(".upload") and "applicants" not in n for n in stored)
+
+    run_jobs()  # a worker takes it: the audit runs in its child process
+    at.run()
+    assert not at.exception and not errors(at)
     assert [t.value for t in at.title] == ["Findings"]
     headline = _markdown(at)[0]
     assert headline.startswith("### Audit `") and "FAIL" in headline
@@ -71,24 +116,125 @@ def test_upload_run_audit_and_read_findings(dash_env, skops_model, test_csv):
     assert [m.value for m in at.metric] == ["1", "0", "1", "0", "0"]
     assert [d.label for d in at.download_button] == ["JSON", "HTML", "Markdown", "JUnit XML", "SARIF"]
     assert "fairness.demographic_parity" in at.dataframe[0].value["check"].tolist()
+    assert "job" not in at.query_params  # done: the New audit page no longer follows it
 
-    # recorded in the history with the uploaded names, not paths the spec named
+    # recorded in the history by the worker, with the uploaded names, not paths the spec named
+    (job,) = jobs_in_store()
+    assert job.state == "succeeded" and job.audit_id
     rows = HistoryStore(default_store_path()).list()
     assert len(rows) == 1
-    assert (rows[0]["model_path"], rows[0]["data_path"], rows[0]["label"]) == (
-        "model.skops", "applicants.csv", "dashboard: applicants.csv")
+    assert (rows[0]["audit_id"], rows[0]["model_path"], rows[0]["data_path"], rows[0]["project"]) == (
+        job.audit_id, "model.skops", "applicants.csv", "local")
     report = at.session_state["trustaudit_report"]
-    assert report.inputs["data"]["test"]["sha256"] is not None
-    assert report.inputs["data"]["test"]["stored_as"].startswith("test-")
-    # uploads are stored under generated names only
-    stored = sorted(p.name for p in (dash_env / "uploads").iterdir())
-    assert stored and all(n.endswith(".upload") and "applicants" not in n for n in stored)
+    assert report.audit_id == job.audit_id
+    assert report.inputs["data"]["test"]["sha256"] == hashlib.sha256(test_csv).hexdigest()
+    assert not folder.exists()  # the worker removed the job's inputs after the job
 
     at.session_state["findings_tab"] = "Fairness"
     at.run()
     assert not at.exception
     assert "#### By group and intersection" in _markdown(at)
     assert _count(at, "vega_lite_chart") >= 2
+
+
+def test_the_audit_survives_widget_changes_and_reloads(dash_env, skops_model, test_csv):
+    """The issue's bug: touching the seed during an audit threw it away. Now the job lives in the
+    store: widget changes rerun the page around it, a reload (a new session on the same URL) picks
+    it up, and it finishes into the history."""
+    at = _upload_quick(new_app().run(), skops_model, test_csv)
+    at.button(key="run_audit").click().run()
+    (job,) = jobs_in_store()
+    url = dict(at.query_params)
+    seed = next(n for n in at.number_input if n.key.startswith("form_seed"))
+    seed.set_value(123).run()
+    at.selectbox(key=next(s.key for s in at.selectbox if s.key.startswith("form_target"))).set_value("region").run()
+    assert not at.exception and not errors(at)
+    assert at.query_params["job"] == job.job_id
+    assert _progress_texts(at)[0].startswith("Queued")
+    assert [(j.job_id, j.state) for j in jobs_in_store()] == [(job.job_id, "queued")]  # nothing lost, nothing added
+
+    reloaded = new_app()  # a reload: a new session, no uploads, the same URL
+    reloaded.query_params.update(url)
+    reloaded.run()
+    assert not reloaded.exception and not errors(reloaded)
+    assert _progress_texts(reloaded)[0].startswith("Queued")
+    assert [i.value for i in reloaded.info] == ["Upload a model and the data to audit to continue."]
+
+    assert run_jobs() == {"succeeded": 1}
+    reloaded.run()
+    assert [t.value for t in reloaded.title] == ["Findings"]
+    (done,) = jobs_in_store()
+    assert done.state == "succeeded"
+    assert [r["audit_id"] for r in HistoryStore(default_store_path()).list()] == [done.audit_id]
+    assert done.spec["seed"] == 7  # the job kept the spec it was submitted with
+
+
+def test_cancel_a_queued_audit_and_the_jobs_page(dash_env, skops_model, test_csv):
+    at = _upload_quick(new_app().run(), skops_model, test_csv)
+    at.button(key="run_audit").click().run()
+    at.button(key="run_audit").click().run()  # a second audit: the page follows the newer one
+    second, first = jobs_in_store()
+    assert at.query_params["job"] == second.job_id
+    assert _progress_texts(at)[0].startswith("Queued (1 job ahead) for ")
+
+    jobs = new_app().run()
+    jobs.switch_page(PAGES["jobs"]).run()
+    assert not jobs.exception and not errors(jobs)
+    assert jobs.subheader[0].value == "Queued and running (2)"
+    texts = _progress_texts(jobs)
+    assert texts[0].startswith("Queued (next in line)") and texts[1].startswith("Queued (1 job ahead)")
+    assert "Audit of model.skops on applicants.csv" in _markdown(jobs)[0]
+    jobs.button(key=f"jobs_cancel_{first.job_id}").click().run()
+    assert not jobs.exception
+    assert jobs.subheader[0].value == "Queued and running (1)"
+    finished = jobs.dataframe[0].value
+    assert finished[["job", "state", "reason"]].to_dict("records") == [
+        {"job": first.job_id[:12], "state": "cancelled", "reason": "cancelled before it started"}]
+
+    # the worker runs what is left; the cancelled job never starts
+    assert run_jobs() == {"succeeded": 1}
+    states = {j.job_id: j.state for j in jobs_in_store()}
+    assert states == {first.job_id: "cancelled", second.job_id: "succeeded"}
+    jobs.run()
+    assert jobs.subheader[0].value == "Queued and running (0)"
+    assert sorted(jobs.dataframe[0].value["state"]) == ["cancelled", "succeeded"]
+    jobs.button(key="jobs_open").click().run()
+    assert [t.value for t in jobs.title] == ["Findings"]
+    assert jobs.session_state["trustaudit_report"].audit_id == jobs_in_store()[0].audit_id
+
+    # the New audit page, following the second job, shows its findings
+    at.run()
+    assert [t.value for t in at.title] == ["Findings"]
+
+
+def test_a_failed_audit_is_one_line_and_can_be_dismissed(dash_env, skops_model, test_csv):
+    at = _upload_quick(new_app().run(), skops_model, test_csv)
+    at.button(key="run_audit").click().run()
+    (job,) = jobs_in_store()
+    folder = dash_env.parent / "jobs" / job.inputs["folder"]
+    (folder / job.inputs["data"]["stored"]).write_bytes(b"changed after the upload")
+    assert run_jobs() == {"failed": 1}
+    at.run()
+    assert not at.exception
+    assert errors(at) == ["data file applicants.csv of this job does not match its recorded sha256 (changed after it "
+                          "was uploaded)"]
+    assert [t.value for t in at.title] == ["New audit"]
+    at.button(key="dismiss_job").click().run()
+    assert not errors(at) and "job" not in at.query_params
+    assert not at.button(key="run_audit").disabled  # the form is still there, still usable
+
+
+def test_an_unknown_job_in_the_url(dash_env):
+    at = new_app()
+    at.query_params["job"] = "0" * 32
+    at.run()
+    assert not at.exception
+    assert [w.value for w in at.warning] == [f"No audit job {'0' * 12} in the history store; start a new audit below."]
+    assert "job" not in at.query_params
+    at2 = new_app()
+    at2.query_params["job"] = "../../etc/passwd"
+    at2.run()
+    assert not at2.exception and not at2.warning and "job" not in at2.query_params
 
 
 @pytest.mark.parametrize("tab, headings, charts, graphs", [
@@ -231,15 +377,15 @@ def test_unusable_history_store_is_reported_not_fatal(dash_env, monkeypatch, tmp
     folder = tmp_path / "a-folder"
     folder.mkdir()
     monkeypatch.setenv("TRUSTAUDIT_STORE", str(folder))
-    at = new_app().run()
-    uploader(at, "upload_spec").set_value(("quick.toml", QUICK_SPEC, "application/toml"))
-    uploader(at, "upload_model").set_value(("model.skops", skops_model, "application/octet-stream"))
-    uploader(at, "upload_data").set_value(("applicants.csv", test_csv, "text/csv"))
-    at.run()
+    at = _upload_quick(new_app().run(), skops_model, test_csv)
     at.button(key="run_audit").click().run()
     assert not at.exception
     message = f"history store path {folder} is a folder; give a file path"
-    assert [t.value for t in at.title] == ["Findings"]
-    assert [w.value for w in at.warning] == [f"The audit ran but could not be saved to the history: {message}"]
+    assert [t.value for t in at.title] == ["New audit"]
+    assert errors(at) == [message]  # nothing could be queued: said in one line, the form stays
+    jobs = dash_env.parent / "jobs"
+    assert not jobs.exists() or not list(jobs.iterdir())  # and no job folder is left behind
     at.switch_page(PAGES["history"]).run()
+    assert errors(at) == [message]
+    at.switch_page(PAGES["jobs"]).run()
     assert errors(at) == [message]

@@ -16,7 +16,7 @@ from dashboard._intake import (
     read_table_upload,
     store_upload,
 )
-from tests.dashboard.conftest import csv_bytes, errors, new_app, uploader
+from tests.dashboard.conftest import csv_bytes, errors, jobs_in_store, new_app, run_jobs, uploader
 
 PICKLE_REFUSED = (
     "model file model.pkl is a pickle/joblib file: loading it can run arbitrary code; refused. Save the model "
@@ -104,9 +104,15 @@ def test_errors_at_run_time_are_one_line(dash_env, skops_model, test_csv):
     positive = next(s for s in at.selectbox if s.key.startswith("form_positive_region"))
     assert positive.value == "south"  # the last value in sorted order
     at.button(key="run_audit").click().run()
+    assert not at.exception and not errors(at)
+    assert run_jobs() == {"failed": 1}  # the worker's audit refuses it, with the runner's one line
+    (job,) = jobs_in_store()
+    assert job.error == "positive label 'south' is not among the model's classes (0, 1)"
+    at.run()
     assert not at.exception
     assert errors(at) == ["positive label 'south' is not among the model's classes (0, 1)"]
     assert [t.value for t in at.title] == ["New audit"]  # still here, still usable
+    assert not at.button(key="run_audit").disabled
 
 
 @pytest.mark.parametrize("text, message", [
