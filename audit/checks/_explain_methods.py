@@ -645,28 +645,35 @@ class _RowNumbers:
         return self
 
 
-def _sklearn_permutations(n: int, p: int, repeats: int, seed: int) -> np.ndarray:
-    """(features, repeats, rows): the row each permuted value of a feature comes from, in every
-    repeat, exactly as scikit-learn's ``permutation_importance`` shuffles its columns with this
-    seed (it is given the row numbers as data and a scorer that records them, one process)."""
+def _sklearn_permutations(
+    n: int, p: int, repeats: int, seed: int, each: Callable[[int, int, np.ndarray], None]
+) -> None:
+    """``each(feature, repeat, rows)`` for every permutation scikit-learn's ``permutation_importance``
+    draws with this seed, in its order: ``rows[i]`` is the row whose value row i takes. It is given
+    the row numbers as data and a scorer that hands them over (one process, nothing scored)."""
     from sklearn.inspection import permutation_importance
 
-    seen: list[np.ndarray] = []
+    rows = np.arange(n, dtype=np.int64)
+    calls = [0]
 
     def record(est: Any, Xs: Any, ys: Any) -> float:
-        call = len(seen)  # the baseline, then each feature's repeats in turn
-        seen.append(np.array(np.asarray(Xs)[:, (call - 1) // repeats if call else 0], dtype=np.int64))
+        call = calls[0]  # the baseline, then each feature's repeats in turn
+        calls[0] += 1
+        if call == 0:
+            if not np.array_equal(np.asarray(Xs)[:, 0], rows):
+                raise RuntimeError("permutation_importance changed the rows of its baseline")
+            return 0.0
+        j, r = divmod(call - 1, repeats)
+        perm = np.array(np.asarray(Xs)[:, j], dtype=np.int64)
+        if len(perm) != n or perm.min() < 0 or perm.max() >= n or np.bincount(perm, minlength=n).max() != 1:
+            raise RuntimeError("permutation_importance did not permute the rows")
+        each(j, r, perm)
         return 0.0
 
-    rows = np.arange(n, dtype=np.int64)
     permutation_importance(_RowNumbers(), np.tile(rows[:, None], (1, p)), np.zeros(n), scoring=record,
                            n_repeats=repeats, random_state=seed, n_jobs=1)
-    if len(seen) != 1 + p * repeats or not np.array_equal(seen[0], rows):
+    if calls[0] != 1 + p * repeats:
         raise RuntimeError("unexpected scorer calls from permutation_importance")
-    perms = np.stack(seen[1:]).reshape(p, repeats, n)
-    if not (np.sort(perms, axis=2) == rows).all():
-        raise RuntimeError("permutation_importance did not permute the rows")
-    return perms
 
 
 def _delong_components(y: np.ndarray, S: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -708,6 +715,10 @@ def _permutation_interval(
     return imp, lo, hi, boot
 
 
+#: permuted rows scored together (bounds the memory of large samples and many repeats)
+_PERMUTATION_BLOCK_ROWS = 200_000
+
+
 def compute_permutation(ctx: Any) -> Attribution:
     """Permutation importance (drop in ROC AUC) with scikit-learn's permutations, every permuted
     copy of the rows scored in a few large model calls (``RowMixer``: a permuted value equal to
@@ -722,21 +733,45 @@ def compute_permutation(ctx: Any) -> Attribution:
     X = test.X.iloc[idx].reset_index(drop=True)
     y = np.asarray(test.y[idx])
     n, p, reps = len(X), len(sh.columns), pol.permutation_repeats
-    perms = _sklearn_permutations(n, p, reps, ctx.seed_for("explain.permutation") % (2**32))
-    # source row of every column of every scored row: the rows themselves, then each feature's
-    # repeats with that feature's values taken from the permuted rows
-    S = np.broadcast_to(np.arange(n, dtype=np.int64)[None, :, None], (1 + p * reps, n, p)).copy()
-    for j in range(p):
-        S[1 + j * reps : 1 + (j + 1) * reps, :, j] = perms[j]
     mixer = sh.mixer(X)
-    scores = mixer(S.reshape(-1, p)).reshape(1 + p * reps, n)
+    rows = np.arange(n, dtype=np.int64)
+    base = mixer(np.broadcast_to(rows[:, None], (n, p)))
+    # a permuted row whose new value is the model input it had is the row itself (its score is
+    # known); the others are scored in blocks of a bounded size, each distinct row once
+    permuted = np.broadcast_to(base, (p, reps, n)).copy()
+    pending: list[tuple[int, int, np.ndarray, np.ndarray]] = []  # feature, repeat, rows, donors
+    waiting = [0]
+
+    def score_pending() -> None:
+        S = np.concatenate([np.broadcast_to(moved[:, None], (len(moved), p)) for _, _, moved, _ in pending])
+        start = 0
+        for j, _, moved, donors in pending:
+            S[start : start + len(moved), j] = donors
+            start += len(moved)
+        scored = mixer(S)
+        start = 0
+        for j, r, moved, _ in pending:
+            permuted[j, r, moved] = scored[start : start + len(moved)]
+            start += len(moved)
+        pending.clear()
+        waiting[0] = 0
+
+    def add(j: int, r: int, perm: np.ndarray) -> None:
+        moved = np.flatnonzero(mixer.ids[perm, j] != mixer.ids[:, j])
+        pending.append((j, r, moved, perm[moved]))
+        waiting[0] += len(moved)
+        if waiting[0] >= _PERMUTATION_BLOCK_ROWS:
+            score_pending()
+
+    _sklearn_permutations(n, p, reps, ctx.seed_for("explain.permutation") % (2**32), add)
+    if pending:
+        score_pending()
     positive = y == 1
-    baseline = float(auc_mann_whitney(positive, scores[0]))
-    permuted = scores[1:].reshape(p, reps, n)
+    baseline = float(auc_mann_whitney(positive, base))
     # the figures scikit-learn reports: baseline score minus each repeat's score
     units = np.array([[baseline - auc_mann_whitney(positive, permuted[j, r]) for j in range(p)]
                       for r in range(reps)], dtype=np.float64)  # (repeats x features)
-    imp, lo, hi, boot = _permutation_interval(ctx, y, scores[0], permuted)
+    imp, lo, hi, boot = _permutation_interval(ctx, y, base, permuted)
     np.testing.assert_allclose(imp, units.mean(0), atol=1e-9)  # DeLong means = the mean AUC drops
     return Attribution(
         method="permutation",

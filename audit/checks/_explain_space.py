@@ -523,10 +523,10 @@ def _checked_proba(
     if not hasattr(final, "predict_proba") or not getattr(adapter, "has_native_proba", False):
         return None
 
-    def proba(Z: np.ndarray) -> np.ndarray:
+    def positive(Z: np.ndarray) -> np.ndarray:
         return np.asarray(final.predict_proba(Z), dtype=np.float64)[:, pos]
 
-    proba = _quiet(proba)
+    proba = _quiet(positive)
     try:
         want = np.asarray(adapter.predict_proba(probe), dtype=np.float64)[:, pos]
         got = proba(probe_Z())

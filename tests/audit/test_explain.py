@@ -680,13 +680,14 @@ def test_lime_wave_raises_a_rows_error_and_leaves_no_thread(lending_small):
     assert threading.active_count() == before
 
 
-@pytest.mark.parametrize("route", ["transformed", "frames"])
-def test_permutation_importance_is_sklearns_own(lending_small, route):
+@pytest.mark.parametrize("route", ["transformed", "frames", "small blocks"])
+def test_permutation_importance_is_sklearns_own(lending_small, route, monkeypatch):
     """The importances (per repeat) are what sklearn's permutation_importance reports with the
     model called on every permuted frame, whether the permuted rows are assembled in the
-    transformed space or as DataFrames."""
+    transformed space or as DataFrames, in one block or many."""
     from sklearn.inspection import permutation_importance
 
+    from audit.checks import _explain_methods as em
     from audit.checks._explain_methods import compute_permutation
     from audit.checks._explain_stats import auc_mann_whitney, stratified_sample
 
@@ -695,6 +696,8 @@ def test_permutation_importance_is_sklearns_own(lending_small, route):
     assert sh.view.proba is not None  # a one-hot pipeline: the transformed route is available
     if route == "frames":
         sh.view.proba = None
+    if route == "small blocks":
+        monkeypatch.setattr(em, "_PERMUTATION_BLOCK_ROWS", 250)
     a = compute_permutation(ctx)
     idx = stratified_sample(ctx.test.y, 400, ctx.rng("explain.permutation.rows"))
     X = ctx.test.X.iloc[idx].reset_index(drop=True)
