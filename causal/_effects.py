@@ -507,7 +507,7 @@ def scm_analysis(
                                             tuple(classes.tolist()))
     scorer = _Scorer(X, plan.inputs_changed, plan.treatment, observed)
     queued = [_queue_replicate(st, fitted, scorer, observed, fact, variates, np.arange(n), np.ones(n), on_path,
-                               effects=effects, self_check=True)]
+                               effects=effects, self_check=factual[1] is not None)]
     rng = np.random.default_rng(seed)
     failed = 0
     for b in range(n_bootstrap):
