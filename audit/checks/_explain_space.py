@@ -1,6 +1,6 @@
 """Where explanations are computed, and how they are mapped back to the submitted columns.
 
-Two views of a model serve the explanation family:
+Two views of a model, and a way to score many rows, serve the explanation family:
 
 * ``TabularCodec`` turns the audited DataFrame (numbers and category labels) into a float matrix
   and back, so that model-agnostic explainers (LIME, shap's permutation explainer) can perturb
@@ -10,6 +10,9 @@ Two views of a model serve the explanation family:
   scikit-learn Pipeline, how the preprocessed matrix's columns map back to input columns
   (``owner[k]`` = the input column that produced transformed column ``k``), so that one-hot
   attributions are summed back into the column a person submitted.
+* ``RowMixer`` scores rows assembled column by column from a few source rows (permuted rows,
+  rows with features removed): each distinct row once, in large model calls, in the transformed
+  space when the probe showed that to give the model's own probabilities.
 
 A mapping read from a ColumnTransformer's structure is always verified by probing (shuffle one
 input column, see which transformed columns move); when it cannot be established the view falls
