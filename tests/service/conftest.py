@@ -154,7 +154,50 @@ def start_worker(store_url: str, jobs_dir: Path, log: Path, *flags: str) -> subp
                                 stdin=subprocess.DEVNULL, stdout=out, stderr=out)
 
 
-def stop_process(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> int:
+def _forked_worker(store_url: str, jobs_dir: str, log: str, flags: dict[str, Any]) -> None:
+    from audit.service import Worker, WorkerOptions
+
+    fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    sys.stdout = sys.stderr = open(fd, "w", buffering=1)
+    sys.exit(Worker(store_url, WorkerOptions(jobs_dir=Path(jobs_dir), **flags)).run())
+
+
+class ForkedWorker:
+    """A worker process forked from the test process: the same ``Worker.run`` as ``trustaudit
+    worker`` (signals, heartbeats, child processes), without re-importing the audit stack, so a
+    test can start many. ``pid``, ``poll()``, ``wait()`` and ``send_signal`` as a Popen's."""
+
+    def __init__(self, store_url: str, jobs_dir: Path, log: Path, **flags: Any) -> None:
+        import multiprocessing as mp
+
+        self.proc = mp.get_context("fork").Process(target=_forked_worker,
+                                                   args=(store_url, str(jobs_dir), str(log), flags))
+        self.proc.start()
+        self.pid = self.proc.pid
+
+    def poll(self) -> int | None:
+        return self.proc.exitcode
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        self.proc.join(timeout)
+        if self.proc.exitcode is None:
+            raise subprocess.TimeoutExpired("worker", timeout or 0)
+        return self.proc.exitcode
+
+    def send_signal(self, sig: int) -> None:
+        os.kill(self.pid, sig)
+
+    def kill(self) -> None:
+        self.proc.kill()
+
+    @property
+    def returncode(self) -> int | None:
+        return self.proc.exitcode
+
+
+def stop_process(proc: Any, timeout: float = 30.0) -> int:
     """SIGTERM, wait, SIGKILL if it does not go: the process's exit code."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
