@@ -11,7 +11,9 @@ one lane, with one core. Printed, as medians of ``--repeats`` runs (load average
 * the family's total against the bare TreeSHAP call on all audited rows, timed in the same process
   in alternating order;
 * the SHAP step (``explain.shap``'s attribution work on its sampled rows) against the bare call on
-  the same rows: what the check adds around TreeSHAP.
+  the same rows: what the check adds around TreeSHAP; and the SHAP step given every core of the
+  machine (the TreeSHAP split of ``audit._compat.shap``: its backend and process count) against one
+  process.
 
 Run from the repository root: ``python bench/bench_explain.py`` (needs ../shared/data).
 """
@@ -172,6 +174,16 @@ def main() -> int:
           f"{med(totals_cpu) / med(bares_cpu):.2f} CPU")
     print(f"  SHAP step on its {len(Z)} sampled rows: {med(steps):.2f} s CPU against the bare call on the "
           f"same rows {med(step_bares):.2f} s CPU (ratio {med(steps) / med(step_bares):.2f})")
+    split, single = [], []
+    for r in range(args.repeats):  # every core (the fork split where cores are idle) against one
+        for cores in ((os.cpu_count() or 1, 1) if r % 2 == 0 else (1, os.cpu_count() or 1)):
+            t, _, a = timed(lambda c=cores: outcome(base.for_lane(c), "shap").get())
+            (split if cores > 1 else single).append(t)
+            if cores > 1:
+                backend = f"{a.params['n_jobs']} process(es), {a.params['parallel_backend']}"
+    if os.cpu_count() and os.cpu_count() > 1:
+        print(f"  SHAP step given all {os.cpu_count()} cores: {med(split):.2f} s wall ({backend}, last run), "
+              f"one process {med(single):.2f} s wall (x{med(single) / med(split):.2f})")
     for res in results:
         print(f"  {res.check_id}: {res.summary}")
     return 0

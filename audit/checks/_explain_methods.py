@@ -491,6 +491,8 @@ def _lime_wave(
 
     def model_for(i: int) -> Callable[[np.ndarray], np.ndarray]:
         def model(Z: np.ndarray) -> np.ndarray:
+            if asked[i] is not None:  # one call per row is what a wave can answer
+                raise RuntimeError("LIME called the model twice for one row")
             asked[i] = np.array(Z, dtype=np.float64, copy=True)
             handed[i].set()
             answered.wait()
