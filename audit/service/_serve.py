@@ -207,7 +207,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     shown_host = f"[{host}]" if ":" in host else host
     config = uvicorn.Config(
         app, log_level=args.log_level, http="h11", h11_max_incomplete_event_size=_H11_MAX_EVENT_BYTES,
-        server_header=False, timeout_keep_alive=5, lifespan="off", proxy_headers=False,
+        server_header=False, timeout_keep_alive=5, lifespan="off", proxy_headers=False, ws="none",
     )
     server = uvicorn.Server(config)
     logging.getLogger("trustaudit.api").setLevel(args.log_level.upper())

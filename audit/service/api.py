@@ -266,7 +266,11 @@ def create_app(
     async def submit_audit(request: Request, token: Token) -> JSONResponse:
         folder_name = uuid.uuid4().hex  # the job folder; the job names it in its inputs ("folder")
         folder = jobs / folder_name
-        folder.mkdir(mode=0o700)
+        try:
+            folder.mkdir(mode=0o700)
+        except OSError as exc:
+            log.error("jobs folder %s: %s", jobs, exc)
+            raise ApiError(507, "the server cannot store uploads now (its jobs folder is not writable)") from None
         try:
             try:
                 parts = await receive_form(request.headers, request.stream(), folder, limits)
@@ -635,6 +639,5 @@ class _Guard:
             await self.app(scope, receive, tracked)
         except Exception as exc:
             log.exception("internal error on %s %s", scope.get("method"), scope.get("path"))
-            if not started:
-                line = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
-                await _error(500, f"internal error ({line}); see the server log")(scope, receive, send)
+            if not started:  # the exception's type only: its text may hold server paths or data
+                await _error(500, f"internal error ({type(exc).__name__}); see the server log")(scope, receive, send)

@@ -385,3 +385,49 @@ def test_4_clients_x_25_submissions_with_2_workers(backend: str, request: pytest
                                                    audit_files: Any) -> None:
     store = str(tmp_path / "store.sqlite") if backend == "sqlite" else request.getfixturevalue("pg_url")
     _concurrent(store, tmp_path, audit_files, clients=4, per_client=25)
+
+
+# --- an unexpected error ------------------------------------------------------------------------
+
+
+def test_an_unexpected_error_is_a_one_line_500_and_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The catch-all: a bug (here a store method that raises) answers 500 with one line naming only
+    the exception's type, logs the traceback, and the server keeps serving. In-process uvicorn on a
+    loopback port, so the store can be broken from the test."""
+    import socket
+
+    import uvicorn
+
+    from audit.service.api import create_app
+
+    store = str(tmp_path / "store.sqlite")
+    token = make_token(store, "alpha")
+    app = create_app(store, jobs_dir=tmp_path / "jobs", warm=False)
+
+    def boom(*_a: Any, **_k: Any) -> Any:
+        raise RuntimeError("secret detail /srv/data")
+
+    app.state.store.list_jobs = boom
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", ws="none"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        end = time.monotonic() + 30
+        while not server.started:
+            assert time.monotonic() < end
+            time.sleep(0.05)
+        with caplog.at_level("ERROR", logger="trustaudit.api"):
+            r = httpx.get(f"{url}/v1/jobs", headers={"Authorization": f"Bearer {token}"}, timeout=30)
+        msg = assert_error(r, 500, "internal error (RuntimeError)", "server log")
+        assert "secret detail" not in msg
+        logged = [rec for rec in caplog.records if rec.name == "trustaudit.api"]
+        assert logged and logged[0].exc_info is not None and "GET /v1/jobs" in logged[0].getMessage()
+        assert httpx.get(f"{url}/v1/audits", headers={"Authorization": f"Bearer {token}"}, timeout=30).json() == {
+            "audits": []}
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        sock.close()
