@@ -148,7 +148,7 @@ class _FormState:
     _n_files: int = 0
     _written: list[Path] = field(default_factory=list)
 
-    def callbacks(self) -> dict[str, Any]:
+    def callbacks(self) -> Any:  # python_multipart.MultipartCallbacks (a TypedDict)
         return {
             "on_part_begin": self._begin, "on_header_field": self._header_field,
             "on_header_value": self._header_value, "on_header_end": self._header_end,
