@@ -64,6 +64,7 @@ from causal._scm import (
     GumbelVariates,
     SCMPlan,
     blas_single_thread,
+    fit_linear_arrays,
     fit_scm,
     input_column,
     is_categorical,
@@ -514,7 +515,8 @@ def scm_analysis(
         counts = np.bincount(rng.integers(0, n, n), minlength=n)
         drawn = np.flatnonzero(counts)
         try:
-            fb = fit_scm(plan, rows, kind=mechanisms, seed=seed + 1 + b, weights=counts, warm=fitted)
+            fb = (fit_linear_arrays(plan, observed, counts, fitted) if mechanisms == "linear" else
+                  fit_scm(plan, rows, kind=mechanisms, seed=seed + 1 + b, weights=counts, warm=fitted))
             queued.append(_queue_replicate(st, fb, scorer, observed, fact, variates, drawn,
                                            counts[drawn].astype(float), on_path, effects=effects, self_check=False))
         except (ValueError, np.linalg.LinAlgError):  # e.g. a resample holding one class only

@@ -414,6 +414,14 @@ class _Logit:
     @staticmethod
     def _objective(D: np.ndarray, Y: np.ndarray, w: np.ndarray, theta: np.ndarray,
                    pen: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+        if theta.shape[1] == 2:  # binomial: class 0's logit is fixed at 0
+            eta = D @ theta[:, 1]
+            s = np.exp(-np.logaddexp(0.0, -eta))  # sigmoid
+            log1pexp = np.logaddexp(0.0, eta)
+            f = float(w @ (log1pexp - Y[:, 1] * eta)) + 0.5 * float(pen[:, 1] @ theta[:, 1] ** 2)
+            G = np.zeros_like(theta)
+            G[:, 1] = D.T @ (w * (s - Y[:, 1])) + pen[:, 1] * theta[:, 1]
+            return f, G, np.column_stack([1.0 - s, s])
         P, logP = _softmax(D @ theta)
         f = -float(np.dot(w, (logP * Y).sum(axis=1))) + 0.5 * float((pen * theta * theta).sum())
         G = D.T @ (w[:, None] * (P - Y)) + pen * theta
@@ -423,6 +431,11 @@ class _Logit:
     def _hessian(D: np.ndarray, w: np.ndarray, P: np.ndarray, pen: np.ndarray) -> np.ndarray:
         n, p = D.shape
         k = P.shape[1]
+        if k == 2:  # binomial: only class 1's block is used (class 0's parameters are fixed)
+            H = np.zeros((2 * p, 2 * p))
+            H[:p, :p] = np.eye(p)
+            H[p:, p:] = (D * (w * P[:, 0] * P[:, 1])[:, None]).T @ D + np.diag(pen[:, 1])
+            return H
         Z = (P[:, :, None] * D[:, None, :]).reshape(n, k * p) * np.sqrt(w)[:, None]
         H = -(Z.T @ Z)
         WP = w[:, None] * P
@@ -770,15 +783,23 @@ def fit_scm(plan: SCMPlan, data: pd.DataFrame, *, kind: str = "linear", seed: in
     elif not use.all():
         rows = rows.iloc[np.flatnonzero(use)]
     w = w[use]
-    parents = {n: [a for a, b in plan.edges if b == n] for n in plan.nodes}
     if kind == "linear":
-        return _fit_linear(plan, rows, w, parents, warm if warm is not None and warm.kind == "linear" else None)
+        return fit_linear_arrays(plan, {n: rows[n].to_numpy() for n in plan.nodes}, w,
+                                 warm if warm is not None and warm.kind == "linear" else None)
+    parents = {n: [a for a, b in plan.edges if b == n] for n in plan.nodes}
     return _fit_gcm(plan, rows, w, parents, kind, seed)
 
 
-def _fit_linear(plan: SCMPlan, rows: pd.DataFrame, w: np.ndarray, parents: Mapping[str, list[str]],
-                warm: FittedSCM | None) -> FittedSCM:
-    values = {n: rows[n].to_numpy() for n in plan.nodes}
+def fit_linear_arrays(plan: SCMPlan, values: Mapping[str, np.ndarray], w: np.ndarray,
+                      warm: FittedSCM | None = None) -> FittedSCM:
+    """``fit_scm(kind="linear")`` on one array per node (no missing values) and row weights ``w``;
+    rows of weight 0 are left out. The bootstrap calls this once per replicate on the same arrays."""
+    w = np.asarray(w, dtype=float)
+    if not np.all(w > 0):
+        use = np.flatnonzero(w > 0)
+        values = {n: np.asarray(v)[use] for n, v in values.items()}
+        w = w[use]
+    parents = {n: [a for a, b in plan.edges if b == n] for n in plan.nodes}
     models: dict[str, Any] = {}
     mechanisms: dict[str, str] = {}
     for n in plan.nodes:
