@@ -9,10 +9,13 @@
   propensity-score weighting (semi-parametric) and propensity-score matching (non-parametric;
   binary treatment); front-door two-stage regression; IV (Wald / 2SLS). Linear regression has an
   analytic interval with HC3 heteroskedasticity-robust standard errors (statsmodels, on DoWhy's
-  fitted model); the others get DoWhy's bootstrap interval. The propensity model is a logistic
-  regression on standardised covariates, sorted by name (``propensity_model``), so estimates do
-  not depend on column order; warnings that bear on the numbers (a model that did not converge)
-  are kept in ``settings["warnings"]`` instead of silenced.
+  fitted model); the others get DoWhy's bootstrap interval (the estimate minus the quantiles of
+  the replicates' deviations). The propensity model is a logistic regression on standardised
+  covariates, sorted by name (``propensity_model``), so estimates do not depend on column order;
+  warnings that bear on the numbers (a model that did not converge) are kept in
+  ``settings["warnings"]`` instead of silenced. The point estimates are DoWhy's; the two
+  propensity estimators' bootstrap shares one set of resamples, each resample's propensity model
+  fitted once (in NumPy, the same penalised fit) for both (``_PropensityBootstrap``).
 * **Randomised experiments** (no back-door covariates): propensity estimators do not apply (said
   per row); the sensitivity analysis reports Cinelli & Hazlett's robustness value from the OLS
   t-statistic (no benchmark is possible), since DoWhy's partial-R2 refuter needs a covariate.
@@ -23,7 +26,9 @@
   unobserved-confounder sensitivity analysis (``add_unobserved_common_cause`` with
   ``simulation_method="linear-partial-R2"``, Cinelli & Hazlett 2020), benchmarked against the
   strongest observed common cause. Each refuter is reported with what passing means in plain
-  words, DoWhy's p-value and whether it passed.
+  words, DoWhy's p-value and whether it passed. For the back-door regression the simulations of
+  the first three run on NumPy arrays (``_RegressionRefuter``: the same re-estimates, DoWhy's own
+  significance test); front-door and IV estimates go through DoWhy's refuters.
 
 What DoWhy's refutation p-value means: DoWhy draws the refuter's estimates (``num_simulations``
 re-estimations on altered data) and asks how plausible a reference value is under their spread
