@@ -159,10 +159,13 @@ def progress_of(job: Any, ahead: int | None = None) -> tuple[float, str]:
         prefix = "Auditing the final model: " if stage == "audit" else ""
         if not total:
             return 0.0, f"{prefix}Starting: loading the model and the data … {took}"
-        current = p.get("current")
-        if current:
-            return min(1.0, done / total), f"{prefix}{current} ({done + 1}/{total}) … {took}"
-        return min(1.0, done / total), f"{prefix}{done}/{total} checks done ({took})"
+        # checks may run side by side (forked lanes): say which are running, count those done
+        checks = p.get("checks") or {}
+        if checks:
+            done = sum(1 for v in checks.values() if v == "done")
+        running = [c for c, v in checks.items() if v == "running"]
+        now = f"; running {', '.join(running[:3])}{' …' if len(running) > 3 else ''}" if running else ""
+        return min(1.0, done / total), f"{prefix}{done}/{total} checks done{now} ({took})"
     if job.state == "succeeded":
         return 1.0, f"Succeeded in {took}"
     return (min(1.0, done / total) if total else 0.0), f"{job.state.capitalize()} after {took}"
