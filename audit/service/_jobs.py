@@ -429,7 +429,7 @@ def ray_audit_task(
     Returns ``{"ok": {"report": ...}}`` or ``{"error": type name, "message": one line, "trustaudit": bool}``:
     plain data, never an exception object.
     """
-    from audit._isolate import IsolatedError, fork_safe_native_threads, run_isolated
+    from audit._isolate import IsolatedError, default_memory_limit, fork_safe_native_threads, run_isolated
 
     def on_message(msg: Any) -> None:
         if queue is not None:
@@ -449,10 +449,13 @@ def ray_audit_task(
             files[role] = InputFile(role, path, _display(p.get("name"), role), p.get("sha256"),
                                     p.get("format") or "auto", tuple(p.get("trusted_types") or ()),
                                     p.get("allow_unsafe_pickle") is True)
+        memory = options.get("memory_bytes")
+        if memory == "default":  # 60 % of this machine's memory, as on the worker's own
+            memory = default_memory_limit()
         try:
             out = run_isolated(audit_in_child, files, spec, tuple(options.get("na_values") or ("?",)),
                                bool(options.get("allow_unsafe_pickle")), what="audit",
-                               timeout=options.get("timeout"), memory_bytes=options.get("memory_bytes"),
+                               timeout=options.get("timeout"), memory_bytes=memory,
                                native_threads=fork_safe_native_threads(), on_message=on_message)
         except TrustAuditError as exc:
             return {"error": type(exc).__name__, "message": exc.message, "trustaudit": True}

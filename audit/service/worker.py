@@ -298,10 +298,29 @@ def _copy_progress(p: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _reachable(address: str, timeout: float = 5.0) -> None:
+    """A one-line ``ConfigError`` at once when nothing listens at the Ray head's HOST:PORT
+    (``auto``, a local cluster found by Ray itself, is not checked)."""
+    if address == "auto":
+        return
+    hostport = address.split("://", 1)[1] if "://" in address else address
+    host, _, port = hostport.rpartition(":")
+    host = host.strip("[]")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UsageError(f"worker: --ray-address must be HOST:PORT of the Ray head (or ray://HOST:PORT, or auto); "
+                         f"got {address!r}")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ConfigError(f"Ray cluster at {address} cannot be reached: {reason}") from None
+
+
 class _Ray:
     """The worker's connection to a Ray cluster: submit a job's audit, wait, cancel, read progress."""
 
     def __init__(self, address: str) -> None:
+        _reachable(address)  # ray.init would retry an unreachable address for minutes
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
         try:
@@ -456,17 +475,21 @@ class Worker:
         """Work until stopped (a signal, ``--once`` with an empty queue, ``--max-jobs``); returns 0."""
         opts = self.options
         self._adopt_parent()
-        handlers = {}
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                handlers[sig] = signal.signal(sig, self._on_signal)
         try:
             opts.jobs_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise UsageError(f"worker: jobs folder {opts.jobs_dir} cannot be created: {exc.strerror}") from None
+        handlers = {}
+        main = threading.current_thread() is threading.main_thread()
+        if main:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                handlers[sig] = signal.signal(sig, self._on_signal)
         try:
             if opts.ray_address:
                 self._ray = _Ray(opts.ray_address)
+                if main:  # a Ray driver sets its own SIGTERM handler (exit at once): ours again
+                    for sig in handlers:
+                        signal.signal(sig, self._on_signal)
             else:
                 _preload()
             kinds = ("audit",) if self._ray is not None else ("audit", "federated")
@@ -611,7 +634,8 @@ class Worker:
             if running.reason is not None and not cancelled:
                 self._ray.cancel(ref)
                 cancelled = True
-        return self._ray.result(ref)
+        result = self._ray.result(ref)
+        return result["ok"] if "ok" in result else result  # else {"error": ..., "message": ...}
 
     def _record(self, job: Any, running: _Running, out: dict[str, Any] | None, error: str | None) -> str:
         """Write the job's end: succeeded with its report (one transaction), failed, cancelled,
