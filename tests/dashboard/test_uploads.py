@@ -51,6 +51,36 @@ def test_pickle_refused_unless_the_server_allows_it(dash_env, monkeypatch, pickl
     assert at2.success[0].value.startswith("Model **model.pkl**: pickle,")
     assert at2.warning[0].value.startswith("This model is a pickle: loading it ran whatever code it contains.")
 
+    # the audit job carries the server's consent; a worker runs a pickle only when it allows them too
+    at2.button(key="run_audit").click().run()
+    (job,) = jobs_in_store()
+    assert job.inputs["model"]["allow_unsafe_pickle"] is True
+    assert run_jobs(unsafe_pickle=False) == {"failed": 1}
+    assert jobs_in_store()[0].error.startswith("model file model.pkl is a pickle/joblib file")
+    at2.run()
+    assert errors(at2)[0].startswith("model file model.pkl is a pickle/joblib file")
+    at2.button(key="dismiss_job").click().run()
+    at2.button(key="run_audit").click().run()
+    assert run_jobs(unsafe_pickle=True) == {"succeeded": 1}
+    at2.run()
+    assert [t.value for t in at2.title] == ["Findings"]
+    assert at2.session_state["trustaudit_report"].model["format"] == "pickle"
+
+
+def test_a_pickle_submitted_by_a_server_that_refuses_them_never_runs(dash_env, skops_model, pickle_model, test_csv):
+    """Without the server's consent the job says so, even to a worker started with --unsafe-pickle."""
+    from audit.store import open_store
+    from dashboard._jobs import submit_audit
+    from dashboard._settings import DashboardSettings
+
+    settings = DashboardSettings.from_env()
+    assert not settings.allow_unsafe_pickle
+    spec = {"data": {"target": "approved", "positive_label": 1}, "checks": ["fairness.group_metrics"]}
+    with open_store(None) as store:
+        submit_audit(store, settings, {"model": ("model.pkl", pickle_model), "data": ("test.csv", test_csv)}, spec)
+    assert run_jobs(unsafe_pickle=True) == {"failed": 1}
+    assert jobs_in_store()[0].error.startswith("model file model.pkl is a pickle/joblib file")
+
 
 def test_oversized_upload_refused(dash_env, monkeypatch, small_lending, skops_model, test_csv):
     monkeypatch.setenv("TRUSTAUDIT_DASHBOARD_MAX_UPLOAD_MB", "1")
