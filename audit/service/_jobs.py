@@ -323,17 +323,20 @@ def audit_in_child(files: dict[str, InputFile], spec: dict[str, Any], na_values:
                                     progress=progress)}
 
 
-def _child_setup() -> None:
+def _child_setup(own_group: bool = False) -> None:
     """First thing in a job's child: tell the parent our pid (so it can stop us on cancel), take
     back the default SIGTERM (the worker's handler was copied by fork) and leave Ctrl-C to the
-    worker, which decides whether the job finishes or is given back."""
+    worker, which decides whether the job finishes or is given back. ``own_group``: lead a process
+    group of our own, so the worker can stop everything we start (a simulation's Ray processes)."""
     import signal
 
     from audit._isolate import send_message
 
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    send_message({"pid": os.getpid()})
+    if own_group:
+        os.setpgid(0, 0)
+    send_message({"pid": os.getpid(), "group": own_group})
 
 
 # --- federated jobs ---------------------------------------------------------------------------
@@ -355,11 +358,12 @@ def federated_job(
 
     The run's files (model, metrics, run report) are written to ``work_dir``, a temporary folder
     the worker removes: a job's lasting output is its store record. Progress: one message per
-    round, then one per check of the audit.
+    round, then one per check of the audit. The child leads its own process group: when the job
+    is stopped (timeout, cancel), the worker stops the Ray processes the simulation started too.
     """
     from audit._isolate import send_message
 
-    _child_setup()
+    _child_setup(own_group=True)
     from federated._config import FederatedConfig
     from federated._data import load_run_data
     from federated._engine import simulate
@@ -393,7 +397,18 @@ def federated_job(
     written = write_outputs(run, work_dir, audit=False)
     if not run.trained:
         raise ConfigError(run.untrained_message(None))
-    result = {"run": run.to_dict(), "trained": True}
+    shown = {str(f.path): f.name for f in files.values()}
+
+    def scrub(value: Any) -> Any:  # the server's paths out of the recorded run: the client's names in
+        if isinstance(value, str):
+            return "" if value == work_dir or value.startswith(work_dir + os.sep) else shown.get(value, value)
+        if isinstance(value, dict):
+            return {k: scrub(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [scrub(v) for v in value]
+        return value
+
+    result = {"run": scrub(run.to_dict()), "trained": True}
     report = None
     if cfg.audit:
         def progress(event: str, check_id: str, i: int, n: int) -> None:

@@ -153,6 +153,7 @@ class _Running:
         self.job = job
         self.remote = remote  # a Ray task: nothing local to kill, the main thread cancels it
         self.pid: int | None = None
+        self.group = False  # the child leads a process group of its own (federated jobs)
         self.child_done = False
         self.reason: str | None = None  # "cancelled" | "lost" | "released"
         self.lock = threading.Lock()
@@ -171,6 +172,7 @@ class _Running:
         if "pid" in msg:
             if not self.remote:
                 self.pid = int(msg["pid"])
+                self.group = bool(msg.get("group"))
             self.start()
             return
         self.start()
@@ -272,6 +274,13 @@ class _Running:
         self.reason = reason
         if not self.remote:
             self._kill_child()
+
+    def stop_group(self) -> None:
+        """After a child that led its own process group ended: stop what it left (a stopped
+        simulation's Ray processes). The group id stays reserved while any member lives."""
+        if self.group and self.pid is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.pid, signal.SIGKILL)
 
     def _kill_child(self) -> None:
         pid = self.pid
@@ -573,6 +582,7 @@ class Worker:
                 error = "internal error: " + " ".join(text.split())[:500]
             finally:
                 running.child_done = True
+                running.stop_group()
             if isinstance(out, dict) and "error" in out:  # from a Ray task: plain data
                 msg = " ".join(str(out.get("message", "")).split())
                 error = msg if out.get("trustaudit") else f"internal error: {out.get('error')}: {msg}"

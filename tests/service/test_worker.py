@@ -246,6 +246,105 @@ def test_a_stale_job_is_requeued_once_then_failed(tmp_path, jobs_dir, audit_file
     assert_store_consistent(store)
 
 
+# --- federated jobs ------------------------------------------------------------------------------
+
+
+def test_a_bad_federated_job_fails_before_the_engine_starts(tmp_path, jobs_dir, audit_files):
+    store = open_store(tmp_path / "s.sqlite")
+    bad = {
+        store.submit_job("federated", {"num-clients": 0}, {}, project="p", submitted_by="local"):
+            "num-clients must be",
+        store.submit_job("federated", {"strategy": "fedbest"}, {}, project="p", submitted_by="local"):
+            "strategy must be one of",
+        store.submit_job("federated", {"output-dir": "/etc"}, {}, project="p", submitted_by="local"):
+            "'output-dir' cannot be set in a job",
+        store.submit_job("federated", {"data": "/etc/passwd"}, {}, project="p", submitted_by="local"):
+            "'data' cannot be set in a job",
+        store.submit_job("federated", {}, stage_inputs(jobs_dir, {"model": ("m.skops", audit_files.model)}),
+                         project="p", submitted_by="local"): "a model file is not used by this kind of job",
+    }
+    t0 = time.monotonic()
+    assert _worker(store, jobs_dir).run() == 0
+    assert time.monotonic() - t0 < 60
+    for job_id, fragment in bad.items():
+        job = store.get_job(job_id)
+        assert job.state == "failed" and fragment in job.error and "\n" not in job.error, job.error
+    assert_store_consistent(store)
+
+
+@pytest.mark.slow
+def test_a_federated_job_simulates_and_records_its_audit(tmp_path, jobs_dir, audit_files):
+    """``trustaudit federated simulate --audit`` as a job, on an uploaded CSV: the run's metrics are
+    the job's result, its audit is recorded with the job (model and rows named after the job)."""
+    import pandas as pd
+
+    rows = pd.concat([pd.read_csv(p) for p in (audit_files.train, audit_files.holdout, audit_files.data)])
+    csv = tmp_path / "clients.csv"
+    rows.to_csv(csv, index=False)
+    store = open_store(tmp_path / "s.sqlite")
+    config = {"num-clients": 2, "num-rounds": 2, "target": "approved", "positive-label": "1", "sensitive": "sex",
+              "audit": True, "checks": "fairness.group_metrics,fairness.demographic_parity"}
+    job_id = store.submit_job("federated", config, stage_inputs(jobs_dir, {"data": ("clients.csv", csv)}),
+                              project="p", submitted_by="local")
+    t0 = time.monotonic()
+    assert _worker(store, jobs_dir, federated_cpus=1, heartbeat=0.5, heartbeat_timeout=10).run() == 0
+    seconds = time.monotonic() - t0
+    job = store.get_job(job_id)
+    assert job.state == "succeeded", job.error
+    run = job.result["run"]
+    assert job.result["trained"] is True
+    assert run["config"]["num-clients"] == 2 and len([r for r in run["rounds"] if r["round"] > 0]) == 2
+    assert (run["config"]["data"], run["config"]["output-dir"]) == ("clients.csv", "")  # no server path recorded
+    assert str(jobs_dir) not in json.dumps(job.result) and "trustaudit-federated-" not in json.dumps(job.result)
+    assert sum(run["data"][f"{split}_rows"] for split in ("train", "holdout", "test")) == len(rows)
+    report = store.get(job.audit_id)
+    assert [r.check_id for r in report.results] == ["fairness.group_metrics", "fairness.demographic_parity"]
+    assert report.model["path"] == f"federated job {job_id[:12]}: model.pt"
+    assert report.inputs["data"]["test"]["path"] == f"federated job {job_id[:12]}: test rows"
+    assert job.progress["stage"] == "audit" and job.progress["done"] == job.progress["total"] == 2
+    assert list(jobs_dir.iterdir()) == [] and children_of(os.getpid()) == []
+    assert_store_consistent(store)
+    print(f"\nfederated job (2 clients, 2 rounds, audit): {seconds:.1f} s")
+
+
+def _descendants(pid: int) -> set[int]:
+    out, stack = set(), children_of(pid)
+    while stack:
+        p = stack.pop()
+        if p not in out:
+            out.add(p)
+            stack += children_of(p)
+    return out
+
+
+@pytest.mark.slow
+def test_a_stopped_federated_job_leaves_no_ray_process(tmp_path, jobs_dir):
+    """A federated simulation stopped by the time limit: its child and every process its Ray engine
+    started (raylet, GCS, agents) are stopped with it (the child leads its own process group)."""
+    store = open_store(tmp_path / "s.sqlite")
+    job_id = store.submit_job("federated", {"num-clients": 2, "num-rounds": 50, "n-rows": 300}, {}, project="p",
+                              submitted_by="local")
+    seen: set[int] = set()
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            seen.update(_descendants(os.getpid()))
+            time.sleep(0.2)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        assert _worker(store, jobs_dir, timeout=15, federated_cpus=1).run() == 0
+    finally:
+        done.set()
+        watcher.join()
+    job = store.get_job(job_id)
+    assert (job.state, job.error) == ("failed", "the federated simulation process did not finish within 15 s and was stopped")
+    assert len(seen) > 3, "the simulation started its engine's processes"
+    wait_for(lambda: not any(_state(p) not in ("gone", "Z") for p in seen), 10, "every process of the job to stop")
+
+
 # --- the command line ----------------------------------------------------------------------------
 
 
