@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import logging
 import os
 import secrets
 import select
@@ -340,7 +341,7 @@ class _Ray:
 
         self.ray = ray
         try:
-            ray.init(address=address, logging_level="ERROR", log_to_driver=False, namespace="trustaudit",
+            ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False, namespace="trustaudit",
                      configure_logging=True)
         except Exception as exc:  # noqa: BLE001 - Ray raises ConnectionError, RuntimeError, ValueError...
             reason = " ".join(str(exc).split())[:300]
@@ -687,7 +688,11 @@ class Worker:
                     self.log(f"job {job.job_id[:12]}: the report could not be recorded: {exc.message}")
                     return "lost"
                 time.sleep(0.5)
-            except (NotFoundError, StoreError) as exc:  # no longer running on this worker
+            except (NotFoundError, StoreError) as exc:  # no longer running on this worker ...
+                with contextlib.suppress(StoreError):
+                    now = self.store.get_job(job.job_id)
+                    if report is not None and now.state == "succeeded" and now.audit_id == report.audit_id:
+                        return "succeeded"  # ... because an earlier try committed before its answer was lost
                 self.log(f"job {job.job_id[:12]}: {exc.message}")
                 return "lost"
 
