@@ -572,7 +572,9 @@ def _refuse_onnx_external_data(data: bytes, name: str) -> None:
 
 
 def _load_skops(data: bytes, name: str, trusted_types: Sequence[str]) -> Any:
-    import skops.io as sio
+    from audit._compat.skops import import_skops_io
+
+    sio = import_skops_io()
 
     check_zip_bounds(data, name, member_limits={"schema.json": current_limits().skops_schema_bytes}).close()
 
@@ -641,7 +643,9 @@ def save_torchscript(module: Any, path: str | Path, metadata: Mapping[str, Any])
 
 
 def save_skops(estimator: Any, path: str | Path) -> Path:
-    import skops.io as sio
+    from audit._compat.skops import import_skops_io
+
+    sio = import_skops_io()
 
     return write_bytes_atomic(path, sio.dumps(estimator))
 

@@ -23,6 +23,11 @@ fallback; a fast path stays only while it measurably pays (or, where noted, for 
   fallback makes the same ``torch.normal`` calls, draw for draw. Kept for fidelity to Opacus'
   secure noise, not for speed. (Opacus' private ``_check_skip_next_step`` is no longer used: the
   book-keeping optimizer refuses virtual steps through the public ``signal_skip_step``.)
+* :mod:`audit._compat.skops` (``TRUSTAUDIT_COMPAT_SKOPS``) — no private API: ``skops.io`` is
+  imported with a placeholder standing in for ``sklearn.externals.array_api_compat.torch``, so
+  the estimator listing skops runs at import does not import torch (same trusted types, tested in
+  fresh processes). Benefit: torch's import (about a second) off every skops model load in a fresh
+  process: every CLI audit and worker job.
 * :mod:`federated._compat.flwr` (``TRUSTAUDIT_COMPAT_FLWR``) — Flower's
   ``InMemoryLinkState.get_message_ins`` replaced by a lookup by destination node while a
   simulation of at least ``MIN_CLIENTS`` clients runs (reference-counted, so simulations on

@@ -357,3 +357,51 @@ def test_bookkeeping_refuses_a_virtual_step_when_it_is_signalled():
     assert opt.pre_step() is True
     with pytest.raises(RuntimeError, match="does not split Poisson batches into virtual steps"):
         opt.signal_skip_step(do_skip=True)
+
+
+# --- skops: import without torch ------------------------------------------------------------
+
+_SKOPS_PROBE = """
+import json, sys
+from audit._compat.skops import import_skops_io
+sio = import_skops_io()
+from skops.io import _trusted_types as tt
+import sklearn.externals.array_api_compat as aac
+print(json.dumps({"torch": "torch" in sys.modules, "types": sorted(tt.SKLEARN_ESTIMATOR_TYPE_NAMES),
+                  "placeholder_left": "sklearn.externals.array_api_compat.torch" in sys.modules,
+                  "attr_left": hasattr(aac, "torch")}))
+"""
+
+
+def _skops_probe(switch: str) -> dict:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TRUSTAUDIT_COMPAT_SKOPS": switch}
+    out = subprocess.run([sys.executable, "-c", _SKOPS_PROBE], capture_output=True, text=True, env=env,
+                         check=True, timeout=300)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_skops_imports_without_torch_and_trusts_the_same_types() -> None:
+    fast, public = _skops_probe("1"), _skops_probe("0")
+    assert fast["types"] == public["types"] and len(fast["types"]) > 150  # the same trusted estimators
+    assert fast["torch"] is False and public["torch"] is True  # what the fast path saves
+    assert not fast["placeholder_left"] and not fast["attr_left"]  # nothing of the placeholder stays
+
+
+def test_skops_model_round_trip_on_both_paths(tmp_path, monkeypatch) -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    from audit.io import load_model, save_skops
+
+    X = np.arange(40, dtype=float).reshape(20, 2)
+    y = (X[:, 0] > 19).astype(int)
+    model = LogisticRegression().fit(X, y)
+    for switch in ("1", "0"):
+        monkeypatch.setenv("TRUSTAUDIT_COMPAT_SKOPS", switch)
+        save_skops(model, tmp_path / f"m{switch}.skops")
+        loaded = load_model(tmp_path / f"m{switch}.skops").adapter
+        np.testing.assert_array_equal(loaded.predict_proba(X), model.predict_proba(X))
