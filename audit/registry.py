@@ -61,7 +61,8 @@ class CheckInfo:
     description: str
     #: shared intermediates the check reads (``ctx.get``): checks sharing one run in one lane
     needs: tuple[Intermediate[Any], ...] = ()
-    #: relative cost (a scheduling hint: heavier groups of checks start first)
+    #: relative cost, roughly in tenths of a CPU second on the anchor workload (bench/bench_audit.py);
+    #: a scheduling hint only: heavier groups of checks start first in the lanes
     cost: float = 1.0
 
     def shares(self) -> tuple[str, ...]:

@@ -257,7 +257,7 @@ def _mechanism_table(mechanisms: Mapping[str, str], plan: Any) -> EvidenceTable:
 
 
 @register_check(
-    "causal.sensitive_effect", family="causal", needs=(ANALYSIS,), cost=6, applies=all_of(_needs_graph, _needs_treatment),
+    "causal.sensitive_effect", family="causal", needs=(ANALYSIS,), cost=19, applies=all_of(_needs_graph, _needs_treatment),
     description="Total causal effect of the sensitive attribute on the model's score (SCM intervention).",
 )
 def sensitive_effect_check(ctx: AuditContext) -> CheckResult:
@@ -502,7 +502,7 @@ def _estimators_disagree(a: EffectAnalysis) -> list[str]:
 
 
 @register_check(
-    "causal.treatment_effect", family="causal", cost=3, applies=all_of(_needs_graph, _needs_treatment, _needs_outcome),
+    "causal.treatment_effect", family="causal", cost=15, applies=all_of(_needs_graph, _needs_treatment, _needs_outcome),
     description="Effect of causal.treatment on causal.outcome: DoWhy identification, estimators, refuters.",
 )
 def treatment_effect_check(ctx: AuditContext) -> CheckResult:

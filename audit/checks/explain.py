@@ -207,7 +207,7 @@ def _shown_values(X: pd.DataFrame, k: int) -> dict[str, list[str | None]]:
     return out
 
 
-@register_check("explain.shap", family=FAMILY, needs=(METHOD,), cost=6)
+@register_check("explain.shap", family=FAMILY, needs=(METHOD,), cost=20)
 def shap_check(ctx: Any) -> CheckResult:
     """SHAP attributions per input column, with an additivity test."""
     a: Attribution = outcome(ctx, "shap").get()

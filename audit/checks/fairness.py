@@ -678,7 +678,7 @@ def _dp_diff(y_pred: np.ndarray, groups: pd.Series, compared: Sequence[str]) -> 
 
 
 @register_check("fairness.mitigation", family="fairness", applies=needs_sensitive_features,
-                needs=(DISPARITY,), cost=3)
+                needs=(DISPARITY,), cost=11)
 def mitigation(ctx: AuditContext) -> CheckResult:
     """What meeting demographic parity would cost: ThresholdOptimizer on the model's scores and,
     when the estimator can be refit, ExponentiatedGradient. A model over the parity limit for which

@@ -387,7 +387,7 @@ def _sample(rng: np.random.Generator, n: int, k: int) -> np.ndarray:
     return np.sort(rng.choice(n, size=k, replace=False))
 
 
-@register_check("privacy.membership_inference", family="privacy", applies=_has_members_and_nonmembers, cost=3)
+@register_check("privacy.membership_inference", family="privacy", applies=_has_members_and_nonmembers, cost=7)
 def membership_inference(ctx: AuditContext) -> CheckResult:
     """Membership-inference attacks (training rows vs holdout rows) and an empirical ε bound."""
     from audit.privacy.attacks import (
