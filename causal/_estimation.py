@@ -20,7 +20,7 @@
   per row); the sensitivity analysis reports Cinelli & Hazlett's robustness value from the OLS
   t-statistic (no benchmark is possible), since DoWhy's partial-R2 refuter needs a covariate.
 * **Continuous treatment** without a named contrast: the per-unit effect (one unit at the median). (Propensity-score stratification
-  is left out: its bootstrap interval alone took 18 s on 4,000 rows here.)
+  is left out: its bootstrap interval alone costs more than the rest of the check.)
 * **Refute** the primary estimate (back-door linear regression when available, else front-door,
   else IV) with DoWhy's placebo-treatment, random-common-cause and data-subset refuters, and the
   unobserved-confounder sensitivity analysis (``add_unobserved_common_cause`` with

@@ -10,7 +10,7 @@ noise; a latent common cause of T or of a modelled descendant makes the SCM unid
 the analysis says so instead of running.
 
 **Mechanisms, chosen deliberately by dtype** (DoWhy's automatic selection cross-validates several
-model families per node: about 17 s for 3 nodes × 2,000 rows on a 2-core machine):
+model families per node, many times slower; bench/bench_causal.py measures it):
 
 * roots: their observed values (dowhy.gcm's ``EmpiricalDistribution``);
 * numeric non-roots: an additive-noise model with a linear regressor (``mechanisms="linear"``:
@@ -144,8 +144,7 @@ def seeded_global_numpy(seed: int) -> Iterator[None]:
 @contextlib.contextmanager
 def single_threaded_blas() -> Iterator[None]:
     """One thread for BLAS and OpenMP during the many small fits and predictions here. On a busy
-    2-core machine OpenBLAS' own threading made a 10,000 x 9 SVD 35 times slower (150 ms instead of
-    4 ms), and OpenMP threads of a gradient-boosting model's ``predict_proba`` spun for minutes."""
+    2-core machine OpenBLAS' own threading made a small SVD many times slower, and OpenMP threads of a gradient-boosting model's ``predict_proba`` spun for minutes."""
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=1):
@@ -254,7 +253,7 @@ def plan_scm(graph: CausalGraph, treatment: str, inputs: Sequence[str], data: pd
 #
 # The SCM is refitted on every bootstrap replicate (51 fits by default). scikit-learn's lbfgs
 # multinomial regression on the raw (unscaled) parents of a 14-level node ran into its 1,000
-# iteration cap on every fit (about 1 s each, 95 % of the analysis); dowhy.gcm's per-call encoding
+# iteration cap on every fit (most of the analysis' time); dowhy.gcm's per-call encoding
 # and validation added the rest. These fit the same models: ordinary least squares with one-hot
 # coded categories (reference coding), and scikit-learn's L2-penalised logistic regression
 # (``C * sum(loss) + ||coef||^2 / 2``, intercepts unpenalised, multinomial with one coefficient

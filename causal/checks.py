@@ -3,7 +3,9 @@
 * ``causal.treatment_effect`` — DoWhy identify → estimate (≥ 3 estimators when a back-door set
   exists and the treatment is binary) → refute, on ``causal.treatment`` → ``causal.outcome``.
 * ``causal.sensitive_effect`` — total effect of the sensitive attribute on the model's score
-  through an SCM fitted on the audited rows (dowhy.gcm), bootstrap interval over refits.
+  through an SCM fitted on the audited rows (``linear`` mechanisms: least squares and penalised
+  logistic regressions fitted with NumPy, the models dowhy.gcm would fit; ``boosted``/``auto``:
+  dowhy.gcm), bootstrap interval over refits.
 * ``causal.counterfactual_fairness`` — per-individual counterfactuals (exact abduction for
   additive-noise nodes, a posterior draw under a Gumbel-max mechanism for categorical ones, stated
   in the result), decision flip rate and mean |Δscore|, overall and by group, with intervals from
@@ -56,7 +58,7 @@ MECHANISM_RATIONALE = {
     "linear": (
         "additive-noise linear regressions for numeric nodes and logistic-regression classifiers for "
         "categorical ones, chosen by dtype (invertible, fitted in milliseconds) instead of DoWhy's "
-        "cross-validated automatic assignment (about 17 s for 3 nodes x 2,000 rows on 2 cores); roots "
+        "cross-validated automatic assignment (many times slower: bench/bench_causal.py); roots "
         "resample their observed values"
     ),
     "boosted": (
