@@ -56,6 +56,7 @@ __all__ = [
     "resolve_inputs",
     "run_audit_job",
     "stage_inputs",
+    "sweep_trash",
 ]
 
 #: the input roles of an audit job, as the API's multipart fields name them ("data": the audited rows)
@@ -221,16 +222,42 @@ def stage_inputs(
     return inputs
 
 
+_TRASH = ".trash-"  # a job folder being removed: renamed first, so no half-removed folder keeps its name
+
+
 def remove_job_folder(jobs_dir: str | os.PathLike[str], job_id: str, inputs: Mapping[str, Any]) -> bool:
-    """Delete the job's folder (after the job ended); False if there was none or its name is not plain."""
+    """Delete the job's folder (after the job ended); False if there was none or its name is not plain.
+
+    The folder is first renamed to ``.trash-<name>-<random>`` (one atomic step), then deleted: a
+    process killed meanwhile leaves a trash folder (:func:`sweep_trash` removes it), never a job
+    folder with some of its inputs gone."""
     try:
         folder = job_folder(jobs_dir, job_id, inputs if isinstance(inputs, Mapping) else {})
     except SpecError:
         return False
     if not folder.is_dir() or folder.is_symlink():
         return False
-    shutil.rmtree(folder, ignore_errors=True)
+    trash = folder.with_name(f"{_TRASH}{folder.name}-{secrets.token_hex(4)}")
+    try:
+        os.rename(folder, trash)
+    except OSError:
+        return False
+    shutil.rmtree(trash, ignore_errors=True)
     return True
+
+
+def sweep_trash(jobs_dir: str | os.PathLike[str]) -> int:
+    """Finish removing job folders whose removal was interrupted; returns how many."""
+    n = 0
+    try:
+        entries = list(os.scandir(jobs_dir))
+    except OSError:
+        return 0
+    for entry in entries:
+        if entry.name.startswith(_TRASH) and entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path, ignore_errors=True)
+            n += 1
+    return n
 
 
 # --- in the job's child process --------------------------------------------------------------

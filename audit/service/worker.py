@@ -489,6 +489,9 @@ class Worker:
             opts.jobs_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise UsageError(f"worker: jobs folder {opts.jobs_dir} cannot be created: {exc.strerror}") from None
+        from audit.service._jobs import sweep_trash
+
+        sweep_trash(opts.jobs_dir)  # folders a killed worker was removing
         handlers = {}
         main = threading.current_thread() is threading.main_thread()
         if main:

@@ -150,7 +150,8 @@ def test_ray_worker_runs_audits_on_the_cluster(ray_head, store_url, jobs_dir, au
     assert store.get_job(fed).state == "queued"  # a Ray worker leaves federated jobs to plain workers
     assert "running audit jobs in Ray cluster" in log.read_text()
     assert_store_consistent(store)
-    print(f"\nRay worker ({store_url.split(':')[0]}): 4 jobs in {seconds:.1f} s including start-up")
+    backend = "postgresql" if store_url.startswith("postgresql") else "sqlite"
+    print(f"\nRay worker ({backend}): 4 jobs in {seconds:.1f} s including start-up")
 
 
 def test_ray_worker_cancels_a_running_task(ray_head, tmp_path, jobs_dir, audit_files):

@@ -138,6 +138,21 @@ def test_bad_input_fails_the_job_with_one_line(tmp_path, jobs_dir, audit_files):
     assert_store_consistent(store)
 
 
+def test_job_folders_are_removed_whole(tmp_path, jobs_dir, audit_files):
+    """A folder is renamed out of the way before it is deleted: a worker killed while deleting leaves
+    a .trash-* folder (swept by the next worker to start), never a job folder missing some inputs."""
+    from audit.service import remove_job_folder
+
+    inputs = stage_inputs(jobs_dir, {"model": ("m.skops", audit_files.model), "data": ("d.csv", audit_files.data)})
+    assert remove_job_folder(jobs_dir, "any", inputs) and list(jobs_dir.iterdir()) == []
+    assert not remove_job_folder(jobs_dir, "any", inputs)  # gone already
+    assert not remove_job_folder(jobs_dir, "any", {"folder": "../x"})  # not a plain name: nothing touched
+    (jobs_dir / ".trash-abc-1234").mkdir()
+    (jobs_dir / ".trash-abc-1234" / "data-1.upload").write_text("x")
+    assert _worker(open_store(tmp_path / "s.sqlite"), jobs_dir).run() == 0
+    assert list(jobs_dir.iterdir()) == []
+
+
 def test_time_and_memory_limits_fail_the_job(tmp_path, jobs_dir, audit_files):
     store = open_store(tmp_path / "s.sqlite")
     slow = submit_audit(store, jobs_dir, audit_files, slow=True)

@@ -117,18 +117,24 @@ def kill_campaign(store_url: str, jobs_dir: Path, files, log: Path, kills: int, 
     succeeded = sum(j.state == "succeeded" for j in jobs)
     assert counts["audits"] == succeeded and counts["findings"] == 2 * succeeded
     # inputs: the folders of ended jobs are removed, except where a worker died between recording
-    # the job's end and removing its folder; nothing but the staged inputs is ever in a folder
+    # the job's end and removing its folder (the folder whole), or while removing it (renamed to
+    # .trash-*, which the next worker to start sweeps); a job folder never misses part of its inputs
     by_folder = {j.inputs["folder"]: j for j in jobs}
-    left = sorted(p.name for p in jobs_dir.iterdir())
+    trash = sorted(p.name for p in jobs_dir.iterdir() if p.name.startswith(".trash-"))
+    left = sorted(p.name for p in jobs_dir.iterdir() if not p.name.startswith(".trash-"))
     for name in left:
         assert name in by_folder, name
         assert sorted(f.name for f in (jobs_dir / name).iterdir()) == sorted(
             by_folder[name].inputs[r]["stored"] for r in ("model", "data"))
+    if trash:
+        from audit.service._jobs import sweep_trash
+
+        assert sweep_trash(jobs_dir) == len(trash)
     return {
         "kills": kills, "interrupted": interrupted, "jobs": len(jobs), "succeeded": succeeded,
         "requeued": sum(j.attempts == 2 for j in jobs), "failed": sum(j.state == "failed" for j in jobs),
         "requeued_then_succeeded": sum(j.attempts == 2 and j.state == "succeeded" for j in jobs),
-        "folders_left": len(left), "seconds": seconds,
+        "folders_left": len(left), "trash_left": len(trash), "seconds": seconds,
     }
 
 
