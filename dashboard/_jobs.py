@@ -27,6 +27,7 @@ __all__ = [
     "progress_of",
     "queued_ahead",
     "show_job",
+    "stamp",
     "state_badge",
     "submit_audit",
     "submit_federated",
@@ -95,6 +96,12 @@ def _when(stamp: str | None) -> datetime | None:
     except ValueError:
         return None
     return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
+
+
+def stamp(text: str | None) -> str:
+    """A store timestamp as shown: ``2026-01-02 03:04:05`` (UTC), to the second."""
+    t = _when(text)
+    return "" if t is None else t.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def elapsed(job: Any, now: datetime | None = None) -> float | None:

@@ -7,7 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from audit.exceptions import StoreError, TrustAuditError
-from dashboard._jobs import ACTIVE_STATES, describe, elapsed, show_job
+from dashboard._jobs import ACTIVE_STATES, describe, elapsed, show_job, stamp
 from dashboard._settings import PROJECT
 from dashboard._state import error_line, get_settings, get_store, set_current_report, store_label
 
@@ -62,8 +62,8 @@ def _jobs() -> None:
         st.caption("No job has finished yet.")
         return
     st.dataframe(pd.DataFrame([
-        {"job": j.job_id[:12], "state": j.state, "what": describe(j), "submitted": j.created_at,
-         "finished": j.finished_at or "", "took": _took(j), "by": j.submitted_by, "project": j.project,
+        {"job": j.job_id[:12], "state": j.state, "what": describe(j), "submitted (UTC)": stamp(j.created_at),
+         "finished (UTC)": stamp(j.finished_at), "took": _took(j), "by": j.submitted_by, "project": j.project,
          "audit": (j.audit_id or "")[:12], "reason": j.error or ""}
         for j in finished
     ]), hide_index=True, width="stretch")
@@ -73,7 +73,7 @@ def _jobs() -> None:
     by_id = {j.job_id: j for j in openable}
     o1, o2 = st.columns([4, 1], vertical_alignment="bottom")
     chosen = o1.selectbox("Report of a finished job", list(by_id), key="jobs_open_id",
-                          format_func=lambda jid: f"{jid[:12]} · {by_id[jid].finished_at} · {describe(by_id[jid])}")
+                          format_func=lambda jid: f"{jid[:12]} · {stamp(by_id[jid].finished_at)} · {describe(by_id[jid])}")
     if o2.button("Open in Findings", icon=":material/open_in_new:", key="jobs_open", width="stretch"):
         try:
             report = store.get(by_id[chosen].audit_id)

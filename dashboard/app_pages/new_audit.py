@@ -109,9 +109,9 @@ def _follow(job_id: str) -> None:
                "Jobs page lists it, and History will hold its report.")
 
 
+# shown under the Run button when the form is there, else (a reload: no uploads yet) up here
 following = followed_job("audit")
-if following:
-    _follow(following)
+top = st.container()
 
 # --- uploads ---------------------------------------------------------------------------------
 c_model, c_data = st.columns(2)
@@ -201,6 +201,9 @@ if "test" in frames:
 
 if model is None or "test" not in frames:
     st.info("Upload a model and the data to audit to continue.", icon=":material/info:")
+    if following:
+        with top:
+            _follow(following)
     st.stop()
 
 # --- choices ---------------------------------------------------------------------------------
@@ -312,5 +315,8 @@ if run:
     else:
         if following:
             st.toast(f"The earlier audit (job {following[:12]}) goes on; the Jobs page lists it.")
+        st.toast(f"Audit submitted (job {job_id[:12]}); it runs on the server.", icon=":material/send:")
         follow_job("audit", job_id)
         st.rerun()
+if following:
+    _follow(following)
