@@ -389,3 +389,19 @@ def test_unusable_history_store_is_reported_not_fatal(dash_env, monkeypatch, tmp
     assert errors(at) == [message]
     at.switch_page(PAGES["jobs"]).run()
     assert errors(at) == [message]
+
+
+def test_audit_job_on_a_postgresql_store(dash_env, monkeypatch, pg_url, skops_model, test_csv):
+    """The same path with the store on PostgreSQL: the page queues, a worker runs, history lists it."""
+    monkeypatch.setenv("TRUSTAUDIT_STORE", pg_url)
+    at = _upload_quick(new_app().run(), skops_model, test_csv)
+    at.button(key="run_audit").click().run()
+    assert not at.exception and not errors(at)
+    assert run_jobs() == {"succeeded": 1}
+    at.run()
+    assert [t.value for t in at.title] == ["Findings"]
+    (job,) = jobs_in_store()
+    at.switch_page(PAGES["history"]).run()
+    assert not at.exception and not errors(at)
+    assert at.dataframe[0].value["audit"].tolist() == [job.audit_id[:12]]
+    assert at.caption[0].value.startswith("1 audit(s) in the history store postgresql+psycopg://")
