@@ -15,8 +15,8 @@ from tests.dashboard.conftest import QUICK_SPEC
 
 pytestmark = pytest.mark.browser
 
-#: an audit that runs for tens of seconds (LIME on 1000 rows), so that the page can be touched,
-#: reloaded and closed while the worker runs it
+#: an audit that runs for a minute or so (LIME on 1000 rows, 2000 perturbations each; ~25 s on an idle
+#: 2-core machine), so that the page can be touched, reloaded and closed while the worker runs it
 SLOW_SPEC = b"""checks = ["fairness.group_metrics", "fairness.demographic_parity", "explain.lime"]
 seed = 7
 
@@ -27,6 +27,7 @@ sensitive = ["sex"]
 
 [policy.explain]
 lime_sample_size = 1000
+lime_num_samples = 2000
 """
 
 
