@@ -313,7 +313,8 @@ if run:
     except Exception as exc:  # noqa: BLE001 - never a traceback: one line, the app stays usable
         st.error(f"The audit could not be submitted: {error_line(exc)}", icon=":material/block:")
     else:
-        if following:
+        earlier = get_job(get_store(settings), following) if following else None
+        if earlier is not None and not earlier.finished:
             st.toast(f"The earlier audit (job {following[:12]}) goes on; the Jobs page lists it.")
         st.toast(f"Audit submitted (job {job_id[:12]}); it runs on the server.", icon=":material/send:")
         follow_job("audit", job_id)
