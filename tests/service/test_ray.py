@@ -132,7 +132,12 @@ def test_ray_worker_runs_audits_on_the_cluster(ray_head, store_url, jobs_dir, au
     t0 = time.monotonic()
     worker = start_worker(store_url, jobs_dir, log, "--ray-address", ray_head, "--once", "--heartbeat", "0.5",
                           "--heartbeat-timeout", "10")
-    assert worker.wait(300) == 0, log.read_text()[-3000:]
+    try:
+        assert worker.wait(300) == 0, log.read_text()[-3000:]
+    finally:
+        if worker.poll() is None:  # the test failed: no worker outlives it
+            worker.kill()
+            worker.wait()
     seconds = time.monotonic() - t0
     direct = run_audit(load_model(audit_files.model), str(audit_files.data), spec=TINY_SPEC)
     for job_id in ids:

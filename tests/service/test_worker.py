@@ -219,9 +219,14 @@ def test_sigterm_gives_back_or_finishes_the_job_and_exits_0(tmp_path, jobs_dir, 
     log = tmp_path / "worker.log"
     proc = start_worker(url, jobs_dir, log, "--heartbeat", "0.2", "--heartbeat-timeout", "1", "--poll", "0.1",
                         "--grace", str(grace))
-    wait_for(lambda: store.get_job(job_id).progress.get("done", 0) >= 1, 180, "progress")
-    proc.send_signal(sig)
-    assert proc.wait(300) == 0  # with a long grace: once the audit finished (seconds; more on a busy machine)
+    try:
+        wait_for(lambda: store.get_job(job_id).progress.get("done", 0) >= 1, 180, "progress")
+        proc.send_signal(sig)
+        assert proc.wait(300) == 0  # with a long grace: once the audit finished (seconds; more on a busy machine)
+    finally:
+        if proc.poll() is None:  # the test failed: no worker outlives it
+            proc.kill()
+            proc.wait()
     job = store.get_job(job_id)
     if grace:
         assert job.state == "succeeded" and job.attempts == 1
