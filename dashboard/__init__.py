@@ -2,8 +2,10 @@
 findings, browse and compare earlier audits, and simulate federated training.
 
 ``trustaudit dashboard`` serves :data:`APP_PATH` (``st.navigation`` over the pages in
-``dashboard/app_pages/``). The pages only show: findings come from ``audit.runner.run_audit`` and
-the reports it returns, history from ``audit.store``, federated runs from ``federated``.
+``dashboard/app_pages/``). The pages only show and submit: an audit or a federated simulation is a
+job in the store (``audit.store``), run by a worker (``audit.service``; ``trustaudit dashboard``
+starts local workers unless ``--no-worker``), so it survives widget changes, reloads and a closed
+browser; findings and history are read back from the store.
 Importing this package does not import Streamlit.
 """
 
