@@ -439,6 +439,24 @@ class Store:
         """The worker stopped a job whose cancel was requested; False if it was not running on this worker."""
         return self._end(job_id, worker_id, "cancelled", _one_line(reason))
 
+    def release_job(self, job_id: str, worker_id: str) -> bool:
+        """A worker that stops (SIGTERM) gives its running job back: queued again with its worker,
+        start, heartbeat and progress cleared and the attempt not counted — or cancelled if a cancel
+        was requested. False if the job was not running on this worker."""
+        j = s.jobs.c
+        still = (j.job_id == job_id, j.worker_id == worker_id, j.state == "running")
+        with self._write() as conn:
+            row = conn.execute(select(j.cancel_requested, j.attempts).where(*still)).first()
+            if row is None:
+                return False
+            if row.cancel_requested:
+                values = {"state": "cancelled", "finished_at": self._now(),
+                          "error": "cancelled; its worker stopped"}
+            else:
+                values = {"state": "queued", "worker_id": None, "heartbeat_at": None, "started_at": None,
+                          "progress_json": "{}", "attempts": max(0, int(row.attempts) - 1)}
+            return conn.execute(update(s.jobs).where(*still).values(**values)).rowcount == 1
+
     def _end(self, job_id: str, worker_id: str, state: str, error: str) -> bool:
         j = s.jobs.c
         with self._write() as conn:

@@ -394,3 +394,24 @@ def test_worker_killed_mid_write_leaves_no_partial_report(store_url):
     for job in succeeded[:20]:
         assert len(store.findings(job.audit_id)) == 400
     assert all(j.audit_id is None for j in store.list_jobs(state=("queued", "running"), limit=1000))
+
+
+def test_a_stopping_worker_gives_its_job_back(store_url) -> None:
+    """release_job: the job is queued again, its attempt not counted (or cancelled when a cancel was
+    asked); another worker's release is refused."""
+    from audit.store import open_store
+
+    store = open_store(store_url)
+    jid = store.submit_job("audit", {"checks": ["fairness"]}, {}, project="p", submitted_by="t")
+    job = store.claim_job("w1")
+    assert job is not None and job.job_id == jid and job.attempts == 1
+    assert store.release_job(jid, "w2") is False  # not that worker's
+    assert store.release_job(jid, "w1") is True
+    back = store.get_job(jid)
+    assert back.state == "queued" and back.attempts == 0 and back.worker_id is None
+    again = store.claim_job("w2")
+    assert again is not None and again.job_id == jid and again.attempts == 1
+    store.cancel_job(jid)
+    assert store.release_job(jid, "w2") is True
+    assert store.get_job(jid).state == "cancelled"
+    assert store.release_job(jid, "w2") is False
