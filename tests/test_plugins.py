@@ -119,7 +119,7 @@ def plugin_loaded(site):
 def test_the_plugin_runs_in_the_python_api_and_the_dashboard(plugin_loaded, files, lending) -> None:
     from audit import run_audit
     from audit.io import load_model
-    from tests.dashboard.conftest import errors, new_app, uploader
+    from tests.dashboard.conftest import errors, new_app, run_jobs, uploader
 
     report = run_audit(load_model(files["model"]), lending.test, target="approved", positive_label=1,
                        checks=["quality"], policy={"quality": {"brier_max": 0.01}})
@@ -138,6 +138,9 @@ def test_the_plugin_runs_in_the_python_api_and_the_dashboard(plugin_loaded, file
         target[0].set_value("approved")
     at.run()
     at.button(key="run_audit").click().run()
+    assert not at.exception and not errors(at), errors(at)
+    assert run_jobs() == {"succeeded": 1}  # a worker takes the job the page submitted
+    at.run()
     assert not at.exception and not errors(at), errors(at)
     shown = at.session_state["trustaudit_report"]  # the report the page holds, from the audit it ran
     assert [x.check_id for x in shown.results] == ["quality.brier_score"]
