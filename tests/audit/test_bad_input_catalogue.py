@@ -359,7 +359,7 @@ CATALOGUE: dict[str, Bad] = {
     "unknown subcommand": Bad(
         lambda c, t: ["audti"],
         lambda c, t: "argument command: invalid choice: 'audti' (choose from 'audit', 'demo', 'history', "
-                     "'causal', 'dashboard', 'federated', 'privacy')"),
+                     "'causal', 'dashboard', 'federated', 'privacy', 'worker', 'serve', 'token')"),
     "unknown flag": Bad(lambda c, t: ["audit", "--colour", "red"],
                         lambda c, t: "unrecognized arguments: --colour red"),
     "missing required flags": Bad(
