@@ -14,8 +14,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +21,6 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PG_ADMIN_URL = os.environ.get("TRUSTAUDIT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 #: the smallest useful audit: two fairness checks on 300 rows (well under a second)
 TINY_SPEC: dict[str, Any] = {
@@ -42,50 +39,7 @@ SLOW_SPEC: dict[str, Any] = {
 # --- stores ----------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def pg_database() -> Iterator[str]:
-    psycopg = pytest.importorskip("psycopg")
-    from sqlalchemy.engine import make_url
-
-    admin_url = make_url(PG_ADMIN_URL)
-    try:
-        admin = psycopg.connect(admin_url.set(drivername="postgresql").render_as_string(hide_password=False),
-                                autocommit=True, connect_timeout=3)
-    except psycopg.Error as exc:
-        reason = " ".join(str(exc).split())[:200]
-        pytest.skip(f"PostgreSQL is not reachable at {admin_url.render_as_string()} ({reason}); "
-                    "set TRUSTAUDIT_TEST_PG to a server's postgres database to run the PostgreSQL service tests")
-    name = f"trustaudit_w_{uuid.uuid4().hex}"
-    admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield admin_url.set(drivername="postgresql+psycopg", database=name).render_as_string(hide_password=False)
-    finally:
-        from audit.store._engine import dispose_engines
-
-        dispose_engines()
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
-
-
-@pytest.fixture
-def pg_url(pg_database: str) -> str:
-    """A PostgreSQL store of its own: a fresh schema of the session's database (``search_path`` in the URL)."""
-    import psycopg
-    from sqlalchemy.engine import make_url
-
-    schema = f"t_{uuid.uuid4().hex[:16]}"
-    libpq = make_url(pg_database).set(drivername="postgresql").render_as_string(hide_password=False)
-    with psycopg.connect(libpq, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
-    return f"{pg_database}?options=-csearch_path%3D{schema}"
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A fresh, empty store: a SQLite file, then a PostgreSQL schema."""
-    if request.param == "sqlite":
-        return str(tmp_path / "store.sqlite")
-    return request.getfixturevalue("pg_url")
+# pg_database, pg_url and store_url (SQLite, then a PostgreSQL schema) come from tests/conftest.py
 
 
 @pytest.fixture
