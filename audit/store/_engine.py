@@ -23,6 +23,7 @@ import os
 import re
 import sqlite3
 import threading
+import time
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -214,7 +215,17 @@ def _sqlite_engine(path: Path, busy_timeout: float) -> Engine:
     def _pragmas(dbapi_conn: Any, _record: Any) -> None:
         cur = dbapi_conn.cursor()
         try:
-            cur.execute("PRAGMA journal_mode=WAL")
+            # switching a new file to WAL can answer "database is locked" at once, without SQLite's
+            # busy handler, while another process switches it too: retry within the busy timeout
+            deadline = time.monotonic() + max(busy_timeout, 1.0)
+            while True:
+                try:
+                    cur.execute("PRAGMA journal_mode=WAL")
+                    break
+                except sqlite3.OperationalError as exc:
+                    if "locked" not in str(exc) or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA synchronous=FULL")
         finally:
