@@ -319,7 +319,7 @@ def test_cancel_a_running_job(running: Served) -> None:
 # --- 4 clients at once, 2 workers ----------------------------------------------------------------
 
 
-def _concurrent(store: str, tmp: Path, audit_files: Any, clients: int, per_client: int) -> None:
+def _concurrent(store: str, tmp: Path, audit_files: Any, clients: int, per_client: int) -> dict[str, int]:
     from audit.service.client import Client
     from audit.store import open_store
     from tests.service.conftest import assert_store_consistent
@@ -368,6 +368,7 @@ def _concurrent(store: str, tmp: Path, audit_files: Any, clients: int, per_clien
         counts = assert_store_consistent(db)
         assert counts["audits"] == total and counts["jobs"] == total
         assert server.problems() == []
+        return counts
     finally:
         server.stop()
 
@@ -376,7 +377,8 @@ def _concurrent(store: str, tmp: Path, audit_files: Any, clients: int, per_clien
 def test_4_clients_submit_at_once_and_every_job_is_accounted_for(backend: str, request: pytest.FixtureRequest,
                                                                   tmp_path: Path, audit_files: Any) -> None:
     store = str(tmp_path / "store.sqlite") if backend == "sqlite" else request.getfixturevalue("pg_url")
-    _concurrent(store, tmp_path, audit_files, clients=4, per_client=5)
+    counts = _concurrent(store, tmp_path, audit_files, clients=4, per_client=5)
+    assert counts["audits"] == counts["jobs"] == 20
 
 
 @pytest.mark.slow
@@ -384,7 +386,8 @@ def test_4_clients_submit_at_once_and_every_job_is_accounted_for(backend: str, r
 def test_4_clients_x_25_submissions_with_2_workers(backend: str, request: pytest.FixtureRequest, tmp_path: Path,
                                                    audit_files: Any) -> None:
     store = str(tmp_path / "store.sqlite") if backend == "sqlite" else request.getfixturevalue("pg_url")
-    _concurrent(store, tmp_path, audit_files, clients=4, per_client=25)
+    counts = _concurrent(store, tmp_path, audit_files, clients=4, per_client=25)
+    assert counts["audits"] == counts["jobs"] == 100
 
 
 # --- an unexpected error ------------------------------------------------------------------------

@@ -63,7 +63,7 @@ def errors_are_one_sentence(ctx: Any, response: Any, case: Any) -> bool | None:
     return True
 
 
-def _fuzz(api_schema: Any, fuzzed: tuple[Server, str], method: str, path: str, max_examples: int) -> None:
+def _fuzz(api_schema: Any, fuzzed: tuple[Server, str], method: str, path: str, max_examples: int) -> int:
     """Positive and negative examples of one operation (schemathesis' strategies driven by
     Hypothesis here: its pytest plugin's lazy loader does not run on this pytest)."""
     from hypothesis import given
@@ -72,12 +72,14 @@ def _fuzz(api_schema: Any, fuzzed: tuple[Server, str], method: str, path: str, m
 
     _server, token = fuzzed
     operation = api_schema[path][method]
+    calls = [0]
     for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
         @given(case=operation.as_strategy(generation_mode=mode))
         @settings(max_examples=max_examples, deadline=None, database=None, suppress_health_check=list(HealthCheck),
                   derandomize=True)
         def run(case: Any) -> None:
             response = case.call(headers={"Authorization": f"Bearer {token}"}, timeout=120)
+            calls[0] += 1
             case.validate_response(response, checks=[not_a_server_error, errors_are_one_sentence])
 
         try:
@@ -86,6 +88,7 @@ def _fuzz(api_schema: Any, fuzzed: tuple[Server, str], method: str, path: str, m
             if mode is GenerationMode.POSITIVE:
                 raise
             # an operation without parameters or body (GET /v1/health) has no invalid request to make
+    return calls[0]
 
 
 def test_every_operation_is_fuzzed(api_schema: Any) -> None:
@@ -95,13 +98,13 @@ def test_every_operation_is_fuzzed(api_schema: Any) -> None:
 
 @pytest.mark.parametrize(("method", "path"), OPERATIONS, ids=[f"{m} {p}" for m, p in OPERATIONS])
 def test_no_server_error(api_schema: Any, fuzzed: tuple[Server, str], method: str, path: str) -> None:
-    _fuzz(api_schema, fuzzed, method, path, max_examples=25)
+    assert _fuzz(api_schema, fuzzed, method, path, max_examples=25) > 0  # requests were made and all passed
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("method", "path"), OPERATIONS, ids=[f"{m} {p}" for m, p in OPERATIONS])
 def test_no_server_error_long(api_schema: Any, fuzzed: tuple[Server, str], method: str, path: str) -> None:
-    _fuzz(api_schema, fuzzed, method, path, max_examples=300)
+    assert _fuzz(api_schema, fuzzed, method, path, max_examples=300) > 0
 
 
 def test_the_log_shows_no_server_error(fuzzed: tuple[Server, str]) -> None:

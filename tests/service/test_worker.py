@@ -543,17 +543,20 @@ def _many_clients(store_url: str, jobs_dir: Path, audit_files, tmp_path: Path, p
         assert store.count(project=f"client{k}") == per_client
     assert len({j.worker_id for j in jobs.values()}) == 2  # both workers took jobs
     assert log.read_text().count(" succeeded in ") == n  # each job recorded by exactly one worker
-    assert assert_store_consistent(store) == {"audits": n, "findings": 2 * n, "jobs": n}
+    counts = assert_store_consistent(store)
+    assert counts == {"audits": n, "findings": 2 * n, "jobs": n}
     assert list(jobs_dir.iterdir()) == []
-    return {"seconds": seconds}
+    return {"seconds": seconds, **counts}
 
 
 def test_20_submissions_from_4_clients_with_2_workers(store_url, jobs_dir, audit_files, tmp_path):
-    _many_clients(store_url, jobs_dir, audit_files, tmp_path, per_client=5, forked=True)
+    figures = _many_clients(store_url, jobs_dir, audit_files, tmp_path, per_client=5, forked=True)
+    assert figures["jobs"] == figures["audits"] == 20
 
 
 @pytest.mark.slow
 def test_100_submissions_from_4_clients_with_2_workers(store_url, jobs_dir, audit_files, tmp_path):
     figures = _many_clients(store_url, jobs_dir, audit_files, tmp_path, per_client=25, forked=False)
+    assert figures["jobs"] == figures["audits"] == 100
     backend = "postgresql" if store_url.startswith("postgresql") else "sqlite"
     print(f"\n100 jobs from 4 clients, 2 local workers, {backend}: {figures['seconds']:.1f} s")
