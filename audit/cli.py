@@ -422,10 +422,16 @@ def _cmd_history(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    return run_parser(build_parser, argv)
+
+
+def run_parser(make_parser: Any, argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` with ``make_parser()`` and run the chosen command with the CLI's exit codes
+    and one-line errors (also used by ``python -m audit.service``)."""
     try:
-        parser = build_parser()
+        parser = make_parser()
         args = parser.parse_args(argv)
-        if args.version:
+        if getattr(args, "version", False):
             from importlib.metadata import version
 
             print(version("trustaudit"))

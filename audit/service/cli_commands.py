@@ -11,8 +11,6 @@ beyond the standard library: the CLI imports it to build its parser.
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -91,34 +89,11 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m audit.service COMMAND ...``: these sub-commands only, with the CLI's exit codes
     and one-line errors."""
-    from audit.cli import _Parser
-    from audit.exceptions import TrustAuditError
+    from audit.cli import _Parser, run_parser
 
-    parser = _Parser(prog="trustaudit", description="trustaudit audit service commands")
-    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
-    add_commands(sub)
-    try:
-        args = parser.parse_args(argv)
-        if not getattr(args, "func", None):
-            parser.print_help(sys.stderr)
-            return 2
-        return int(args.func(args))
-    except TrustAuditError as exc:
-        print(f"trustaudit: error: {exc.message}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("trustaudit: error: interrupted", file=sys.stderr)
-        return 130
-    except OSError as exc:
-        from audit._preflight import os_error_line
+    def make_parser() -> _Parser:
+        parser = _Parser(prog="trustaudit", description="trustaudit audit service commands")
+        add_commands(parser.add_subparsers(dest="command", parser_class=_Parser))
+        return parser
 
-        print(f"trustaudit: error: {os_error_line(exc)}", file=sys.stderr)
-        return 2
-    except Exception as exc:  # noqa: BLE001 - a bug: one line, exit 3 (as the CLI)
-        if os.environ.get("TRUSTAUDIT_DEBUG") == "1":
-            import traceback
-
-            traceback.print_exc()
-        print(f"trustaudit: internal error: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}",
-              file=sys.stderr)
-        return 3
+    return run_parser(make_parser, argv)
