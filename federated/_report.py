@@ -10,7 +10,6 @@ every value from the run is escaped; this module prepares the values (tables, nu
 from __future__ import annotations
 
 import base64
-import functools
 import io
 import math
 from typing import Any
@@ -131,19 +130,10 @@ def _plots(run: FederatedRun) -> list[tuple[str, str]]:
     return out
 
 
-@functools.cache
 def _environment() -> jinja2.Environment:
-    """The template environment, built once on first use (templates are compiled once too)."""
-    return jinja2.Environment(
-        loader=jinja2.PackageLoader("federated", "templates"),
-        autoescape=jinja2.select_autoescape(enabled_extensions=("html", "j2", "css"), default=True,
-                                            default_for_string=True),
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        auto_reload=False,
-        keep_trailing_newline=True,
-    )
+    from audit.report._html import template_environment  # one set of template rules for both reports
+
+    return template_environment("federated")
 
 
 def _context(run: FederatedRun) -> dict[str, Any]:

@@ -29,11 +29,17 @@ _COUNT_LABELS = (("PASS", "passed"), ("FAIL", "failed"), ("WARN", "warnings"), (
                  ("SKIPPED", "skipped"))
 
 
-@functools.cache
 def _environment() -> jinja2.Environment:
-    """The template environment, built once on first use (templates are compiled once too)."""
+    return template_environment("audit.report")
+
+
+@functools.cache
+def template_environment(package: str) -> jinja2.Environment:
+    """The jinja2 environment of a package's ``templates`` folder (the audit report's, the federated
+    run report's): autoescape on, undefined names an error; built once per package, so templates
+    are compiled once too."""
     return jinja2.Environment(
-        loader=jinja2.PackageLoader("audit.report", "templates"),
+        loader=jinja2.PackageLoader(package, "templates"),
         autoescape=jinja2.select_autoescape(enabled_extensions=("html", "j2", "css"), default=True,
                                             default_for_string=True),
         undefined=jinja2.StrictUndefined,
